@@ -1,0 +1,3 @@
+from fmcli.cli import main
+
+main()

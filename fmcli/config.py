@@ -1,0 +1,26 @@
+"""Numeric types and the one decorator policy for compiled kernels.
+
+Kernels are compiled lazily (first call) and cached on disk, so `fmcli --help`
+never pays for numba and a second run does not recompile. fastmath leaves out
+nnan/ninf so that NaN and inf checks inside kernels keep working.
+"""
+
+import numpy as np
+
+VALUE_DTYPE = np.float32   # feature values and targets, as libFM reads them
+INDEX_DTYPE = np.int32     # feature ids (column indices)
+INDPTR_DTYPE = np.int64    # row pointers: nnz may exceed 2**31
+PARAM_DTYPE = np.float64   # model parameters w0, w, V
+
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+MAX_FEATURE_ID = 2**31 - 2   # ids are stored as int32
+
+
+def njit(*args, **kwargs):
+    """numba.njit with fmcli's policy: cache=True, fastmath without nnan/ninf."""
+    import numba
+
+    kwargs.setdefault("cache", True)
+    kwargs.setdefault("fastmath", FASTMATH)
+    kwargs.setdefault("nogil", True)
+    return numba.njit(*args, **kwargs)

@@ -1,0 +1,126 @@
+"""The factorization machine: parameters and prediction.
+
+    y(x) = w0 + sum_j w_j x_j + 1/2 sum_f [ (sum_j v_jf x_j)^2 - sum_j v_jf^2 x_j^2 ]
+
+computed in O(k * nnz) with the sum-of-squares identity. Feature ids at or above
+the model's `n_features` (seen only in new data) contribute nothing.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fmcli.config import PARAM_DTYPE, njit
+
+LINKS = ("identity", "logistic", "probit")
+
+
+@dataclass
+class FMModel:
+    w0: float
+    w: np.ndarray                 # (n_features,)
+    V: np.ndarray                 # (n_features, k): a feature's factors are contiguous
+    use_w0: bool = True
+    use_w: bool = True
+    task: str = "r"               # "r" regression, "c" classification
+    link: str = "identity"        # identity (clipped to [y_min, y_max]), logistic or probit
+    y_min: float = -np.inf
+    y_max: float = np.inf
+    meta: dict = field(default_factory=dict)  # method, options, ... (stored in model files)
+    # MCMC: (w0 (S,), w (S, n), V (S, n, k)); predictions average the link-applied
+    # prediction of each sample, as training's -out does. w0, w, V then hold the last sample.
+    samples: tuple = None
+
+    @property
+    def n_features(self):
+        return self.w.shape[0]
+
+    @property
+    def k(self):
+        return self.V.shape[1]
+
+    @classmethod
+    def init(cls, n_features, k, *, use_w0=True, use_w=True, init_stdev=0.1, rng=None, **kw):
+        """w0 = 0, w = 0, V ~ N(0, init_stdev^2) (libFM's initialisation)."""
+        rng = np.random.default_rng(0) if rng is None else rng
+        V = rng.normal(0.0, init_stdev, size=(n_features, k)) if init_stdev > 0 else np.zeros((n_features, k))
+        return cls(0.0, np.zeros(n_features, PARAM_DTYPE), V.astype(PARAM_DTYPE), use_w0, use_w, **kw)
+
+    def resized(self, n_features, rng=None, init_stdev=0.0):
+        """A copy with room for `n_features` features; new ones start at w = 0, V ~ N(0, init_stdev^2)."""
+        extra = n_features - self.n_features
+        if extra <= 0:
+            return self
+        rng = np.random.default_rng(0) if rng is None else rng
+        newV = rng.normal(0.0, init_stdev, (extra, self.k)) if init_stdev > 0 else np.zeros((extra, self.k))
+        return FMModel(self.w0, np.concatenate([self.w, np.zeros(extra)]), np.vstack([self.V, newV]),
+                       self.use_w0, self.use_w, self.task, self.link, self.y_min, self.y_max, dict(self.meta))
+
+    def predict_raw(self, indptr, indices, data, params=None):
+        """Raw scores y(x), one per CSR row, unclipped (params: (w0, w, V), default the model's)."""
+        w0, w, V = (self.w0, self.w, self.V) if params is None else params
+        out = np.empty(len(indptr) - 1, np.float64)
+        _predict_csr(indptr, indices, data, w0 if self.use_w0 else 0.0, w, V, self.use_w, out)
+        return out
+
+    def predict(self, indptr, indices, data):
+        """Predictions as written by `-out`: clipped values (regression) or probabilities;
+        for a model with samples, the mean of the per-sample predictions."""
+        if self.samples is None:
+            return apply_link(self.predict_raw(indptr, indices, data), self.link, self.y_min, self.y_max)
+        w0s, ws, Vs = self.samples
+        total = np.zeros(len(indptr) - 1)
+        for s in range(len(w0s)):
+            raw = self.predict_raw(indptr, indices, data, (w0s[s], ws[s], Vs[s]))
+            total += apply_link(raw, self.link, self.y_min, self.y_max)
+        return apply_link(total / len(w0s), self.link, self.y_min, self.y_max) if self.link == "identity" \
+            else total / len(w0s)
+
+
+def apply_link(raw, link, y_min, y_max):
+    if link == "identity":
+        return np.clip(raw, y_min, y_max)
+    if link == "logistic":
+        return _sigmoid(raw)
+    if link == "probit":
+        return _normal_cdf(raw)
+    raise ValueError(f"unknown link {link!r}")
+
+
+def _sigmoid(x):
+    from scipy.special import expit
+
+    return expit(x)
+
+
+def _normal_cdf(x):
+    from scipy.special import ndtr
+
+    return ndtr(x)
+
+
+@njit
+def _predict_csr(indptr, indices, data, w0, w, V, use_w, out):
+    n_rows = len(indptr) - 1
+    n_features, k = V.shape
+    s = np.empty(k)
+    for i in range(n_rows):
+        acc = w0
+        for f in range(k):
+            s[f] = 0.0
+        sq = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            if j >= n_features:
+                continue
+            x = data[p]
+            if use_w:
+                acc += w[j] * x
+            for f in range(k):
+                vx = V[j, f] * x
+                s[f] += vx
+                sq += vx * vx
+        pair = 0.0
+        for f in range(k):
+            pair += s[f] * s[f]
+        out[i] = acc + 0.5 * (pair - sq)
