@@ -1,0 +1,238 @@
+"""The command line: parse, call the library, report.
+
+Imports only click at module level so that `fmcli --help` starts fast and
+never loads numba; each command imports the library in its body.
+Every option has libFM's single-dash spelling and a GNU `--long` one.
+"""
+
+import os
+import re
+import signal
+import sys
+
+import click
+
+from fmcli import __version__
+from fmcli.errors import FmcliError, UsageError
+
+EXIT_CODES = """\b
+Exit codes:
+  0    success
+  1    failure while running (e.g. training diverged, a write failed)
+  2    usage error or bad input (options, data file, model file)
+  130  interrupted (SIGINT);  143  terminated (SIGTERM);  141  broken pipe
+No output file is left half-written: outputs appear whole or not at all."""
+
+CONTEXT = {"help_option_names": ["-h", "--help", "-help"], "max_content_width": 100}
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: stop like Ctrl-C, with exit code 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+# ---- option values ------------------------------------------------------------------------------
+
+def parse_dim(text):
+    """'k0,k1,k2' strictly: three non-negative integers, k0 and k1 being 0 or 1."""
+    if text is None:
+        return (1, 1, 8)
+    if not re.fullmatch(r"\s*\d+\s*[,;]\s*\d+\s*[,;]\s*\d+\s*", text):
+        raise UsageError(f"-dim {text!r}: expected three non-negative integers k0,k1,k2 such as 1,1,8")
+    k0, k1, k2 = (int(p) for p in re.split(r"[,;]", text))
+    if k0 > 1 or k1 > 1:
+        raise UsageError(f"-dim {text!r}: k0 (use bias) and k1 (use linear terms) must be 0 or 1")
+    return (k0, k1, k2)
+
+
+def parse_floats(name, text, counts, minimum=0.0, strict=False):
+    """A list of finite numbers, ',' or ';' separated, whose length is one of `counts`."""
+    parts = [p for p in re.split(r"[,;]", text.strip()) if p.strip()]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"{name} {text!r}: not a list of numbers") from None
+    if not any(c(len(values)) if callable(c) else len(values) == c for c in counts):
+        raise UsageError(f"{name} {text!r}: wrong number of values")
+    for v in values:
+        if not (v == v and abs(v) != float("inf")) or v < minimum or (strict and v <= minimum):
+            raise UsageError(f"{name} {text!r}: values must be finite and {'>' if strict else '>='} {minimum:g}")
+    return values
+
+
+def not_supported(ctx, param, value):
+    if value is not None:
+        raise UsageError(f"{param.opts[0]} is not supported yet (it is planned; fmcli will not silently ignore it)")
+    return value
+
+
+def opt(short, *decls, **kw):
+    """An option with libFM's spelling (`-train`) and the GNU one (`--train`)."""
+    return click.option(short, "-" + short, *decls, **kw)
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+@click.group(context_settings=CONTEXT, epilog=EXIT_CODES)
+@click.version_option(__version__, "--version", "-version", prog_name="fmcli", message="%(prog)s %(version)s")
+def cli():
+    """Factorization Machines from the command line, compatible with libFM.
+
+    \b
+    Example:
+      fmcli train -task r -train train.libfm -test test.libfm -method als -dim 1,1,8 \\
+          -iter 100 -regular 0,10,10 -out pred.txt -save_model model.fm
+      fmcli predict -model model.fm -test new.libfm -out -
+    """
+
+
+@cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)
+@opt("-task", required=True, type=click.Choice(["r", "c"], case_sensitive=False),
+     help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive).")
+@opt("-train", "train_path", required=True, metavar="FILE",
+     help="Training data, libFM/libsvm text (gzip, bz2 or xz detected automatically); '-' reads stdin.")
+@opt("-test", "test_path", metavar="FILE",
+     help="Rows to evaluate each iteration and to predict with -out (optional; libFM requires it).")
+@opt("-method", default="mcmc", show_default=True, type=click.Choice(["sgd", "als", "mcmc", "sgda"], case_sensitive=False),
+     help="Learner: sgd (stochastic gradient descent), als (alternating least squares), mcmc (Gibbs sampling).")
+@opt("-dim", metavar="K0,K1,K2",
+     help="Use bias (0/1), use linear terms (0/1), number of factors. [default: 1,1,8]")
+@opt("-iter", "iterations", default=100, show_default=True, type=click.IntRange(min=0),
+     help="Epochs (sgd), sweeps (als) or samples (mcmc).")
+@opt("-learn_rate", default="0.01", show_default=True, metavar="ETA[,ETA0,ETA1,ETA2]",
+     help="SGD step size: one value for all, or three for bias, linear terms and factors.")
+@opt("-regular", default="0", show_default=True, metavar="R|R0,R1,R2",
+     help="L2 regularisation: one value for all, or bias,linear,factors "
+          "(ALS with -meta: r0 then one per group for w, then one per group for V).")
+@opt("-init_stdev", default=0.1, show_default=True, type=click.FloatRange(min=0),
+     help="Standard deviation of the random initial factors.")
+@opt("-seed", default=0, show_default=True, type=int,
+     help="Random seed: same seed, data and options give the identical model (libFM uses the clock).")
+@opt("-out", metavar="FILE", help="Write one prediction per -test row ('-' = stdout): clipped values (r) or "
+                                  "probabilities of class +1 (c).")
+@opt("-rlog", metavar="FILE", help="Per-iteration measurements, tab-separated with a header line.")
+@opt("-save_model", metavar="FILE",
+     help="Save the trained model: libFM's text layout plus fmcli's checked trailer; FILE.npz saves binary.")
+@opt("-load_model", metavar="FILE", help="Start from this model (warm start) instead of a random one.")
+@opt("-meta", metavar="FILE", help="Feature groups, one integer per feature (MCMC hyperpriors, ALS -regular per group).")
+@opt("-verbosity", default=0, type=click.IntRange(min=0), help="1: print more detail about data and model.")
+@click.option("--burn-in", "burn_in", default=0, show_default=True, type=click.IntRange(min=0),
+              help="MCMC: leave the first N samples out of the averaged predictions.")
+@click.option("--keep-samples", "keep_samples", default=1, show_default=True, type=click.IntRange(min=1),
+              help="MCMC: store every N-th sample in the saved model (1 = exact reproduction of -out).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@opt("-validation", metavar="FILE", callback=not_supported, expose_value=False, help="Not supported yet.")
+@opt("-relation", metavar="NAMES", callback=not_supported, expose_value=False, help="Not supported yet.")
+@opt("-cache_size", metavar="BYTES", callback=not_supported, expose_value=False, help="Not supported yet.")
+def train(task, train_path, test_path, method, dim, iterations, learn_rate, regular, init_stdev, seed,
+          out, rlog, save_model, load_model, meta, verbosity, burn_in, keep_samples, quiet):
+    """Train a factorization machine; optionally predict -test and save the model.
+
+    Takes libFM's options in either spelling (-train f or --train f). Prints
+    libFM's per-iteration lines (#Iter=  N  Train=...  Test=...) on stderr;
+    stdout carries only data (predictions with -out -).
+
+    \b
+    Example:
+      fmcli train -task r -train train.libfm -test test.libfm -method mcmc \\
+          -dim 1,1,8 -iter 200 -out pred.txt
+      fmcli train --task c --train a.libfm --method sgd --learn_rate 0.01 \\
+          --regular 0,0.05,0.05 --save_model m.fm --quiet
+    """
+    from fmcli.console import Console
+    from fmcli.learners.base import TrainOptions
+    from fmcli.train import TrainJob, run_train
+
+    method = method.lower()
+    if method == "sgda":
+        raise UsageError("-method sgda is not supported yet (it is planned together with -validation)")
+    regular_values = parse_floats("-regular", regular, [1, 3, lambda n: n > 3 and n % 2 == 1])
+    if len(regular_values) == 1:
+        regular_values *= 3
+    if len(regular_values) > 3 and (method != "als" or meta is None):
+        raise UsageError("-regular with more than 3 values (one per group) needs -method als and -meta")
+    rates = parse_floats("-learn_rate", learn_rate, [1, 3], strict=True)
+    opts = TrainOptions(task=task.lower(), method=method, dim=parse_dim(dim), iterations=iterations,
+                        learn_rate=rates[0] if len(rates) == 1 else rates, regular=regular_values,
+                        init_stdev=init_stdev, seed=seed, burn_in=burn_in, keep_samples=keep_samples)
+    job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, meta,
+                   dim_given=dim is not None)
+    run_train(job, Console(quiet=quiet, verbosity=verbosity))
+
+
+@cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)
+@opt("-model", "-load_model", "--load_model", "model_path", required=True, metavar="FILE",
+     help="A model saved by fmcli train -save_model, or by libFM's -save_model.")
+@opt("-test", "test_path", required=True, metavar="FILE",
+     help="Rows to score; targets optional (a row may start with its first id:value); '-' reads stdin.")
+@opt("-out", default="-", show_default=True, metavar="FILE", help="Where to write predictions; '-' = stdout.")
+@opt("-task", type=click.Choice(["r", "c"], case_sensitive=False),
+     help="Check the model's task (needed for libFM models of classification; default r).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def predict(model_path, test_path, out, task, quiet):
+    """Score rows with a saved model, streaming in chunks with flat memory use.
+
+    Writes one line per input row, in input order: values clipped to the
+    training target range (regression) or probabilities of class +1
+    (classification). For an MCMC model, the average over its stored samples.
+    If the rows have targets, the metrics go to stderr.
+
+    \b
+    Example:
+      fmcli predict -model model.fm -test new.libfm -out pred.txt
+      zcat new.libfm.gz | fmcli predict -model model.fm -test - -out - | paste - ids.txt
+    """
+    from fmcli.console import Console
+    from fmcli.predict import run_predict
+
+    run_predict(model_path, test_path, out, task.lower() if task else None, Console(quiet=quiet))
+
+
+# ---- entry point --------------------------------------------------------------------------------
+
+def main(argv=None):
+    """Run the CLI; turn every failure into one stderr line and a documented exit code."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(args=argv, prog_name="fmcli", standalone_mode=False)
+        code = 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.UsageError as e:
+        hint = f"\nTry '{e.ctx.command_path} --help' for help." if e.ctx else ""
+        _error(e.format_message() + hint)
+        code = 2
+    except click.exceptions.Abort:
+        code = 130
+    except FmcliError as e:
+        _error(str(e))
+        code = e.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted; no output written")
+        code = 130
+    except Terminated:
+        _error("terminated; no output written")
+        code = 143
+    except BrokenPipeError:
+        # the reader of our stdout went away (e.g. `| head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    except MemoryError:
+        _error("out of memory")
+        code = 1
+    except OSError as e:
+        _error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        code = 1
+    sys.exit(code)
+
+
+def _error(msg):
+    print(f"fmcli: error: {msg}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

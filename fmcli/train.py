@@ -1,0 +1,213 @@
+"""A training run: load data, build or load the model, iterate, write outputs.
+
+The CLI turns options into a TrainJob and calls run_train; everything here is
+usable from Python too. Outputs (-out, -save_model, -rlog) are written
+atomically and only after training succeeded, except -rlog, which is replaced
+whole after every iteration so a long run can be watched.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmcli import metrics
+from fmcli.console import Console
+from fmcli.errors import TrainingError, UsageError
+from fmcli.io.atomic import atomic_output, check_writable
+from fmcli.learners.base import TrainOptions
+
+METHODS = ("sgd", "als", "mcmc")
+
+
+@dataclass
+class TrainJob:
+    opts: TrainOptions
+    train: str
+    test: str = None
+    out: str = None
+    rlog: str = None
+    save_model: str = None
+    load_model: str = None
+    meta: str = None
+    dim_given: bool = True       # False: -dim was left at its default (a loaded model's dim wins)
+
+
+def learner_class(method):
+    if method == "sgd":
+        from fmcli.learners.sgd import SGDLearner
+
+        return SGDLearner
+    if method == "als":
+        from fmcli.learners.als import ALSLearner
+
+        return ALSLearner
+    if method == "mcmc":
+        from fmcli.learners.mcmc import MCMCLearner
+
+        return MCMCLearner
+    raise UsageError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
+
+
+def feature_id_limit(k):
+    """Largest feature id whose model (w, V and the learners' per-feature arrays) fits in memory."""
+    from fmcli.config import MAX_FEATURE_ID
+
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        memory = 1 << 40
+    bytes_per_feature = 8 * (k + 1) * 3 + 16   # parameters, a copy, learner state
+    return int(min(MAX_FEATURE_ID, memory // bytes_per_feature))
+
+
+def _describe(name, d, console):
+    finite = d.y[np.isfinite(d.y)]
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (float("nan"), float("nan"))
+    console.info(f"Loading {name}...\tnum_rows={d.n_rows}\tnum_values={d.nnz}\t"
+                 f"num_features={d.n_features}\tmin_target={lo:g}\tmax_target={hi:g}")
+
+
+def load_data(job, k, console):
+    from fmcli.io.libsvm import read_libfm
+
+    classes = job.opts.task == "c"
+    limit = feature_id_limit(k)
+    train = read_libfm(job.train, targets="required", classes=classes, max_feature_id=limit)
+    _describe("train", train, console)
+    evals = {}
+    if job.test:
+        evals["test"] = read_libfm(job.test, targets="optional", classes=classes, max_feature_id=limit)
+        _describe("test", evals["test"], console)
+    return train, evals
+
+
+def build_model(job, train, evals, console):
+    """A fresh model, or the -load_model one (warm start) widened to the data's features."""
+    from fmcli.model import FMModel
+
+    opts = job.opts
+    n_features = max([train.n_features] + [d.n_features for d in evals.values()])
+    rng = np.random.default_rng(opts.seed)
+    if job.load_model:
+        from fmcli.io.modelfile import load_model
+
+        model = load_model(job.load_model, task=opts.task)
+        dim = (int(model.use_w0), int(model.use_w), model.k)
+        if job.dim_given and tuple(opts.dim) != dim:
+            raise UsageError(f"-dim {','.join(map(str, opts.dim))} does not match the loaded model's "
+                             f"{','.join(map(str, dim))} ({job.load_model})")
+        opts.dim = dim
+        opts.extra["warm_start"] = True
+        model.samples = None  # continue from the last state, not from an average
+        model = model.resized(n_features)
+        console.info(f"Warm start: continuing from {job.load_model} ({model.n_features} features, dim "
+                     f"{','.join(map(str, dim))})")
+    else:
+        k0, k1, k = opts.dim
+        model = FMModel.init(n_features, k, use_w0=bool(k0), use_w=bool(k1),
+                             init_stdev=opts.init_stdev, rng=rng)
+    model.task = opts.task
+    model.y_min, model.y_max = (float(train.y.min()), float(train.y.max())) if opts.task == "r" else (-1.0, 1.0)
+    return model, rng
+
+
+def iteration_line(it, task, train_m, test_m):
+    """libFM's per-iteration line, with fmcli's extra classification fields appended."""
+    key = "rmse" if task == "r" else "accuracy"
+    line = f"#Iter={it:3d}\tTrain={train_m[key]:.6g}"
+    if test_m:
+        line += f"\tTest={test_m[key]:.6g}"
+        if task == "c":
+            line += (f"\tTest(ll)={test_m['ll10']:.6g}\tTest(auc)={test_m['auc']:.6g}"
+                     f"\tTest(logloss)={test_m['logloss']:.6g}")
+    return line
+
+
+class RunLog:
+    """-rlog: a header line and one tab-separated line per iteration, rewritten whole each time."""
+
+    def __init__(self, path):
+        self.path, self.header, self.rows = path, None, []
+
+    def add(self, values):
+        if self.header is None:
+            self.header = list(values)
+        self.rows.append("\t".join("%.6g" % values.get(h, float("nan")) for h in self.header))
+        if self.path:
+            with atomic_output(self.path) as f:
+                f.write("\t".join(self.header) + "\n" + "\n".join(self.rows) + "\n")
+
+
+def _metrics(task, pred, y):
+    m = metrics.evaluate(task, pred, y)
+    if task == "c":
+        m["ll10"] = metrics.libfm_ll(pred, y)
+    return m
+
+
+def run_train(job, console=None):
+    """Train as the job says; returns (model, test predictions or None)."""
+    console = console or Console()
+    opts = job.opts
+    for path, what in ((job.out, "-out"), (job.save_model, "-save_model"), (job.rlog, "-rlog")):
+        check_writable(path, what)
+    if job.save_model == "-":
+        raise UsageError("-save_model needs a file name, not -")
+    if job.out and not job.test:
+        raise UsageError("-out needs -test (the rows to predict)")
+    cls = learner_class(opts.method)
+    train, evals = load_data(job, opts.dim[2], console)
+    if job.meta:
+        from fmcli.io.meta import read_meta
+
+        opts.groups = read_meta(job.meta, max([train.n_features] + [d.n_features for d in evals.values()]))
+    model, rng = build_model(job, train, evals, console)
+    model.meta = {"method": opts.method, "options": opts.as_meta()}
+    learner = cls(model, train, evals, opts, rng)
+    test = evals.get("test")
+    test_labeled = test is not None and test.n_rows > 0 and np.isfinite(test.y).all()
+    rlog = RunLog(job.rlog)
+    console.progress(opts.iterations, f"{opts.method}")
+    start = time.perf_counter()
+    train_m = test_m = None
+    try:
+        for it in range(opts.iterations):
+            t0 = time.perf_counter()
+            learner.step(it)
+            t_learn = time.perf_counter() - t0
+            train_pred = learner.train_predictions()
+            test_pred = learner.eval_predictions("test") if test is not None else None
+            if not np.isfinite(train_pred).all() or (test_pred is not None and not np.isfinite(test_pred).all()):
+                raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
+            train_m = _metrics(opts.task, train_pred, train.y)
+            test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
+            console.info(iteration_line(it, opts.task, train_m, test_m))
+            row = {f"{k}_train": v for k, v in train_m.items()}
+            row.update(test_m or {})
+            row.update({"time_learn": t_learn, "elapsed": time.perf_counter() - start})
+            row.update(learner.log_values())
+            rlog.add(row)
+            console.advance()
+    finally:
+        console.close()
+    if opts.method == "sgd" and train_m is not None:
+        key = "rmse" if opts.task == "r" else "accuracy"
+        console.info(f"Final\tTrain={train_m[key]:.6g}" + (f"\tTest={test_m[key]:.6g}" if test_m else ""))
+    final = learner.final_model()
+    test_pred = None
+    if test is not None:
+        test_pred = learner.eval_predictions("test") if opts.iterations else final.predict(*test.csr())
+    if job.out:
+        from fmcli.io.predictions import write_predictions
+
+        write_predictions(job.out, test_pred)
+        what = "values clipped to the train target range" if opts.task == "r" else "probabilities of class +1"
+        console.info(f"Wrote {len(test_pred)} predictions ({what}) to {'stdout' if job.out == '-' else job.out}")
+    if job.save_model:
+        from fmcli.io.modelfile import save_model
+
+        save_model(job.save_model, final)
+        console.info(f"Writing FM model to {job.save_model}")
+    return final, test_pred
