@@ -225,7 +225,12 @@ def main(argv=None):
         _error("out of memory")
         code = 1
     except OSError as e:
-        _error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        _error(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}")
+        code = 1
+    except Exception as e:  # a bug: say so in one line; FMCLI_DEBUG=1 shows the traceback
+        if os.environ.get("FMCLI_DEBUG"):
+            raise
+        _error(f"internal error: {type(e).__name__}: {e} (set FMCLI_DEBUG=1 for details)")
         code = 1
     sys.exit(code)
 

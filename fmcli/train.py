@@ -89,7 +89,7 @@ def build_model(job, train, evals, console):
 
     opts = job.opts
     n_features = max([train.n_features] + [d.n_features for d in evals.values()])
-    rng = np.random.default_rng(opts.seed)
+    rng = np.random.default_rng(opts.seed % 2**64)  # negative seeds are valid too
     if job.load_model:
         from fmcli.io.modelfile import load_model
 
@@ -165,6 +165,9 @@ def run_train(job, console=None):
         opts.groups = read_meta(job.meta, max([train.n_features] + [d.n_features for d in evals.values()]))
     model, rng = build_model(job, train, evals, console)
     model.meta = {"method": opts.method, "options": opts.as_meta()}
+    console.detail(f"num_attributes={model.n_features}\tuse w0={model.use_w0}\tuse w={model.use_w}\t"
+                   f"dim v={model.k}\treg={','.join('%g' % r for r in opts.regular)}\t"
+                   f"init ~ N(0,{opts.init_stdev:g})\tmethod={opts.method}\tseed={opts.seed}")
     learner = cls(model, train, evals, opts, rng)
     test = evals.get("test")
     test_labeled = test is not None and test.n_rows > 0 and np.isfinite(test.y).all()
