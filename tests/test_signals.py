@@ -1,0 +1,26 @@
+"""Stopping a run from outside: exit 130/143 and no output file."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_cleanly(testdata, tmp_path, sig, code):
+    out, model = tmp_path / "out", tmp_path / "m.fm"
+    proc = subprocess.Popen([sys.executable, "-m", "fmcli", "train", "-task", "r",
+                             "-train", testdata("movies.train.libfm"), "-test", testdata("movies.test.libfm"),
+                             "-method", "sgd", "-iter", "100000", "-out", str(out), "-save_model", str(model)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    for line in proc.stderr:  # wait until training is under way
+        if line.startswith("#Iter=  1") or time.time() > deadline:
+            break
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert os.listdir(tmp_path) == []
