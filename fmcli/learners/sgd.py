@@ -82,14 +82,14 @@ def _sgd_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classif
             g = pred - y[i]
         if use_w0:
             w0[0] -= eta0 * (g + r0 * w0[0])
-        if use_w:
-            for p in range(start, end):
-                j = indices[p]
-                w[j] -= eta1 * (g * data[p] + r1 * w[j])
-        for f in range(k):
-            sf = s[f]
-            for p in range(start, end):
-                j = indices[p]
-                x = data[p]
+        # each (j, f) update uses the row's s_f from before the updates, so the
+        # order of the loops does not matter: walk each feature's factors contiguously
+        for p in range(start, end):
+            j = indices[p]
+            x = data[p]
+            gx = g * x
+            if use_w:
+                w[j] -= eta1 * (gx + r1 * w[j])
+            for f in range(k):
                 v = V[j, f]
-                V[j, f] = v - eta2 * (g * x * (sf - v * x) + r2 * v)
+                V[j, f] = v - eta2 * (gx * (s[f] - v * x) + r2 * v)
