@@ -1,0 +1,918 @@
+"""Model files: `-save_model` / `-load_model`.
+
+    save_model(path, model)          *.npz -> binary, any other name (or `-`) -> text
+    load_model(path, *, task=None)   the format is detected from the content, not the name
+
+Text format (the default)
+-------------------------
+The first part is exactly libFM 1.4.4's layout, so libFM (which reads by position and
+ignores extra lines) and programs that parse libFM models can read it:
+
+    #global bias W0                  (only if use_w0)
+    <w0>
+    #unary interactions Wj           (only if use_w)
+    <w_j>                            (n lines)
+    #pairwise interactions Vj,f
+    <v_j0> <v_j1> ... <v_j,k-1>      (n lines, single spaces; empty lines when k = 0)
+
+Values are written with Python's `repr` (the shortest string that reads back to the same
+double), so a save/load round trip is exact; C's `atof` parses them too. libFM writes 6
+significant digits and loses precision. Note that libFM itself can never reload a model
+with k = 1 (its reader splits V lines on spaces) — fmcli can.
+
+Then fmcli's trailer, which libFM ignores:
+
+    #fmcli samples S                 (only for a model with samples: MCMC)
+    #sample 0                        S blocks: the w0 line (if used), n w lines (if used),
+    ...                              n V lines, without section headers
+    #fmcli-meta {one-line JSON}
+    #fmcli-sha256 <hex>              SHA-256 of every byte before this line
+
+For a model with samples the libFM sections hold the model's own w0, w, V, which by
+FMModel's convention are the last sample; a program that reads only the libFM part
+therefore gets the last MCMC draw, not the posterior average.
+
+The JSON holds {"format": "fmcli-model", "format_version", "fmcli_version", "task", "link",
+"use_w0", "use_w", "k", "n_features", "y_min", "y_max", "n_samples", "meta"}; `meta` is
+the model's own meta dict (method, training options). Infinite y_min / y_max are stored
+as the strings "-inf" / "inf" (JSON has no infinity); non-finite floats and non-JSON
+objects inside `meta` are stored as strings, tuples as lists. Parameters that are
+switched off (w0 without use_w0, w without use_w) are not stored in the text format and
+load as zeros.
+
+Binary format (*.npz)
+---------------------
+np.savez (uncompressed) with float64 little-endian arrays w0 (shape ()), w, V and, for a
+model with samples, w0s (S,), ws (S, n), Vs (S, n, k); `meta` is the same JSON as UTF-8
+bytes in a uint8 array, and `sha256` (uint8, ASCII hex) is the SHA-256 over the meta bytes
+and every array's name, dtype, shape and bytes. It is read with allow_pickle=False, and
+stores every parameter as is (also switched-off ones).
+
+Loading
+-------
+An fmcli file (text with any line starting with `#fmcli`, or an npz) is checked
+thoroughly: checksum, format name and version, shapes against the metadata, every value
+finite. A file that has `#fmcli` lines but does not end with the `#fmcli-sha256` line
+is a truncated or damaged fmcli file and is refused.
+
+A text file without any `#fmcli` line is a libFM model. Its layout is inferred: the
+section headers (matched on the words `global bias`, `unary`, `pairwise`) tell whether
+w0 and w are present, n is the number of lines in the unary section (or in the pairwise
+section when there is no unary one), k is the number of values on each V line (all must
+agree; k = 0 means empty lines). A libFM file says nothing about the task or the target
+range, so:
+  * task is the `task` argument (default "r"); the link is identity for "r" and
+    logistic for "c" (libFM's SGD semantics; libFM's ALS/MCMC classification uses probit,
+    but the file does not say which method wrote it);
+  * y_min / y_max are -inf / +inf: regression predictions of a libFM model are not
+    clipped;
+  * model.meta is {"source_format": "libfm"}.
+Malformed libFM files raise InputError naming the line; unlike libFM, nothing is ever
+silently re-initialised.
+
+A libFM file has no checksum: damage that still parses (a cut inside the last value, an
+edited digit) cannot be detected there.
+
+Every problem with the file (missing, a directory, unreadable, garbage bytes, broken zip,
+invalid UTF-8, bad JSON, ...) is reported as InputError.
+
+Speed: number blocks are parsed whole, never value by value in Python. Big files (at
+least 100k values) use a compiled parser that is exact (it hands the rare value it cannot
+round with certainty to Python's float()); smaller ones use numpy's text parser. A
+200-sample MCMC model with 2625 x 8 factors (~4.7M values, ~93 MB) loads in about 1 s;
+writing it takes about 4 s (Python's repr of every value dominates).
+"""
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import sys
+import warnings
+
+import numpy as np
+
+from fmcli import __version__
+from fmcli.errors import FmcliError, InputError, UsageError
+from fmcli.io.atomic import atomic_output
+from fmcli.model import LINKS, FMModel
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "load_model"]
+
+FORMAT_NAME = "fmcli-model"
+FORMAT_VERSION = 1
+
+TASK_NAMES = {"r": "regression", "c": "classification"}
+
+_HDR_W0 = "#global bias W0"
+_HDR_W = "#unary interactions Wj"
+_HDR_V = "#pairwise interactions Vj,f"
+_META_PREFIX = "#fmcli-meta "
+_SHA_PREFIX = "#fmcli-sha256 "
+_SAMPLES_PREFIX = "#fmcli samples "
+
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_F8 = np.dtype("<f8")
+_ROWS_PER_CHUNK = 65536
+_SHA_LINE_RE = re.compile(rb"#fmcli-sha256 ([0-9a-f]{64})")
+
+
+# ----------------------------------------------------------------------------- saving
+
+def save_model(path, model):
+    """Write `model` to `path` atomically: binary if the name ends in .npz, else text."""
+    path = os.fspath(path)
+    _check_model(model)
+    meta = _meta_dict(model)
+    if path != "-" and path.lower().endswith(".npz"):
+        payload = _npz_bytes(model, meta)
+        with atomic_output(path, binary=True) as f:
+            for i in range(0, len(payload), 1 << 20):
+                f.write(payload[i:i + (1 << 20)])
+        return
+    with atomic_output(path, binary=True) as f:
+        sha = hashlib.sha256()
+        for chunk in _text_chunks(model, meta):
+            data = chunk.encode("ascii")
+            sha.update(data)
+            f.write(data)
+        f.write(f"{_SHA_PREFIX}{sha.hexdigest()}\n".encode("ascii"))
+
+
+def _check_model(model):
+    n, k = model.V.shape if np.ndim(model.V) == 2 else (None, None)
+    if n is None or np.shape(model.w) != (n,):
+        raise ValueError(f"inconsistent model shapes: w {np.shape(model.w)}, V {np.shape(model.V)}")
+    if model.task not in TASK_NAMES:
+        raise ValueError(f"unknown task {model.task!r}")
+    if model.link not in LINKS:
+        raise ValueError(f"unknown link {model.link!r}")
+    arrays = [np.asarray(model.w0, float), np.asarray(model.w, float), np.asarray(model.V, float)]
+    if model.samples is not None:
+        w0s, ws, Vs = (np.asarray(a, float) for a in model.samples)
+        S = w0s.shape[0] if w0s.ndim == 1 else -1
+        if S < 1 or ws.shape != (S, n) or Vs.shape != (S, n, k):
+            raise ValueError(f"inconsistent sample shapes: {w0s.shape}, {ws.shape}, {Vs.shape} "
+                             f"for n={n}, k={k}")
+        arrays += [w0s, ws, Vs]
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise FmcliError("the model has non-finite parameters (NaN or inf); it was not saved")
+    if math.isnan(model.y_min) or math.isnan(model.y_max):
+        raise ValueError("y_min / y_max must not be NaN")
+
+
+def _meta_dict(model):
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "fmcli_version": __version__,
+        "task": model.task,
+        "link": model.link,
+        "use_w0": bool(model.use_w0),
+        "use_w": bool(model.use_w),
+        "k": int(model.k),
+        "n_features": int(model.n_features),
+        "y_min": _encode_bound(model.y_min),
+        "y_max": _encode_bound(model.y_max),
+        "n_samples": 0 if model.samples is None else int(len(model.samples[0])),
+        "meta": _jsonable(model.meta or {}),
+    }
+
+
+def _encode_bound(x):
+    x = float(x)
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+def _jsonable(obj):
+    """A JSON-safe copy: numpy scalars/arrays to Python, tuples to lists, non-finite
+    floats and unknown objects to strings, keys to strings."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else repr(obj)
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
+def _meta_json(meta):
+    return json.dumps(meta, ensure_ascii=True, allow_nan=False, separators=(", ", ": "))
+
+
+def _format_rows(M):
+    """Text of the rows of a 2-D float array: repr values, single spaces, one row per line."""
+    n, k = M.shape
+    if n == 0:
+        return ""
+    if k == 0:
+        return "\n" * n
+    # repr() of a nested list formats every float with float.__repr__ in C
+    s = repr(M.tolist())
+    return s[2:-2].replace("], [", "\n").replace(", ", " ") + "\n"
+
+
+def _row_chunks(M):
+    for a in range(0, M.shape[0], _ROWS_PER_CHUNK):
+        yield _format_rows(M[a:a + _ROWS_PER_CHUNK])
+
+
+def _param_chunks(model, w0, w, V):
+    if model.use_w0:
+        yield repr(float(w0)) + "\n"
+    if model.use_w:
+        yield from _row_chunks(np.asarray(w, np.float64).reshape(-1, 1))
+    yield from _row_chunks(np.asarray(V, np.float64))
+
+
+def _text_chunks(model, meta):
+    if model.use_w0:
+        yield _HDR_W0 + "\n" + repr(float(model.w0)) + "\n"
+    if model.use_w:
+        yield _HDR_W + "\n"
+        yield from _row_chunks(np.asarray(model.w, np.float64).reshape(-1, 1))
+    yield _HDR_V + "\n"
+    yield from _row_chunks(np.asarray(model.V, np.float64))
+    if model.samples is not None:
+        w0s, ws, Vs = model.samples
+        yield f"{_SAMPLES_PREFIX}{len(w0s)}\n"
+        for s in range(len(w0s)):
+            yield f"#sample {s}\n"
+            yield from _param_chunks(model, w0s[s], ws[s], Vs[s])
+    yield _META_PREFIX + _meta_json(meta) + "\n"
+
+
+def _array_digest(meta_bytes, arrays):
+    h = hashlib.sha256()
+    h.update(meta_bytes)
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode("ascii"))
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _npz_bytes(model, meta):
+    arrays = {"w0": np.asarray(float(model.w0), _F8),
+              "w": np.ascontiguousarray(model.w, _F8),
+              "V": np.ascontiguousarray(model.V, _F8)}
+    if model.samples is not None:
+        w0s, ws, Vs = model.samples
+        arrays.update(w0s=np.ascontiguousarray(w0s, _F8), ws=np.ascontiguousarray(ws, _F8),
+                      Vs=np.ascontiguousarray(Vs, _F8))
+    meta_bytes = _meta_json(meta).encode("ascii")
+    digest = _array_digest(meta_bytes, arrays)
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(meta_bytes, np.uint8),
+             sha256=np.frombuffer(digest.encode("ascii"), np.uint8), **arrays)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_model(path, *, task=None):
+    """Read an fmcli model (text or npz) or a libFM model file; see the module docstring.
+
+    task: "r" or "c". For an fmcli file it must match the stored task; for a libFM file
+    (which does not record it) it sets the task, default "r".
+    """
+    if task is not None and task not in TASK_NAMES:
+        raise UsageError(f"unknown task {task!r} (expected 'r' or 'c')")
+    path = os.fspath(path)
+    data = _read_bytes(path)
+    if not data:
+        raise InputError(path, None, "empty model file")
+    if data.startswith(_ZIP_MAGICS):
+        model = _load_npz(path, data)
+    elif data.startswith(b"#fmcli") or b"\n#fmcli" in data:
+        model = _load_fmcli_text(path, data)
+    else:
+        return _load_libfm_text(path, data, task or "r")
+    if task is not None and model.task != task:
+        raise InputError(path, None, f"model was trained for {TASK_NAMES[model.task]}, "
+                                     f"not {TASK_NAMES[task]}")
+    return model
+
+
+def _read_bytes(path):
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError(path, None, "model file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, None, "model path is a directory") from None
+    except OSError as e:
+        raise InputError(path, None, f"cannot read model file: {e.strerror or e}") from None
+
+
+# --- metadata
+
+def _decode_bound(x, name, err):
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise err(f"bad {name} in metadata: {x!r}")
+    if isinstance(x, str):
+        if x not in ("inf", "-inf", "+inf"):
+            raise err(f"bad {name} in metadata: {x!r}")
+        return float(x)
+    x = float(x)
+    if math.isnan(x):
+        raise err(f"bad {name} in metadata: NaN")
+    return x
+
+
+def _parse_meta_json(text, err):
+    def no_constants(c):
+        raise ValueError(f"{c} is not allowed")
+
+    try:
+        meta = json.loads(text, parse_constant=no_constants)
+    except (ValueError, RecursionError) as e:
+        raise err(f"bad metadata JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise err("bad metadata JSON: not an object")
+    return meta
+
+
+def _check_version(meta, err):
+    fmt = meta.get("format")
+    if fmt != FORMAT_NAME:
+        raise err(f"not an fmcli model file (format {fmt!r}, expected {FORMAT_NAME!r})")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise err(f"bad format_version {version!r} in metadata")
+    if version > FORMAT_VERSION:
+        raise err(f"model file format version {version} is newer than this fmcli "
+                  f"({__version__}) can read (format version {FORMAT_VERSION}); "
+                  f"upgrade fmcli (the file was written by fmcli {meta.get('fmcli_version', '?')})")
+
+
+def _validate_meta(meta, err):
+    """Checked, normalised metadata; `err(message)` builds the InputError."""
+    _check_version(meta, err)
+    out = {}
+    if meta.get("task") not in TASK_NAMES:
+        raise err(f"bad task {meta.get('task')!r} in metadata")
+    if meta.get("link") not in LINKS:
+        raise err(f"bad link {meta.get('link')!r} in metadata")
+    out["task"], out["link"] = meta["task"], meta["link"]
+    for key in ("use_w0", "use_w"):
+        if not isinstance(meta.get(key), bool):
+            raise err(f"bad {key} {meta.get(key)!r} in metadata")
+        out[key] = meta[key]
+    for key in ("k", "n_features", "n_samples"):
+        v = meta.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise err(f"bad {key} {v!r} in metadata")
+        out[key] = v
+    out["y_min"] = _decode_bound(meta.get("y_min"), "y_min", err)
+    out["y_max"] = _decode_bound(meta.get("y_max"), "y_max", err)
+    if out["y_min"] > out["y_max"]:
+        raise err(f"y_min {out['y_min']} > y_max {out['y_max']} in metadata")
+    user = meta.get("meta", {})
+    if not isinstance(user, dict):
+        raise err("bad meta entry in metadata: not an object")
+    out["meta"] = user
+    return out
+
+
+def _build_model(m, w0, w, V, samples):
+    return FMModel(float(w0), w, V, m["use_w0"], m["use_w"], m["task"], m["link"],
+                   m["y_min"], m["y_max"], m["meta"], samples)
+
+
+# --- npz
+
+_NPZ_REQUIRED = {"meta", "sha256", "w0", "w", "V"}
+_NPZ_SAMPLES = {"w0s", "ws", "Vs"}
+
+
+def _load_npz(path, data):
+    def err(msg):
+        return InputError(path, None, msg)
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            names = set(z.files)
+            missing = _NPZ_REQUIRED - names
+            if missing:
+                raise err(f"not an fmcli .npz model: missing {', '.join(sorted(missing))}")
+            extra = names - _NPZ_REQUIRED - _NPZ_SAMPLES
+            if extra:
+                raise err(f"unexpected entries in .npz model: {', '.join(sorted(extra))}")
+            raw_meta = z["meta"]
+            if raw_meta.dtype != np.uint8 or raw_meta.ndim != 1:
+                raise err("bad meta entry in .npz model")
+            meta_bytes = raw_meta.tobytes()
+            try:
+                meta_text = meta_bytes.decode("utf-8")
+            except UnicodeDecodeError:
+                raise err("bad metadata: not UTF-8") from None
+            meta = _parse_meta_json(meta_text, err)
+            m = _validate_meta(meta, err)
+            n, k, S = m["n_features"], m["k"], m["n_samples"]
+            want = {"w0": (), "w": (n,), "V": (n, k)}
+            if S:
+                want.update(w0s=(S,), ws=(S, n), Vs=(S, n, k))
+            present = names & _NPZ_SAMPLES
+            if present != (_NPZ_SAMPLES if S else set()):
+                raise err(f"metadata says {S} samples but the .npz holds "
+                          f"{', '.join(sorted(present)) or 'no sample arrays'}")
+            arrays = {}
+            for name, shape in want.items():
+                a = z[name]
+                if a.dtype != _F8:
+                    raise err(f"array {name} has dtype {a.dtype}, expected float64")
+                if a.shape != shape:
+                    raise err(f"array {name} has shape {a.shape}, expected {shape} "
+                              f"(n_features={n}, k={k}, n_samples={S})")
+                arrays[name] = a
+            sha = z["sha256"]
+            if sha.dtype != np.uint8 or sha.ndim != 1:
+                raise err("bad sha256 entry in .npz model")
+            stored = sha.tobytes()
+    except InputError:
+        raise
+    except Exception as e:  # zipfile, numpy format, zlib, struct, memory ... errors
+        raise err(f"not a valid .npz model file ({type(e).__name__}: {e})") from None
+    if _array_digest(meta_bytes, arrays).encode("ascii") != stored:
+        raise err("checksum mismatch: file is corrupt or was edited")
+    for name, a in arrays.items():
+        if not np.isfinite(a).all():
+            raise err(f"array {name} has non-finite values")
+    arrays = {name: np.array(a, np.float64) for name, a in arrays.items()}
+    samples = (arrays["w0s"], arrays["ws"], arrays["Vs"]) if S else None
+    return _build_model(m, arrays["w0"], arrays["w"], arrays["V"], samples)
+
+
+# --- text: shared helpers
+
+class _Lines:
+    """Line index over the bytes of a text file (lines end at b"\\n"); line i is 0-based,
+    messages use i + 1. Lines are decoded only when looked at one by one."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.u8 = None              # uint8 view for the compiled parser
+        self.fast = False           # big file: use the compiled parser
+        ends = np.flatnonzero(np.frombuffer(raw, np.uint8) == 10)
+        if raw and not raw.endswith(b"\n"):
+            ends = np.append(ends, len(raw))
+        self.ends = ends
+        self.starts = np.concatenate([[0], ends[:-1] + 1]).astype(ends.dtype)
+        self.n = len(ends)
+
+    def __len__(self):
+        return self.n
+
+    def line(self, i):
+        return self.raw[self.starts[i]:self.ends[i]].decode("utf-8", "replace")
+
+    def first_bytes(self):
+        """The first byte of every line (b"\\n" for an empty line)."""
+        if not self.n:
+            return np.zeros(0, np.uint8)
+        return np.frombuffer(self.raw + b"\n", np.uint8)[self.starts]
+
+
+def _decode_check(path, data):
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(path, line, "not a model file: invalid UTF-8 (binary garbage?)") from None
+
+
+# --- fast exact float parsing for big blocks (compiled on first use)
+#
+# numpy's text parser (strtod) costs ~400 ns per 17-digit value; a 200-sample MCMC model
+# has millions. The kernel below parses "d.ddde-x" tokens to D * 10^E (D < 10^18) and
+# multiplies in double-double arithmetic with a 10^E table exact to ~2^-106, which gives
+# the correctly rounded double unless the exact value lies within ~2^-96 relative of a
+# rounding boundary (a decimal tie, in practice) or outside [1e-250, 1e250]: such tokens
+# are handed back and parsed with Python's float(). Any layout or syntax surprise makes
+# the kernel give up, and the block goes through the general path.
+
+_FAST_MIN_VALUES = 100_000     # smaller models are not worth compiling / importing numba for
+_POW_MIN, _POW_MAX = -300, 300
+_FALLBACK_CAP = 4096
+_kernel = None
+_pow_table = None
+
+
+def _get_kernel():
+    global _kernel, _pow_table
+    if _kernel is None:
+        from fractions import Fraction
+
+        from fmcli.config import njit
+
+        hi, lo = [], []
+        for e in range(_POW_MIN, _POW_MAX + 1):
+            p = Fraction(10) ** e
+            h = float(p)
+            hi.append(h)
+            lo.append(float(p - Fraction(h)))
+        _pow_table = (np.array(hi), np.array(lo))
+        # error-free transformations must not be reassociated or contracted
+        _kernel = njit(fastmath=False)(_parse_block_kernel)
+    return _kernel, _pow_table
+
+
+def _parse_block_kernel(buf, a, b, nrows, ncols, out, fb_idx, fb_start, fb_end, p_hi, p_lo):
+    """Parse buf[a:b] (nrows lines of ncols single-space-separated numbers, lines joined
+    by "\\n") into out. Returns the number of tokens left for float() (listed in fb_*),
+    or -1 when the block does not look exactly like fmcli's output, -2 when too many
+    tokens need float()."""
+    SPLIT = 134217729.0              # 2^27 + 1, Dekker's splitter
+    n_fb = 0
+    pos = a
+    idx = 0
+    for r in range(nrows):
+        for c in range(ncols):
+            if pos >= b:
+                return -1
+            start = pos
+            neg = False
+            ch = buf[pos]
+            if ch == 45:             # '-'
+                neg = True
+                pos += 1
+            elif ch == 43:           # '+'
+                pos += 1
+            D = 0
+            nd = 0                   # significant digits in D
+            ndig = 0                 # all mantissa digits seen
+            exp10 = 0
+            big = False
+            while pos < b and 48 <= buf[pos] <= 57:
+                d = buf[pos] - 48
+                ndig += 1
+                if nd > 0 or d != 0:
+                    if nd < 18:
+                        D = D * 10 + d
+                        nd += 1
+                    else:
+                        big = True
+                        exp10 += 1
+                pos += 1
+            if pos < b and buf[pos] == 46:   # '.'
+                pos += 1
+                while pos < b and 48 <= buf[pos] <= 57:
+                    d = buf[pos] - 48
+                    ndig += 1
+                    if nd > 0 or d != 0:
+                        if nd < 18:
+                            D = D * 10 + d
+                            nd += 1
+                            exp10 -= 1
+                        else:
+                            big = True
+                    else:
+                        exp10 -= 1
+                    pos += 1
+            if ndig == 0:
+                return -1
+            if pos < b and (buf[pos] == 101 or buf[pos] == 69):   # 'e' 'E'
+                pos += 1
+                eneg = False
+                if pos < b and (buf[pos] == 45 or buf[pos] == 43):
+                    eneg = buf[pos] == 45
+                    pos += 1
+                ev = 0
+                ne = 0
+                while pos < b and 48 <= buf[pos] <= 57:
+                    if ev < 100000:
+                        ev = ev * 10 + (buf[pos] - 48)
+                    ne += 1
+                    pos += 1
+                if ne == 0:
+                    return -1
+                exp10 += -ev if eneg else ev
+            # the token must end with the right separator
+            if c < ncols - 1:
+                if pos >= b or buf[pos] != 32:
+                    return -1
+            elif r < nrows - 1:
+                if pos >= b or buf[pos] != 10:
+                    return -1
+            elif pos != b:
+                return -1
+            end = pos
+            pos += 1
+            ok = not big
+            value = 0.0
+            if ok and D == 0:
+                value = 0.0
+            elif ok and (exp10 < -300 or exp10 > 300):
+                ok = False
+            elif ok:
+                x = float(D)
+                xl = float(D - np.int64(x))
+                ph = p_hi[exp10 + 300]
+                pl = p_lo[exp10 + 300]
+                # TwoProduct(x, ph) by Dekker
+                p = x * ph
+                t1 = SPLIT * x
+                xh = t1 - (t1 - x)
+                xl2 = x - xh
+                t2 = SPLIT * ph
+                yh = t2 - (t2 - ph)
+                yl = ph - yh
+                e = ((xh * yh - p) + xh * yl + xl2 * yh) + xl2 * yl
+                lo = e + (x * pl + xl * ph + xl * pl)
+                s = p + lo
+                t = lo - (s - p)
+                if not (1e-250 <= s <= 1e250):
+                    ok = False
+                else:
+                    if t > 0:
+                        half = (np.nextafter(s, np.inf) - s) * 0.5
+                    else:
+                        half = (s - np.nextafter(s, 0.0)) * 0.5
+                    if abs(t) + s * 1.2621774483536189e-29 >= half:   # 2^-96 margin
+                        ok = False
+                    value = s
+            if ok:
+                out[idx] = -value if neg else value
+            else:
+                if n_fb >= fb_idx.shape[0]:
+                    return -2
+                fb_idx[n_fb] = idx
+                fb_start[n_fb] = start
+                fb_end[n_fb] = end
+                n_fb += 1
+            idx += 1
+    return n_fb
+
+
+def _parse_block_fast(L, a, b, nrows, ncols):
+    """The compiled parser on raw bytes [a, b); None when it declines."""
+    kernel, (p_hi, p_lo) = _get_kernel()
+    if L.u8 is None:
+        L.u8 = np.frombuffer(L.raw, np.uint8)
+    out = np.empty(nrows * ncols)
+    fb = [np.empty(_FALLBACK_CAP, np.int64) for _ in range(3)]
+    n_fb = kernel(L.u8, a, b, nrows, ncols, out, fb[0], fb[1], fb[2], p_hi, p_lo)
+    if n_fb < 0:
+        return None
+    raw = L.raw
+    for i in range(n_fb):
+        try:
+            out[fb[0][i]] = float(raw[fb[1][i]:fb[2][i]])
+        except ValueError:
+            return None
+    return out.reshape(nrows, ncols)
+
+
+_BAD_FAST = (b"\t", b"\r", b"\x0b", b"\x0c", b"#")
+
+
+def _parse_rows(path, L, start, nrows, ncols, what):
+    """Parse lines start .. start+nrows-1 as an (nrows, ncols) float array; errors name
+    the line. Fast path: numpy checks the layout and parses the whole block at once;
+    anything unusual goes to the line-by-line parser, which finds the exact problem."""
+    arr = None
+    if nrows == 0:
+        arr = np.zeros((0, ncols))
+    elif start + nrows <= len(L):
+        a, b = int(L.starts[start]), int(L.ends[start + nrows - 1])
+        if L.fast and ncols > 0 and nrows * ncols >= 64:
+            arr = _parse_block_fast(L, a, b, nrows, ncols)
+        chunk = L.raw[a:b] if arr is None else b""
+        if arr is not None:
+            pass
+        elif ncols == 0:
+            if b - a == nrows - 1:          # nothing but the newlines
+                arr = np.zeros((nrows, 0))
+        elif chunk.isascii() and not any(c in chunk for c in _BAD_FAST):
+            # whitespace is only " " and "\n" now; a line holds at most (spaces + 1) values
+            ok = True
+            if ncols == 1:
+                ok = b" " not in chunk
+            else:
+                sp = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 32)
+                if sp.size != nrows * (ncols - 1):
+                    ok = False
+                else:
+                    sp = sp.reshape(nrows, ncols - 1) + a
+                    ok = bool((sp[:, 0] >= L.starts[start:start + nrows]).all()
+                              and (sp[:, -1] < L.ends[start:start + nrows]).all())
+            if ok:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    try:
+                        flat = np.fromstring(chunk, dtype=np.float64, sep=" ")
+                    except (ValueError, DeprecationWarning):
+                        flat = None
+                if flat is not None and flat.size == nrows * ncols:
+                    arr = flat.reshape(nrows, ncols)
+    if arr is None:
+        arr = _parse_rows_slow(path, L, start, nrows, ncols, what)
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr.ravel()))[0])
+        raise InputError(path, start + bad // max(ncols, 1) + 1,
+                         f"non-finite value in {what}: {arr.ravel()[bad]!r}")
+    return arr
+
+
+def _parse_rows_slow(path, L, start, nrows, ncols, what):
+    out = np.empty((nrows, ncols))
+    for i in range(min(nrows, len(L) - start)):
+        lineno = start + i + 1
+        line = L.line(start + i)
+        if line.lstrip().startswith("#"):
+            raise InputError(path, lineno, f"{what} ends after {i} rows, expected {nrows}")
+        toks = line.split()
+        if len(toks) != ncols:
+            raise InputError(path, lineno, f"expected {ncols} value{'s' if ncols != 1 else ''} "
+                                           f"in {what}, found {len(toks)}")
+        for f, tok in enumerate(toks):
+            try:
+                out[i, f] = float(tok)
+            except ValueError:
+                raise InputError(path, lineno, f"not a number in {what}: {tok[:40]!r}") from None
+    if start + nrows > len(L):
+        have = max(len(L) - start, 0)
+        raise InputError(path, max(len(L), 1), f"file ends inside {what}: {have} rows, expected {nrows}")
+    return out
+
+
+def _expect_header(path, L, pos, word, what, note):
+    line = L.line(pos) if pos < len(L) else None
+    if line is None or not line.startswith("#") or word not in line.lower():
+        found = "end of file" if line is None else repr(line[:60])
+        raise InputError(path, pos + 1, f"expected the {what} header ({note}), found {found}")
+
+
+# --- text: fmcli
+
+def _load_fmcli_text(path, data):
+    stripped = data.rstrip(b" \t\r\n")     # trailing blank lines are harmless
+    body_end = stripped.rfind(b"\n") + 1
+    m = _SHA_LINE_RE.fullmatch(stripped, body_end)
+    if m is None:
+        raise InputError(path, None, "truncated model file (no fmcli trailer): it should end "
+                                     "with a '#fmcli-sha256' line")
+    body = data[:body_end]
+    sha_lineno = body.count(b"\n") + 1
+    # a newer format version may use another layout: say so before the checksum complains
+    meta_start = body.rfind(b"\n", 0, len(body) - 1) + 1
+    meta_raw = body[meta_start:]
+    if meta_raw.startswith(_META_PREFIX.encode()):
+        try:
+            early = json.loads(meta_raw[len(_META_PREFIX):].decode("utf-8"))
+        except Exception:
+            early = None
+        if isinstance(early, dict) and early.get("format") == FORMAT_NAME \
+                and isinstance(early.get("format_version"), int):
+            _check_version(early, lambda msg: InputError(path, sha_lineno - 1, msg))
+    if hashlib.sha256(body).hexdigest() != m.group(1).decode("ascii"):
+        raise InputError(path, sha_lineno, "checksum mismatch: file is corrupt or was edited")
+
+    _decode_check(path, body)
+    L = _Lines(body)
+    meta_lineno = len(L)
+    meta_line = L.line(len(L) - 1) if len(L) else ""
+    if not meta_line.startswith(_META_PREFIX):
+        raise InputError(path, meta_lineno or None, "missing '#fmcli-meta' line before the checksum")
+    err = lambda msg: InputError(path, meta_lineno, msg)  # noqa: E731
+    meta = _validate_meta(_parse_meta_json(meta_line[len(_META_PREFIX):], err), err)
+    nlines = len(L) - 1                     # the parameter lines end before the metadata
+    n, k, S = meta["n_features"], meta["k"], meta["n_samples"]
+    L.fast = (S + 1) * n * (k + 1) >= _FAST_MIN_VALUES
+    shape_note = f"n_features={n}, k={k}"
+
+    def rows(pos, nrows, ncols, what):
+        if pos + nrows > nlines:   # would run into the metadata line
+            _parse_rows_slow(path, L, pos, min(nrows, nlines - pos + 1), ncols, what)
+            raise InputError(path, meta_lineno, f"{what} ends after {max(nlines - pos, 0)} "
+                                                f"rows, expected {nrows}")
+        return _parse_rows(path, L, pos, nrows, ncols, what)
+
+    def params(pos, label):
+        w0, w = 0.0, np.zeros(n)
+        if meta["use_w0"]:
+            w0 = rows(pos, 1, 1, f"{label}w0")[0, 0]
+            pos += 1
+        if meta["use_w"]:
+            w = rows(pos, n, 1, f"{label}w ({shape_note})")[:, 0]
+            pos += n
+        V = rows(pos, n, k, f"{label}V ({shape_note})")
+        return pos + n, w0, w, V
+
+    def expect_line(pos, want, note):
+        if pos >= nlines or L.line(pos) != want:
+            found = "the metadata line" if pos >= nlines else repr(L.line(pos)[:60])
+            raise InputError(path, pos + 1, f"expected {want!r} ({note}), found {found}")
+
+    pos = 0
+    if meta["use_w0"]:
+        _expect_header(path, L, pos, "global bias", "'#global bias W0'", shape_note)
+        w0 = rows(pos + 1, 1, 1, "the global bias section")[0, 0]
+        pos += 2
+    else:
+        w0 = 0.0
+    if meta["use_w"]:
+        _expect_header(path, L, pos, "unary", "'#unary interactions Wj'", shape_note)
+        w = rows(pos + 1, n, 1, f"the unary section ({shape_note})")[:, 0]
+        pos += 1 + n
+    else:
+        w = np.zeros(n)
+    _expect_header(path, L, pos, "pairwise", "'#pairwise interactions Vj,f'", shape_note)
+    V = rows(pos + 1, n, k, f"the pairwise section ({shape_note})")
+    pos += 1 + n
+    samples = None
+    if S:
+        expect_line(pos, f"{_SAMPLES_PREFIX}{S}", f"n_samples={S}")
+        pos += 1
+        w0s, ws, Vs = np.zeros(S), np.zeros((S, n)), np.zeros((S, n, k))
+        for s in range(S):
+            expect_line(pos, f"#sample {s}", f"n_samples={S}")
+            pos, w0s[s], ws[s], Vs[s] = params(pos + 1, f"sample {s}: ")
+        samples = (w0s, ws, Vs)
+    if pos != nlines:
+        raise InputError(path, pos + 1, f"unexpected line {L.line(pos)[:60]!r} "
+                                        f"(metadata: {shape_note}, n_samples={S})")
+    return _build_model(meta, w0, w, V, samples)
+
+
+# --- text: libFM
+
+_ORDER = ("w0", "w", "V")
+
+
+def _load_libfm_text(path, data, task):
+    if not data.strip():
+        raise InputError(path, None, "empty model file")
+    _decode_check(path, data)
+    L = _Lines(data)
+    headers = np.flatnonzero(L.first_bytes() == ord("#")).tolist()
+    if not headers or headers[0] != 0:
+        raise InputError(path, 1, "not a model file: expected a libFM header such as "
+                                  f"'{_HDR_W0}' or '{_HDR_V}' on the first line")
+    kinds = []
+    for i in headers:
+        low = L.line(i).lower()
+        kind = "w0" if "global bias" in low else "w" if "unary" in low else \
+            "V" if "pairwise" in low else None
+        if kind is None and i == len(L) - 1 and L.line(i).startswith("#f") \
+                and "#fmcli".startswith(L.line(i).rstrip()):
+            raise InputError(path, None, "truncated model file (no fmcli trailer)")
+        if kind is None:
+            raise InputError(path, i + 1, f"unexpected line {L.line(i)[:60]!r} in a libFM model "
+                                          "(expected a '#global bias', '#unary' or '#pairwise' header)")
+        if kinds and _ORDER.index(kind) <= _ORDER.index(kinds[-1]):
+            raise InputError(path, i + 1, f"unexpected header {L.line(i)[:60]!r}: libFM "
+                                          "sections come in the order global bias, unary, pairwise")
+        kinds.append(kind)
+    if kinds[-1] != "V":
+        raise InputError(path, None, f"no '{_HDR_V}' section: not a complete libFM model")
+    bounds = dict(zip(kinds, zip(headers, headers[1:] + [len(L)])))
+
+    w0 = 0.0
+    if "w0" in bounds:
+        h, end = bounds["w0"]
+        if end - h - 1 != 1:
+            raise InputError(path, h + 1, f"the global bias section has {end - h - 1} lines, expected 1")
+        w0 = _parse_rows(path, L, h + 1, 1, 1, "the global bias section")[0, 0]
+
+    hv, endv = bounds["V"]
+    vlines = endv - hv - 1
+    k = len(L.line(hv + 1).split()) if vlines else 0
+    if "w" in bounds:
+        h, end = bounds["w"]
+        n = end - h - 1
+        w = _parse_rows(path, L, h + 1, n, 1, "the unary section")[:, 0]
+        if vlines < n:
+            raise InputError(path, hv + 1, f"the pairwise section has {vlines} lines, but the "
+                                           f"unary section has {n} (one per feature)")
+        for i in range(hv + 1 + n, endv):
+            if L.line(i).strip():
+                raise InputError(path, i + 1, f"unexpected line after the {n} rows of the pairwise "
+                                              "section (the unary section has one row per feature)")
+    else:
+        n = vlines
+        if k > 0:
+            while n > 0 and not L.line(hv + n).strip():
+                n -= 1
+        w = np.zeros(n)
+    L.fast = n * (k + 1) >= _FAST_MIN_VALUES
+    V = _parse_rows(path, L, hv + 1, n, k, f"the pairwise section (k={k}, from line {hv + 2})")
+    link = "identity" if task == "r" else "logistic"
+    return FMModel(float(w0), w, V, "w0" in bounds, "w" in bounds, task, link,
+                   -np.inf, np.inf, {"source_format": "libfm"})
