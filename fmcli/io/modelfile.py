@@ -76,11 +76,11 @@ edited digit) cannot be detected there.
 Every problem with the file (missing, a directory, unreadable, garbage bytes, broken zip,
 invalid UTF-8, bad JSON, ...) is reported as InputError.
 
-Speed: number blocks are parsed whole, never value by value in Python. Big files (at
-least 100k values) use a compiled parser that is exact (it hands the rare value it cannot
-round with certainty to Python's float()); smaller ones use numpy's text parser. A
-200-sample MCMC model with 2625 x 8 factors (~4.7M values, ~93 MB) loads in about 1 s;
-writing it takes about 4 s (Python's repr of every value dominates).
+Speed: number blocks are parsed whole by numpy's (correctly rounding) text parser, never
+value by value in Python; a malformed block falls back to a line-by-line parse that names
+the bad line. A 200-sample MCMC model with 2625 x 8 factors (~4.7M values, ~93 MB) loads
+in about 1.5 s; writing it takes about 4 s (Python's repr of every value dominates). Use a
+.npz name for big MCMC models.
 """
 
 import hashlib
@@ -465,8 +465,6 @@ class _Lines:
 
     def __init__(self, raw):
         self.raw = raw
-        self.u8 = None              # uint8 view for the compiled parser
-        self.fast = False           # big file: use the compiled parser
         ends = np.flatnonzero(np.frombuffer(raw, np.uint8) == 10)
         if raw and not raw.endswith(b"\n"):
             ends = np.append(ends, len(raw))
@@ -497,188 +495,6 @@ def _decode_check(path, data):
         raise InputError(path, line, "not a model file: invalid UTF-8 (binary garbage?)") from None
 
 
-# --- fast exact float parsing for big blocks (compiled on first use)
-#
-# numpy's text parser (strtod) costs ~400 ns per 17-digit value; a 200-sample MCMC model
-# has millions. The kernel below parses "d.ddde-x" tokens to D * 10^E (D < 10^18) and
-# multiplies in double-double arithmetic with a 10^E table exact to ~2^-106, which gives
-# the correctly rounded double unless the exact value lies within ~2^-96 relative of a
-# rounding boundary (a decimal tie, in practice) or outside [1e-250, 1e250]: such tokens
-# are handed back and parsed with Python's float(). Any layout or syntax surprise makes
-# the kernel give up, and the block goes through the general path.
-
-_FAST_MIN_VALUES = 100_000     # smaller models are not worth compiling / importing numba for
-_POW_MIN, _POW_MAX = -300, 300
-_FALLBACK_CAP = 4096
-_kernel = None
-_pow_table = None
-
-
-def _get_kernel():
-    global _kernel, _pow_table
-    if _kernel is None:
-        from fractions import Fraction
-
-        from fmcli.config import njit
-
-        hi, lo = [], []
-        for e in range(_POW_MIN, _POW_MAX + 1):
-            p = Fraction(10) ** e
-            h = float(p)
-            hi.append(h)
-            lo.append(float(p - Fraction(h)))
-        _pow_table = (np.array(hi), np.array(lo))
-        # error-free transformations must not be reassociated or contracted
-        _kernel = njit(fastmath=False)(_parse_block_kernel)
-    return _kernel, _pow_table
-
-
-def _parse_block_kernel(buf, a, b, nrows, ncols, out, fb_idx, fb_start, fb_end, p_hi, p_lo):
-    """Parse buf[a:b] (nrows lines of ncols single-space-separated numbers, lines joined
-    by "\\n") into out. Returns the number of tokens left for float() (listed in fb_*),
-    or -1 when the block does not look exactly like fmcli's output, -2 when too many
-    tokens need float()."""
-    SPLIT = 134217729.0              # 2^27 + 1, Dekker's splitter
-    n_fb = 0
-    pos = a
-    idx = 0
-    for r in range(nrows):
-        for c in range(ncols):
-            if pos >= b:
-                return -1
-            start = pos
-            neg = False
-            ch = buf[pos]
-            if ch == 45:             # '-'
-                neg = True
-                pos += 1
-            elif ch == 43:           # '+'
-                pos += 1
-            D = 0
-            nd = 0                   # significant digits in D
-            ndig = 0                 # all mantissa digits seen
-            exp10 = 0
-            big = False
-            while pos < b and 48 <= buf[pos] <= 57:
-                d = buf[pos] - 48
-                ndig += 1
-                if nd > 0 or d != 0:
-                    if nd < 18:
-                        D = D * 10 + d
-                        nd += 1
-                    else:
-                        big = True
-                        exp10 += 1
-                pos += 1
-            if pos < b and buf[pos] == 46:   # '.'
-                pos += 1
-                while pos < b and 48 <= buf[pos] <= 57:
-                    d = buf[pos] - 48
-                    ndig += 1
-                    if nd > 0 or d != 0:
-                        if nd < 18:
-                            D = D * 10 + d
-                            nd += 1
-                            exp10 -= 1
-                        else:
-                            big = True
-                    else:
-                        exp10 -= 1
-                    pos += 1
-            if ndig == 0:
-                return -1
-            if pos < b and (buf[pos] == 101 or buf[pos] == 69):   # 'e' 'E'
-                pos += 1
-                eneg = False
-                if pos < b and (buf[pos] == 45 or buf[pos] == 43):
-                    eneg = buf[pos] == 45
-                    pos += 1
-                ev = 0
-                ne = 0
-                while pos < b and 48 <= buf[pos] <= 57:
-                    if ev < 100000:
-                        ev = ev * 10 + (buf[pos] - 48)
-                    ne += 1
-                    pos += 1
-                if ne == 0:
-                    return -1
-                exp10 += -ev if eneg else ev
-            # the token must end with the right separator
-            if c < ncols - 1:
-                if pos >= b or buf[pos] != 32:
-                    return -1
-            elif r < nrows - 1:
-                if pos >= b or buf[pos] != 10:
-                    return -1
-            elif pos != b:
-                return -1
-            end = pos
-            pos += 1
-            ok = not big
-            value = 0.0
-            if ok and D == 0:
-                value = 0.0
-            elif ok and (exp10 < -300 or exp10 > 300):
-                ok = False
-            elif ok:
-                x = float(D)
-                xl = float(D - np.int64(x))
-                ph = p_hi[exp10 + 300]
-                pl = p_lo[exp10 + 300]
-                # TwoProduct(x, ph) by Dekker
-                p = x * ph
-                t1 = SPLIT * x
-                xh = t1 - (t1 - x)
-                xl2 = x - xh
-                t2 = SPLIT * ph
-                yh = t2 - (t2 - ph)
-                yl = ph - yh
-                e = ((xh * yh - p) + xh * yl + xl2 * yh) + xl2 * yl
-                lo = e + (x * pl + xl * ph + xl * pl)
-                s = p + lo
-                t = lo - (s - p)
-                if not (1e-250 <= s <= 1e250):
-                    ok = False
-                else:
-                    if t > 0:
-                        half = (np.nextafter(s, np.inf) - s) * 0.5
-                    else:
-                        half = (s - np.nextafter(s, 0.0)) * 0.5
-                    if abs(t) + s * 1.2621774483536189e-29 >= half:   # 2^-96 margin
-                        ok = False
-                    value = s
-            if ok:
-                out[idx] = -value if neg else value
-            else:
-                if n_fb >= fb_idx.shape[0]:
-                    return -2
-                fb_idx[n_fb] = idx
-                fb_start[n_fb] = start
-                fb_end[n_fb] = end
-                n_fb += 1
-            idx += 1
-    return n_fb
-
-
-def _parse_block_fast(L, a, b, nrows, ncols):
-    """The compiled parser on raw bytes [a, b); None when it declines."""
-    kernel, (p_hi, p_lo) = _get_kernel()
-    if L.u8 is None:
-        L.u8 = np.frombuffer(L.raw, np.uint8)
-    out = np.empty(nrows * ncols)
-    fb = [np.empty(_FALLBACK_CAP, np.int64) for _ in range(3)]
-    n_fb = kernel(L.u8, a, b, nrows, ncols, out, fb[0], fb[1], fb[2], p_hi, p_lo)
-    if n_fb < 0:
-        return None
-    raw = L.raw
-    for i in range(n_fb):
-        try:
-            out[fb[0][i]] = float(raw[fb[1][i]:fb[2][i]])
-        except ValueError:
-            return None
-    return out.reshape(nrows, ncols)
-
-
 _BAD_FAST = (b"\t", b"\r", b"\x0b", b"\x0c", b"#")
 
 
@@ -691,12 +507,8 @@ def _parse_rows(path, L, start, nrows, ncols, what):
         arr = np.zeros((0, ncols))
     elif start + nrows <= len(L):
         a, b = int(L.starts[start]), int(L.ends[start + nrows - 1])
-        if L.fast and ncols > 0 and nrows * ncols >= 64:
-            arr = _parse_block_fast(L, a, b, nrows, ncols)
-        chunk = L.raw[a:b] if arr is None else b""
-        if arr is not None:
-            pass
-        elif ncols == 0:
+        chunk = L.raw[a:b]
+        if ncols == 0:
             if b - a == nrows - 1:          # nothing but the newlines
                 arr = np.zeros((nrows, 0))
         elif chunk.isascii() and not any(c in chunk for c in _BAD_FAST):
@@ -794,7 +606,6 @@ def _load_fmcli_text(path, data):
     meta = _validate_meta(_parse_meta_json(meta_line[len(_META_PREFIX):], err), err)
     nlines = len(L) - 1                     # the parameter lines end before the metadata
     n, k, S = meta["n_features"], meta["k"], meta["n_samples"]
-    L.fast = (S + 1) * n * (k + 1) >= _FAST_MIN_VALUES
     shape_note = f"n_features={n}, k={k}"
 
     def rows(pos, nrows, ncols, what):
@@ -911,7 +722,6 @@ def _load_libfm_text(path, data, task):
             while n > 0 and not L.line(hv + n).strip():
                 n -= 1
         w = np.zeros(n)
-    L.fast = n * (k + 1) >= _FAST_MIN_VALUES
     V = _parse_rows(path, L, hv + 1, n, k, f"the pairwise section (k={k}, from line {hv + 2})")
     link = "identity" if task == "r" else "logistic"
     return FMModel(float(w0), w, V, "w0" in bounds, "w" in bounds, task, link,
