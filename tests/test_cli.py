@@ -200,3 +200,15 @@ def test_python_m_and_stdin_pipeline(movies, tmp_path):
                          capture_output=True, env=env)
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.split()) == data.count(b"\n")
+
+
+def test_rlog_table(run, movies, tmp_path):
+    rlog = tmp_path / "log.tsv"
+    code, _, err = run("train", "-task", "r", "-train", movies[0], "-test", movies[1], *SGD, "-rlog", rlog)
+    assert code == 0, err
+    header, *rows = rlog.read_text().splitlines()
+    cols = header.split("\t")
+    assert len(rows) == 5 and {"rmse", "mae", "rmse_train", "time_learn", "elapsed"} <= set(cols)
+    test_rmse = [float(r.split("\t")[cols.index("rmse")]) for r in rows]
+    printed = [float(l.split("Test=")[1]) for l in err.splitlines() if l.startswith("#Iter=")]
+    assert np.allclose(test_rmse, printed, rtol=1e-5)
