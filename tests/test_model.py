@@ -3,21 +3,15 @@
 import numpy as np
 import pytest
 from conftest import random_csr
+from naive import fm_predict_rows
 
 from fmcli.model import FMModel, apply_link
 
 
 def pairwise_reference(indptr, indices, data, w0, w, V):
-    """y = w0 + sum_j w_j x_j + sum_{a<b} <v_a, v_b> x_a x_b over a row's entries (dense, O(p^2))."""
-    out = []
-    for i in range(len(indptr) - 1):
-        ids, xs = indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]].astype(np.float64)
-        y = w0 + sum(w[j] * x for j, x in zip(ids, xs))
-        for a in range(len(ids)):
-            for b in range(a + 1, len(ids)):
-                y += V[ids[a]] @ V[ids[b]] * xs[a] * xs[b]
-        out.append(y)
-    return np.array(out)
+    rows = [list(zip(indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]].astype(np.float64)))
+            for i in range(len(indptr) - 1)]
+    return fm_predict_rows(rows, w0, w, V)
 
 
 @pytest.mark.parametrize("k", [0, 1, 5])

@@ -1,0 +1,77 @@
+"""Slow, obviously correct dense references for testing the compiled code.
+
+Everything here works on dense arrays with plain loops or numpy, O(p²) per row.
+"""
+
+import numpy as np
+
+
+def fm_predict_dense(X, w0, w, V):
+    """ŷ_i = w0 + Σ_j w_j x_ij + Σ_{j<l} <v_j, v_l> x_ij x_il, by the pairwise definition."""
+    X = np.asarray(X, np.float64)
+    n, p = X.shape
+    out = np.empty(n)
+    for i in range(n):
+        acc = w0 + float(np.dot(w[:p], X[i]))
+        nz = np.flatnonzero(X[i])
+        for a in range(len(nz)):
+            for b in range(a + 1, len(nz)):
+                j, l = nz[a], nz[b]
+                acc += float(np.dot(V[j], V[l])) * X[i, j] * X[i, l]
+        out[i] = acc
+    return out
+
+
+def fm_predict_rows(rows, w0, w, V):
+    """Same for rows given as lists of (feature, value) entries; repeated features are separate
+    entries (each pair of entries counts, as libFM)."""
+    out = np.empty(len(rows))
+    for i, row in enumerate(rows):
+        acc = w0
+        for a, (j, x) in enumerate(row):
+            acc += w[j] * x
+            for jb, xb in row[a + 1:]:
+                acc += float(np.dot(V[j], V[jb])) * x * xb
+        out[i] = acc
+    return out
+
+
+def factor_sums(X, V):
+    """q[i, f] = Σ_j v_{j,f} x_ij."""
+    return np.asarray(X, np.float64) @ V
+
+
+def regularised_loss(X, y, w0, w, V, lam0, lam_w, lam_v):
+    """½ Σ (ŷ − y)² + ½ λ0 w0² + ½ Σ_j λw_j w_j² + ½ Σ_{j,f} λv_j v_{j,f}²
+    (lam_w, lam_v: one λ per feature, e.g. the group's)."""
+    r = fm_predict_dense(X, w0, w, V) - y
+    return 0.5 * (r @ r + lam0 * w0 ** 2 + np.sum(lam_w * w ** 2) + np.sum(lam_v[:, None] * V ** 2))
+
+
+def brute_force_minimiser(loss_of, theta0, scan_width=5.0, n_scan=401):
+    """Minimiser of a 1-D function that is quadratic in θ (the FM loss along one coordinate):
+    the vertex of the parabola through three points, checked against a scan."""
+    t = np.array([theta0 - 1.0, theta0, theta0 + 1.0])
+    L = np.array([loss_of(v) for v in t])
+    a, b, _c = np.polyfit(t, L, 2)
+    vertex = -b / (2 * a) if a > 0 else None
+    grid = np.linspace(theta0 - scan_width, theta0 + scan_width, n_scan)
+    scan_best = grid[int(np.argmin([loss_of(v) for v in grid]))]
+    if vertex is None:
+        return scan_best
+    assert abs(vertex - scan_best) <= 2 * scan_width / (n_scan - 1) + 1e-9 or \
+        loss_of(vertex) <= loss_of(scan_best) + 1e-12
+    return vertex
+
+
+def dense_to_rows(X):
+    """CSR arrays (indptr, indices, data) of a dense matrix, entries in column order."""
+    X = np.asarray(X)
+    indptr = [0]
+    indices, data = [], []
+    for row in X:
+        nz = np.flatnonzero(row)
+        indices.extend(nz)
+        data.extend(row[nz])
+        indptr.append(len(indices))
+    return (np.array(indptr, np.int64), np.array(indices, np.int32), np.array(data, np.float32))
