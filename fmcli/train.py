@@ -198,6 +198,10 @@ def run_train(job, console=None):
     if opts.method == "sgd" and train_m is not None:
         key = "rmse" if opts.task == "r" else "accuracy"
         console.info(f"Final\tTrain={train_m[key]:.6g}" + (f"\tTest={test_m[key]:.6g}" if test_m else ""))
+    rejected = getattr(learner, "rejected_draws", dict)()
+    if any(rejected.values()):
+        console.warn("non-finite draws rejected (old value kept): "
+                     + ", ".join(f"{k}={v}" for k, v in rejected.items() if v))
     final = learner.final_model()
     test_pred = None
     if test is not None:
@@ -212,5 +216,7 @@ def run_train(job, console=None):
         from fmcli.io.modelfile import save_model
 
         save_model(job.save_model, final)
-        console.info(f"Writing FM model to {job.save_model}")
+        size = os.path.getsize(job.save_model) / 1e6
+        kept = f", {len(final.samples[0])} MCMC samples" if final.samples is not None else ""
+        console.info(f"Writing FM model to {job.save_model} ({size:.1f} MB{kept})")
     return final, test_pred
