@@ -123,12 +123,23 @@ def cli():
               help="MCMC: leave the first N samples out of the averaged predictions.")
 @click.option("--keep-samples", "keep_samples", default=1, show_default=True, type=click.IntRange(min=1),
               help="MCMC: store every N-th sample in the saved model (1 = exact reproduction of -out).")
+@click.option("--log-json", "log_json", metavar="FILE",
+              help="One JSON object per iteration (iteration, elapsed, train and test metrics, MCMC "
+                   "hyperparameters); replaced whole after each iteration.")
+@click.option("--checkpoint", metavar="FILE",
+              help="Save the model so far every --checkpoint-every iterations, atomically, so a long run "
+                   "that is stopped keeps its last complete model.")
+@click.option("--checkpoint-every", "checkpoint_every", default=10, show_default=True,
+              type=click.IntRange(min=1), help="Iterations between checkpoints.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Threads for the compiled kernels (0: all cores). Results do not depend on it.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @opt("-validation", metavar="FILE", callback=not_supported, expose_value=False, help="Not supported yet.")
 @opt("-relation", metavar="NAMES", callback=not_supported, expose_value=False, help="Not supported yet.")
 @opt("-cache_size", metavar="BYTES", callback=not_supported, expose_value=False, help="Not supported yet.")
 def train(task, train_path, test_path, method, dim, iterations, learn_rate, regular, init_stdev, seed,
-          out, rlog, save_model, load_model, meta, verbosity, burn_in, keep_samples, quiet):
+          out, rlog, save_model, load_model, meta, verbosity, burn_in, keep_samples, log_json, checkpoint,
+          checkpoint_every, threads, quiet):
     """Train a factorization machine; optionally predict -test and save the model.
 
     Takes libFM's options in either spelling (-train f or --train f). Prints
@@ -157,9 +168,11 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
     rates = parse_floats("-learn_rate", learn_rate, [1, 3], strict=True)
     opts = TrainOptions(task=task.lower(), method=method, dim=parse_dim(dim), iterations=iterations,
                         learn_rate=rates[0] if len(rates) == 1 else rates, regular=regular_values,
-                        init_stdev=init_stdev, seed=seed, burn_in=burn_in, keep_samples=keep_samples)
+                        init_stdev=init_stdev, seed=seed, burn_in=burn_in, keep_samples=keep_samples,
+                        threads=threads)
     job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, meta,
-                   dim_given=dim is not None)
+                   dim_given=dim is not None, log_json=log_json, checkpoint=checkpoint,
+                   checkpoint_every=checkpoint_every)
     run_train(job, Console(quiet=quiet, verbosity=verbosity))
 
 

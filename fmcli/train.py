@@ -6,6 +6,7 @@ atomically and only after training succeeded, except -rlog, which is replaced
 whole after every iteration so a long run can be watched.
 """
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ class TrainJob:
     load_model: str = None
     meta: str = None
     dim_given: bool = True       # False: -dim was left at its default (a loaded model's dim wins)
+    log_json: str = None         # one JSON object per iteration
+    checkpoint: str = None       # the model so far, saved every `checkpoint_every` iterations
+    checkpoint_every: int = 10
 
 
 def learner_class(method):
@@ -126,18 +130,42 @@ def iteration_line(it, task, train_m, test_m):
 
 
 class RunLog:
-    """-rlog: a header line and one tab-separated line per iteration, rewritten whole each time."""
+    """-rlog (a header line and tab-separated rows) and --log-json (one JSON object per line).
 
-    def __init__(self, path):
-        self.path, self.header, self.rows = path, None, []
+    Each file is replaced whole after every iteration, so it can be watched during a long
+    run and is never half-written.
+    """
 
-    def add(self, values):
+    def __init__(self, rlog_path, json_path):
+        self.rlog_path, self.json_path = rlog_path, json_path
+        self.header, self.rows, self.records = None, [], []
+
+    def add(self, it, elapsed, train_m, test_m, t_learn, hyper):
+        row = {f"{k}_train": v for k, v in train_m.items()}
+        row.update(test_m or {})
+        row.update({"time_learn": t_learn, "elapsed": elapsed})
+        row.update(hyper)
         if self.header is None:
-            self.header = list(values)
-        self.rows.append("\t".join("%.6g" % values.get(h, float("nan")) for h in self.header))
-        if self.path:
-            with atomic_output(self.path) as f:
-                f.write("\t".join(self.header) + "\n" + "\n".join(self.rows) + "\n")
+            self.header = list(row)
+        self.rows.append("\t".join("%.6g" % row.get(h, float("nan")) for h in self.header))
+        if self.rlog_path:
+            self._replace(self.rlog_path, "\t".join(self.header) + "\n" + "\n".join(self.rows) + "\n")
+        if self.json_path:
+            import json
+
+            record = {"iteration": it, "elapsed": round(elapsed, 6), "time_learn": round(t_learn, 6),
+                      "train": train_m, "test": test_m, "hyper": hyper}
+            self.records.append(json.dumps(record, default=_json_number))
+            self._replace(self.json_path, "\n".join(self.records) + "\n")
+
+    @staticmethod
+    def _replace(path, text):
+        with atomic_output(path) as f:
+            f.write(text)
+
+
+def _json_number(x):
+    return float(x)
 
 
 def _metrics(task, pred, y):
@@ -147,14 +175,62 @@ def _metrics(task, pred, y):
     return m
 
 
+@contextlib.contextmanager
+def threads(n):
+    """Run compiled kernels on n threads (0: all cores); numba's setting is restored after."""
+    if not n:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _iterate(job, learner, train, test, test_labeled, rlog, console):
+    """The iterations: step, evaluate, report, log, checkpoint. Returns the last metrics."""
+    opts = job.opts
+    start = time.perf_counter()
+    train_m = test_m = None
+    for it in range(opts.iterations):
+        t0 = time.perf_counter()
+        learner.step(it)
+        t_learn = time.perf_counter() - t0
+        train_pred = learner.train_predictions()
+        test_pred = learner.eval_predictions("test") if test is not None else None
+        if not np.isfinite(train_pred).all() or (test_pred is not None and not np.isfinite(test_pred).all()):
+            raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
+        train_m = _metrics(opts.task, train_pred, train.y)
+        test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
+        console.info(iteration_line(it, opts.task, train_m, test_m))
+        rlog.add(it, time.perf_counter() - start, train_m, test_m, t_learn, learner.log_values())
+        if job.checkpoint and ((it + 1) % job.checkpoint_every == 0 or it + 1 == opts.iterations):
+            from fmcli.io.modelfile import save_model
+
+            save_model(job.checkpoint, learner.final_model())
+        console.advance()
+    return train_m, test_m
+
+
 def run_train(job, console=None):
     """Train as the job says; returns (model, test predictions or None)."""
-    console = console or Console()
+    with threads(job.opts.threads):
+        return _run_train(job, console or Console())
+
+
+def _run_train(job, console):
     opts = job.opts
-    for path, what in ((job.out, "-out"), (job.save_model, "-save_model"), (job.rlog, "-rlog")):
+    for path, what in ((job.out, "-out"), (job.save_model, "-save_model"), (job.rlog, "-rlog"),
+                       (job.log_json, "--log-json"), (job.checkpoint, "--checkpoint")):
         check_writable(path, what)
-    if job.save_model == "-":
-        raise UsageError("-save_model needs a file name, not -")
+    for path, what in ((job.save_model, "-save_model"), (job.rlog, "-rlog"), (job.log_json, "--log-json"),
+                       (job.checkpoint, "--checkpoint")):
+        if path == "-":
+            raise UsageError(f"{what} needs a file name, not - (stdout carries only predictions)")
     if job.out and not job.test:
         raise UsageError("-out needs -test (the rows to predict)")
     cls = learner_class(opts.method)
@@ -171,28 +247,10 @@ def run_train(job, console=None):
     learner = cls(model, train, evals, opts, rng)
     test = evals.get("test")
     test_labeled = test is not None and test.n_rows > 0 and np.isfinite(test.y).all()
-    rlog = RunLog(job.rlog)
+    rlog = RunLog(job.rlog, job.log_json)
     console.progress(opts.iterations, f"{opts.method}")
-    start = time.perf_counter()
-    train_m = test_m = None
     try:
-        for it in range(opts.iterations):
-            t0 = time.perf_counter()
-            learner.step(it)
-            t_learn = time.perf_counter() - t0
-            train_pred = learner.train_predictions()
-            test_pred = learner.eval_predictions("test") if test is not None else None
-            if not np.isfinite(train_pred).all() or (test_pred is not None and not np.isfinite(test_pred).all()):
-                raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
-            train_m = _metrics(opts.task, train_pred, train.y)
-            test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
-            console.info(iteration_line(it, opts.task, train_m, test_m))
-            row = {f"{k}_train": v for k, v in train_m.items()}
-            row.update(test_m or {})
-            row.update({"time_learn": t_learn, "elapsed": time.perf_counter() - start})
-            row.update(learner.log_values())
-            rlog.add(row)
-            console.advance()
+        train_m, test_m = _iterate(job, learner, train, test, test_labeled, rlog, console)
     finally:
         console.close()
     if opts.method == "sgd" and train_m is not None:

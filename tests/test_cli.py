@@ -212,3 +212,31 @@ def test_rlog_table(run, movies, tmp_path):
     test_rmse = [float(r.split("\t")[cols.index("rmse")]) for r in rows]
     printed = [float(l.split("Test=")[1]) for l in err.splitlines() if l.startswith("#Iter=")]
     assert np.allclose(test_rmse, printed, rtol=1e-5)
+
+
+def test_log_json_and_checkpoint(run, movies, tmp_path):
+    import json
+
+    log, ckpt, model = tmp_path / "log.jsonl", tmp_path / "ckpt.fm", tmp_path / "m.fm"
+    code, _, err = run("train", "-task", "r", "-train", movies[0], "-test", movies[1], "-method", "mcmc",
+                       "-dim", "1,1,4", "-iter", "6", "--log-json", log, "--checkpoint", ckpt,
+                       "--checkpoint-every", "4", "-save_model", model)
+    assert code == 0, err
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["iteration"] for r in records] == list(range(6))
+    assert {"rmse", "mae"} <= set(records[-1]["test"]) and "alpha" in records[-1]["hyper"]
+    printed = [float(l.split("Test=")[1]) for l in err.splitlines() if l.startswith("#Iter=")]
+    assert np.allclose([r["test"]["rmse"] for r in records], printed, rtol=1e-5)
+    # the last checkpoint is the final model
+    code, _, _ = run("predict", "-model", ckpt, "-test", movies[1], "-out", tmp_path / "a")
+    code, _, _ = run("predict", "-model", model, "-test", movies[1], "-out", tmp_path / "b")
+    assert (tmp_path / "a").read_text() == (tmp_path / "b").read_text()
+
+
+def test_threads_option_gives_same_model(run, movies, tmp_path):
+    a, b = tmp_path / "a.fm", tmp_path / "b.fm"
+    for path, n in ((a, 1), (b, 2)):
+        code, _, err = run("train", "-task", "r", "-train", movies[0], "-method", "als", "-dim", "1,1,4",
+                           "-iter", "3", "-regular", "0,5,5", "--threads", n, "-save_model", path)
+        assert code == 0, err
+    assert a.read_bytes() == b.read_bytes()

@@ -22,6 +22,7 @@ class TrainOptions:
     groups: np.ndarray = None           # feature -> group (from -meta), or None for one group
     burn_in: int = 0                    # MCMC: samples not averaged
     keep_samples: int = 1               # MCMC: keep every n-th averaged sample in the saved model
+    threads: int = 0                    # compiled kernels' threads (0: all cores)
     extra: dict = field(default_factory=dict)
 
     def as_meta(self):
@@ -30,6 +31,7 @@ class TrainOptions:
                 "iter": self.iterations, "learn_rate": self.learn_rate,
                 "regular": list(self.regular), "init_stdev": self.init_stdev, "seed": self.seed,
                 "burn_in": self.burn_in, "keep_samples": self.keep_samples}
+        # threads are left out on purpose: results do not depend on them
 
 
 class Learner:
