@@ -36,6 +36,8 @@ class TrainJob:
     log_json: str = None         # one JSON object per iteration
     checkpoint: str = None       # the model so far, saved every `checkpoint_every` iterations
     checkpoint_every: int = 10
+    validation: str = None       # rows for SGDA's regularisation and for early stopping
+    early_stop: int = 0          # stop after this many iterations without a better validation score
 
 
 def learner_class(method):
@@ -191,8 +193,28 @@ def threads(n):
         numba.set_num_threads(before)
 
 
-def _iterate(job, learner, train, test, test_labeled, rlog, console):
-    """The iterations: step, evaluate, report, log, checkpoint. Returns the last metrics."""
+class EarlyStop:
+    """Tracks the validation score; keeps a copy of the best model (for MCMC: its samples so far)."""
+
+    def __init__(self, patience, task, validation):
+        self.patience, self.task, self.validation = patience, task, validation
+        self.best_score, self.best_it, self.best_model = float("inf"), -1, None
+
+    def update(self, it, learner):
+        """Record iteration `it`; returns (validation metrics, True when it is time to stop)."""
+        import copy
+
+        m = _metrics(self.task, learner.eval_predictions("validation"), self.validation.y)
+        score = m["rmse"] if self.task == "r" else m["logloss"]
+        if score < self.best_score:
+            self.best_score, self.best_it = score, it
+            if self.patience:  # only early stopping needs the copy
+                self.best_model = copy.deepcopy(learner.final_model())
+        return m, bool(self.patience) and it - self.best_it >= self.patience
+
+
+def _iterate(job, learner, train, test, test_labeled, rlog, console, stopper):
+    """The iterations: step, evaluate, report, log, checkpoint, stop early. Returns the last metrics."""
     opts = job.opts
     start = time.perf_counter()
     train_m = test_m = None
@@ -206,13 +228,22 @@ def _iterate(job, learner, train, test, test_labeled, rlog, console):
             raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
         train_m = _metrics(opts.task, train_pred, train.y)
         test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
-        console.info(iteration_line(it, opts.task, train_m, test_m))
-        rlog.add(it, time.perf_counter() - start, train_m, test_m, t_learn, learner.log_values())
+        val_m, stop = stopper.update(it, learner) if stopper else (None, False)
+        line = iteration_line(it, opts.task, train_m, test_m)
+        console.info(line + (f"\tValidation={val_m['rmse' if opts.task == 'r' else 'accuracy']:.6g}" if val_m else ""))
+        hyper = learner.log_values()
+        if val_m:
+            hyper = {**{f"{k}_validation": v for k, v in val_m.items()}, **hyper}
+        rlog.add(it, time.perf_counter() - start, train_m, test_m, t_learn, hyper)
         if job.checkpoint and ((it + 1) % job.checkpoint_every == 0 or it + 1 == opts.iterations):
             from fmcli.io.modelfile import save_model
 
             save_model(job.checkpoint, learner.final_model())
         console.advance()
+        if stop:
+            console.info(f"Early stop: no better validation score for {stopper.patience} iterations; "
+                         f"keeping the model of iteration {stopper.best_it}")
+            break
     return train_m, test_m
 
 
@@ -249,8 +280,9 @@ def _run_train(job, console):
     test_labeled = test is not None and test.n_rows > 0 and np.isfinite(test.y).all()
     rlog = RunLog(job.rlog, job.log_json)
     console.progress(opts.iterations, f"{opts.method}")
+    stopper = EarlyStop(job.early_stop, opts.task, evals["validation"]) if "validation" in evals else None
     try:
-        train_m, test_m = _iterate(job, learner, train, test, test_labeled, rlog, console)
+        train_m, test_m = _iterate(job, learner, train, test, test_labeled, rlog, console, stopper)
     finally:
         console.close()
     if opts.method == "sgd" and train_m is not None:
@@ -262,7 +294,10 @@ def _run_train(job, console):
                      + ", ".join(f"{k}={v}" for k, v in rejected.items() if v))
     final = learner.final_model()
     test_pred = None
-    if test is not None:
+    if stopper and stopper.best_model is not None:
+        final = stopper.best_model
+        test_pred = final.predict(*test.csr()) if test is not None else None
+    elif test is not None:
         test_pred = learner.eval_predictions("test") if opts.iterations else final.predict(*test.csr())
     if job.out:
         from fmcli.io.predictions import write_predictions
