@@ -1,8 +1,11 @@
-"""The in-memory data set every learner works on: CSR rows plus targets."""
+"""The in-memory data set every learner works on: CSR rows plus targets; compiled helpers to
+reorder rows and transpose."""
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from fmcli.config import njit
 
 
 @dataclass
@@ -26,11 +29,41 @@ class SparseData:
     def csr(self):
         return self.indptr, self.indices, self.data
 
-    def to_csc(self, n_features=None):
-        """(indptr, indices, data) of the transpose: for each feature, its rows in increasing order."""
-        import scipy.sparse as sp
 
-        n = max(self.n_features, n_features or 0)
-        m = sp.csr_matrix((self.data, self.indices, self.indptr), shape=(self.n_rows, n)).tocsc()
-        # scipy may sum duplicate entries only when asked; keep them as libFM does
-        return m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(np.float32)
+@njit
+def transpose(indptr, indices, data, n_cols):
+    """CSC (cptr, crow, cval) of a CSR matrix by counting sort: each column's rows ascending,
+    duplicated entries kept."""
+    n_rows = indptr.shape[0] - 1
+    cptr = np.zeros(n_cols + 1, np.int64)
+    for p in range(indices.shape[0]):
+        cptr[indices[p] + 1] += 1
+    for j in range(n_cols):
+        cptr[j + 1] += cptr[j]
+    fill = cptr[:-1].copy()
+    crow = np.empty(indices.shape[0], np.int32)
+    cval = np.empty(indices.shape[0], np.float32)
+    for i in range(n_rows):
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            crow[fill[j]] = i
+            cval[fill[j]] = data[p]
+            fill[j] += 1
+    return cptr, crow, cval
+
+
+@njit
+def permute_rows(indptr, indices, data, perm):
+    """The CSR rows perm[0], perm[1], ... as a new CSR matrix."""
+    n = perm.shape[0]
+    out_ptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        out_ptr[r + 1] = out_ptr[r] + indptr[perm[r] + 1] - indptr[perm[r]]
+    out_ind = np.empty(out_ptr[n], indices.dtype)
+    out_val = np.empty(out_ptr[n], data.dtype)
+    for r in range(n):
+        src = indptr[perm[r]]
+        for t in range(out_ptr[r + 1] - out_ptr[r]):
+            out_ind[out_ptr[r] + t] = indices[src + t]
+            out_val[out_ptr[r] + t] = data[src + t]
+    return out_ptr, out_ind, out_val

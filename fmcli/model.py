@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from numba import prange
+
 from fmcli.config import PARAM_DTYPE, njit
 
 LINKS = ("identity", "logistic", "probit")
@@ -60,7 +62,8 @@ class FMModel:
         """Raw scores y(x), one per CSR row, unclipped (params: (w0, w, V), default the model's)."""
         w0, w, V = (self.w0, self.w, self.V) if params is None else params
         out = np.empty(len(indptr) - 1, np.float64)
-        _predict_csr(indptr, indices, data, w0 if self.use_w0 else 0.0, w, V, self.use_w, out)
+        predict_rows(indptr, indices, data, w0 if self.use_w0 else 0.0, w, V, self.use_w, out,
+                     np.empty((0, V.shape[1] + 1), np.float32))
         return out
 
     def predict(self, indptr, indices, data):
@@ -99,28 +102,36 @@ def _normal_cdf(x):
     return ndtr(x)
 
 
-@njit
-def _predict_csr(indptr, indices, data, w0, w, V, use_w, out):
-    n_rows = len(indptr) - 1
+@njit(parallel=True)
+def predict_rows(indptr, indices, data, w0, w, V, use_w, out, C):
+    """Raw scores of CSR rows into `out`, blocks of rows in parallel (each row's arithmetic is
+    fixed, so the result does not depend on the number of threads). If C has rows, also store
+    the factor sums C[i, 1 + f] = Σ_j v_{j,f} x_ij (the ALS/MCMC cache layout, e in column 0).
+    Ids ≥ n_features contribute nothing."""
+    n_rows = indptr.shape[0] - 1
     n_features, k = V.shape
-    s = np.empty(k)
-    for i in range(n_rows):
-        acc = w0
-        for f in range(k):
-            s[f] = 0.0
-        sq = 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            if j >= n_features:
-                continue
-            x = data[p]
-            if use_w:
-                acc += w[j] * x
+    store = C.shape[0] > 0
+    block = 4096
+    for b in prange((n_rows + block - 1) // block):
+        s = np.empty(k)
+        for i in range(b * block, min(n_rows, (b + 1) * block)):
+            acc = w0
+            s[:] = 0.0
+            sq = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                j = indices[p]
+                if j >= n_features:
+                    continue
+                x = np.float64(data[p])
+                if use_w:
+                    acc += w[j] * x
+                for f in range(k):
+                    vx = V[j, f] * x
+                    s[f] += vx
+                    sq += vx * vx
+            pair = 0.0
             for f in range(k):
-                vx = V[j, f] * x
-                s[f] += vx
-                sq += vx * vx
-        pair = 0.0
-        for f in range(k):
-            pair += s[f] * s[f]
-        out[i] = acc + 0.5 * (pair - sq)
+                pair += s[f] * s[f]
+                if store:
+                    C[i, 1 + f] = s[f]
+            out[i] = acc + 0.5 * (pair - sq)

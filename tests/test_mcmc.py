@@ -152,8 +152,9 @@ def test_caches_exact_after_mcmc_sweep():
     lrn._sweep()
     m = lrn.model
     X = X.astype(np.float64)
-    np.testing.assert_allclose(lrn.e, fm_predict_dense(X, lrn.w0a[0], m.w, m.V) - y, atol=1e-9)
-    np.testing.assert_allclose(lrn.q, factor_sums(X, m.V), atol=1e-9)
+    # float32 caches: exact to float32 rounding
+    np.testing.assert_allclose(lrn.e, fm_predict_dense(X, lrn.w0a[0], m.w, m.V) - y, atol=1e-5)
+    np.testing.assert_allclose(lrn.q, factor_sums(X, m.V), atol=1e-5)
     lv = lrn.log_values()
     assert set(lv) >= {"alpha", "wmu[0]", "wlambda[1]", "vmu[1,2]", "vlambda[0,0]"}
     assert all(np.isfinite(v) for v in lv.values())

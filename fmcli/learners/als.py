@@ -67,7 +67,7 @@ class ALSLearner(CoordinateLearner):
         self.lam_v[:] = lv[:, None]
 
     def _latent(self):
-        self.z = probit_expected_latent(self.yhat, self.y)
+        self._z = probit_expected_latent(self._yhat, self._y)
 
     def eval_predictions(self, name):
         return self._link(self.eval_raw[name])

@@ -62,12 +62,12 @@ class MCMCLearner(CoordinateLearner):
     def _before_sweep(self):
         m = self.model
         if self.sample_alpha:
-            self.alpha = draw_alpha(self.e, self.alpha, self.rejected)
+            self.alpha = draw_alpha(self.C[:, 0], self.alpha, self.rejected)
         draw_hyper(self.cols, self.groups, m.w, m.V, self.use_w, self.mu_w, self.lam_w,
                    self.mu_v, self.lam_v, self.rejected)
 
     def _latent(self):
-        draw_latent(self.yhat, self.y, self.z)
+        draw_latent(self._yhat, self._y, self._z)
 
     def _after_eval(self):
         if self.n_steps <= self.burn_in:       # n_steps already counts this sweep
