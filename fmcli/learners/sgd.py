@@ -2,7 +2,11 @@
 
 Differences from libFM, each on purpose:
 - rows are visited in a seeded random order each epoch (libFM walks the file in
-  order and tells the user to shuffle it first);
+  order and tells the user to shuffle it first). To keep memory access mostly sequential,
+  the rows are shuffled once into a private copy (seeded), and each epoch visits blocks of
+  BLOCK consecutive rows of that copy in a new seeded random order: each epoch is a
+  different order, and rows that were neighbours in the file are not neighbours here.
+  (A full permutation each epoch made a 1M-row pass 3-4x slower: random row access);
 - the regression gradient uses the unclipped prediction, so a prediction above
   the target range is still pulled back (libFM's clipped gradient is zero there);
 - `-learn_rate a,b,c` really gives w0, w and V their own rates (libFM's 3-value
@@ -13,8 +17,11 @@ Differences from libFM, each on purpose:
 import numpy as np
 
 from fmcli.config import njit
+from fmcli.data import permute_rows
 from fmcli.errors import TrainingError
 from fmcli.learners.base import Learner
+
+BLOCK = 64   # rows visited together; small against any data set that needs shuffling
 
 
 class SGDLearner(Learner):
@@ -28,12 +35,18 @@ class SGDLearner(Learner):
         self.rates = np.array(rates, np.float64)
         self.reg = np.array(opts.regular[:3], np.float64)
         self._w0 = np.array([model.w0])
+        shuffle = rng.permutation(train.n_rows).astype(np.int64)
+        self.rows = permute_rows(*train.csr(), shuffle)
+        self.y = np.ascontiguousarray(train.y[shuffle])
 
     def step(self, it):
         m = self.model
-        order = self.rng.permutation(self.train.n_rows).astype(np.int64)
+        n = self.train.n_rows
+        blocks = self.rng.permutation((n + BLOCK - 1) // BLOCK)
+        order = (blocks[:, None] * BLOCK + np.arange(BLOCK)).ravel()
+        order = order[order < n]
         self._w0[0] = m.w0
-        _sgd_epoch(*self.train.csr(), self.train.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
+        _sgd_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
                    self.opts.task == "c", self.rates, self.reg)
         m.w0 = float(self._w0[0])
         if not (np.isfinite(m.w0) and np.isfinite(m.w).all() and np.isfinite(m.V).all()):
