@@ -1,0 +1,157 @@
+"""Binary cache of a parsed libFM text file, memory-mapped on load.
+
+`load_dataset(path)` reuses `path + ".fmcache"` when it is valid for the text file as it is
+now, and otherwise reads the text and writes the cache beside it (atomically; silently
+skipped when the folder is not writable). Standard input is never cached.
+
+File layout (little-endian):
+
+    magic  b"FMCACHE\\0"                      8 bytes
+    u64    length of the JSON header          8 bytes
+    JSON   {"version", "n_rows", "nnz", "n_features", "max_id_line",
+            "text": {"size", "mtime_ns", "sha256_ends"}, "arrays": [[name, dtype, offset, count], ...],
+            "sha256"}                         the header's own checksum (computed with "sha256": "")
+    arrays indptr int64, indices int32, data float32, y float32, each at a 64-byte aligned offset
+
+Valid means: magic, version, header checksum and file size match, and the text file has the
+recorded size, modification time and SHA-256 of its first and last 64 KiB. Anything else is
+a miss: the cache is rebuilt from the text.
+
+The cache holds what the reader returns with optional targets and without class mapping;
+the checks of the caller's options (targets required, -1/0/+1 classes, largest feature id)
+run on the loaded arrays, and a failing check reads the text again, so that errors carry the
+reader's file:line messages.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from fmcli.data import SparseData
+from fmcli.io.atomic import atomic_output
+
+MAGIC = b"FMCACHE\0"
+VERSION = 1
+SUFFIX = ".fmcache"
+_ENDS = 64 << 10
+_ARRAYS = (("indptr", "<i8"), ("indices", "<i4"), ("data", "<f4"), ("y", "<f4"))
+
+
+class CacheMiss(Exception):
+    """The cache file is missing, stale, of another version or damaged."""
+
+
+def cache_path(path):
+    return os.fspath(path) + SUFFIX
+
+
+def text_identity(path):
+    """Size, modification time and a checksum of both ends of the text file."""
+    st = os.stat(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(_ENDS))
+        if st.st_size > _ENDS:
+            f.seek(max(_ENDS, st.st_size - _ENDS))
+            h.update(f.read(_ENDS))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_ends": h.hexdigest()}
+
+
+def _header_sum(header):
+    return hashlib.sha256(json.dumps(dict(header, sha256=""), sort_keys=True).encode()).hexdigest()
+
+
+def write_cache(data, path, text=None):
+    """Write SparseData `data` to the cache file `path` (atomically). text: text_identity()
+    of the source file (None: a cache that never matches a text file, for `fmcli convert`)."""
+    arrays = [np.ascontiguousarray(getattr(data, name), dtype) for name, dtype in _ARRAYS]
+    header = {"version": VERSION, "n_rows": int(data.n_rows), "nnz": int(data.nnz),
+              "n_features": int(data.n_features), "max_id_line": int(data.max_id_line),
+              "text": text, "arrays": [], "sha256": ""}
+    offset = 0
+    for (name, dtype), a in zip(_ARRAYS, arrays):
+        header["arrays"].append([name, dtype, offset, int(a.size)])
+        offset = (offset + a.nbytes + 63) // 64 * 64
+    header["sha256"] = _header_sum(header)
+    blob = json.dumps(header, sort_keys=True).encode()
+    start = (16 + len(blob) + 63) // 64 * 64
+    with atomic_output(os.fspath(path), binary=True) as f:
+        f.write(MAGIC + len(blob).to_bytes(8, "little") + blob)
+        for (name, dtype, off, count), a in zip(header["arrays"], arrays):
+            f.write(b"\0" * (start + off - f.tell()))
+            f.write(memoryview(a).cast("B"))
+
+
+def read_cache(path, text=None, source=None):
+    """SparseData with memory-mapped (read-only) arrays from the cache file `path`.
+    text: the text_identity() the cache must record (None: not checked). Raises CacheMiss."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            if len(head) < 16 or head[:8] != MAGIC:
+                raise CacheMiss("not an fmcli cache")
+            n = int.from_bytes(head[8:], "little")
+            if n > 1 << 20:
+                raise CacheMiss("header too long")
+            header = json.loads(f.read(n))
+        size = os.path.getsize(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CacheMiss(str(e)) from None
+    if not isinstance(header, dict) or header.get("version") != VERSION:
+        raise CacheMiss("other version")
+    if header.get("sha256") != _header_sum(header):
+        raise CacheMiss("header checksum")
+    if text is not None and header.get("text") != text:
+        raise CacheMiss("stale: the text file changed")
+    start = (16 + n + 63) // 64 * 64
+    arrays = {}
+    for name, dtype, off, count in header["arrays"]:
+        end = start + off + count * np.dtype(dtype).itemsize
+        if end > size:
+            raise CacheMiss("truncated")
+        arrays[name] = np.memmap(path, dtype, "r", start + off, (count,)) if count else np.empty(0, dtype)
+    if len(arrays["indptr"]) != header["n_rows"] + 1 or len(arrays["indices"]) != header["nnz"]:
+        raise CacheMiss("sizes")
+    return SparseData(arrays["indptr"], arrays["indices"], arrays["data"], arrays["y"],
+                      header["n_features"], source or os.fspath(path), header["max_id_line"])
+
+
+def _fits(d, targets, classes, max_feature_id):
+    """`d` read with optional targets and no class mapping, checked against the caller's
+    options; None when the text reader has an error to report. Class targets are mapped."""
+    y = np.asarray(d.y)
+    if targets == "required" and np.isnan(y).any():
+        return None
+    if max_feature_id is not None and d.n_features - 1 > max_feature_id:
+        return None
+    if classes:
+        known = np.isnan(y) | (y == 1) | (y == 0) | (y == -1)
+        if not known.all():
+            return None
+        y = np.where(y == 0, np.float32(-1), y).astype(np.float32)
+        d = SparseData(d.indptr, d.indices, d.data, y, d.n_features, d.source, d.max_id_line)
+    return d
+
+
+def load_dataset(path, *, cache=True, targets="required", classes=False, max_feature_id=None):
+    """read_libfm(path, ...), through the binary cache beside the file when `cache` is true."""
+    from fmcli.io.libsvm import read_libfm
+
+    kw = {"targets": targets, "classes": classes, "max_feature_id": max_feature_id}
+    if not cache or path == "-" or not os.path.isfile(path):
+        return read_libfm(path, **kw)
+    text = text_identity(path)
+    cpath = cache_path(path)
+    try:
+        d = _fits(read_cache(cpath, text, source=os.fspath(path)), targets, classes, max_feature_id)
+    except CacheMiss:
+        d = read_libfm(path, targets="optional", max_feature_id=max_feature_id)
+        if os.access(os.path.dirname(os.path.abspath(cpath)), os.W_OK):
+            try:
+                write_cache(d, cpath, text)
+            except OSError:
+                pass    # a cache is an optimisation; a full disk must not fail the run
+        d = _fits(d, targets, classes, max_feature_id)
+    return d if d is not None else read_libfm(path, **kw)
