@@ -76,15 +76,19 @@ def _describe(name, d, console):
 
 
 def load_data(job, k, console):
-    from fmcli.io.libsvm import read_libfm
+    """Train and test sets, through the binary cache beside each text file (fmcli/io/cache.py)
+    unless the job says `cache = False`."""
+    from fmcli.io.cache import load_dataset
 
     classes = job.opts.task == "c"
     limit = feature_id_limit(k)
-    train = read_libfm(job.train, targets="required", classes=classes, max_feature_id=limit)
+    cache = getattr(job, "cache", True)
+    train = load_dataset(job.train, cache=cache, targets="required", classes=classes, max_feature_id=limit)
     _describe("train", train, console)
     evals = {}
     if job.test:
-        evals["test"] = read_libfm(job.test, targets="optional", classes=classes, max_feature_id=limit)
+        evals["test"] = load_dataset(job.test, cache=cache, targets="optional", classes=classes,
+                                     max_feature_id=limit)
         _describe("test", evals["test"], console)
     return train, evals
 
@@ -134,19 +138,64 @@ def iteration_line(it, task, train_m, test_m):
 class RunLog:
     """-rlog (a header line and tab-separated rows) and --log-json (one JSON object per line).
 
-    Each file is replaced whole after every iteration, so it can be watched during a long
-    run and is never half-written.
+    -rlog keeps libFM's columns, in libFM's order (libfm-behaviour: `-rlog`), so scripts
+    that read libFM's table by name or position keep working; fmcli's own columns follow:
+
+    - SGD, r: rmse mae time_pred time_learn time_learn2 time_learn4 rmse_train
+    - SGD, c: accuracy time_pred time_learn time_learn2 time_learn4 rmse_train
+      (as in libFM, rmse_train holds the train accuracy for classification)
+    - ALS/MCMC: rmse mae (r) or accuracy (c), time_pred time_learn time_learn2
+      time_learn4 alpha, then rmse_mcmc_this rmse_mcmc_all rmse_mcmc_all_but5 (r) or
+      acc_mcmc_this acc_mcmc_all acc_mcmc_all_but5 ll_mcmc_this ll_mcmc_all
+      ll_mcmc_all_but5 (c), then wmu[g] wlambda[g] and vmu[g,f] vlambda[g,f] per group
+    - then fmcli's: mae_train (r) or auc logloss ll auc_train logloss_train (c), and elapsed.
+
+    rmse/mae/accuracy (and the *_mcmc_all columns) are the printed Test values (nan
+    without labelled test rows); time_learn is the wall-clock seconds of the iteration's
+    learning step; elapsed the seconds since training started. Columns fmcli does not
+    measure (time_pred, time_learn2, time_learn4, *_this, *_but5) are nan, as libFM
+    writes unset fields. Each file is replaced whole after every iteration, so it can be
+    watched during a long run and is never half-written.
     """
 
     def __init__(self, rlog_path, json_path):
         self.rlog_path, self.json_path = rlog_path, json_path
         self.header, self.rows, self.records = None, [], []
 
+    @staticmethod
+    def columns(it_task, train_m, test_m, t_learn, elapsed, hyper):
+        """Ordered name -> value of one -rlog row (libFM's columns first)."""
+        nan = float("nan")
+        test = test_m or {}
+        row = {}
+        if it_task == "r":
+            row["rmse"], row["mae"] = test.get("rmse", nan), test.get("mae", nan)
+        else:
+            row["accuracy"] = test.get("accuracy", nan)
+        row.update(time_pred=nan, time_learn=t_learn, time_learn2=nan, time_learn4=nan)
+        if hyper:  # ALS / MCMC
+            row["alpha"] = hyper.get("alpha", nan)
+            if it_task == "r":
+                row.update(rmse_mcmc_this=nan, rmse_mcmc_all=row["rmse"], rmse_mcmc_all_but5=nan)
+            else:
+                row.update(acc_mcmc_this=nan, acc_mcmc_all=row["accuracy"], acc_mcmc_all_but5=nan,
+                           ll_mcmc_this=nan, ll_mcmc_all=test.get("ll10", nan), ll_mcmc_all_but5=nan)
+            row.update((k, v) for k, v in hyper.items() if k != "alpha")
+        # libFM's SGD table ends with rmse_train; for ALS/MCMC it is one of fmcli's columns
+        row["rmse_train"] = train_m["rmse"] if it_task == "r" else train_m["accuracy"]
+        if it_task == "r":
+            row["mae_train"] = train_m["mae"]
+        else:
+            row.update(auc=test.get("auc", nan), logloss=test.get("logloss", nan))
+            if not hyper:
+                row["ll"] = test.get("ll10", nan)
+            row.update(auc_train=train_m.get("auc", nan), logloss_train=train_m.get("logloss", nan))
+        row["elapsed"] = elapsed
+        return row
+
     def add(self, it, elapsed, train_m, test_m, t_learn, hyper):
-        row = {f"{k}_train": v for k, v in train_m.items()}
-        row.update(test_m or {})
-        row.update({"time_learn": t_learn, "elapsed": elapsed})
-        row.update(hyper)
+        task = "r" if "rmse" in train_m else "c"
+        row = self.columns(task, train_m, test_m, t_learn, elapsed, hyper)
         if self.header is None:
             self.header = list(row)
         self.rows.append("\t".join("%.6g" % row.get(h, float("nan")) for h in self.header))
