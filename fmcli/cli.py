@@ -204,6 +204,62 @@ def predict(model_path, test_path, out, task, quiet):
     run_predict(model_path, test_path, out, task.lower() if task else None, Console(quiet=quiet))
 
 
+@cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)
+@opt("-in", "inputs", multiple=True, required=True, metavar="FILE",
+     help="Delimited input (CSV, TSV, blank-separated; gzip/bz2/xz detected); '-' reads stdin. "
+          "Repeat for several files (train, test) that share one id space.")
+@opt("-out", "outputs", multiple=True, metavar="FILE",
+     help="libFM text output, one per -in in the same order ('-' = stdout). [default: INPUT.libfm]")
+@click.option("--sep", "-sep", "--separator", "sep", default="auto", show_default=True, metavar="SEP",
+              help="Field separator: ',' | tab | space (runs of blanks) | ';' | '|' | auto (sniffed from the "
+                   "first data line; with --use-mapping, the mapping's).")
+@click.option("--header/--no-header", "-header/-no_header", default=None,
+              help="The first row holds column names. [default: yes when --target is a name or the first "
+                   "row's target field is not a number]")
+@click.option("--target", "-target", "-target_column", "--target_column", metavar="COL",
+              help="The target column: a header name or a 0-based index (libFM's --target_column).")
+@click.option("--categorical", "-categorical", metavar="COLS", multiple=True,
+              help="Columns to one-hot encode (one feature per distinct value), comma-separated names or "
+                   "indices, e.g. user,item. Columns not listed are numeric when all their values are numbers.")
+@click.option("--numeric", "-numeric", metavar="COLS", multiple=True,
+              help="Columns kept as values (one feature each, the number as written).")
+@click.option("--drop", "-drop", "-delete_column", "--delete_column", metavar="COLS", multiple=True,
+              help="Columns to leave out (libFM's --delete_column).")
+@opt("-meta", metavar="FILE", help="Write the feature groups (one line per feature: its column's group) for "
+                                   "fmcli train -meta.")
+@click.option("--mapping", "-mapping", metavar="FILE",
+              help="Write the id mapping (JSON: columns, roles, value->id tables, number of features).")
+@click.option("--use-mapping", "-use_mapping", "use_mapping", metavar="FILE",
+              help="Convert new data with the ids of this mapping; unknown values are dropped and counted.")
+@click.option("--no-target", "-no_target", "no_target", is_flag=True,
+              help="With --use-mapping: the rows have no target column (data to predict).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, meta, mapping, use_mapping,
+            no_target, quiet):
+    """Convert delimited files (CSV, TSV, user item rating triples) to libFM text.
+
+    The target column becomes the target; categorical columns are one-hot encoded
+    (ids in order of first appearance, column by column); numeric columns keep
+    their values. Several -in files share one id space, so train and test agree;
+    --mapping saves the ids and --use-mapping applies them to new data later.
+    Nothing is written unless every input converts.
+
+    \b
+    Example (MovieLens u.data: user item rating timestamp, tab-separated):
+      fmcli convert -in ua.base -in ua.test -out ua.train.libfm -out ua.test.libfm \\
+          --target 2 --categorical 0,1 --drop 3 -meta ua.meta --mapping ua.map.json
+      cut -f1,2 new_pairs.tsv | fmcli convert -in - -out - --use-mapping ua.map.json --no-target \\
+          | fmcli predict -model m.fm -test - -out -
+    """
+    from fmcli.console import Console
+    from fmcli.convert import ConvertJob, run_convert
+
+    job = ConvertJob(inputs=list(inputs), outputs=list(outputs), sep=sep, header=header, target=target,
+                     categorical=list(categorical), numeric=list(numeric), drop=list(drop), meta=meta,
+                     mapping=mapping, use_mapping=use_mapping, no_target=no_target)
+    run_convert(job, Console(quiet=quiet))
+
+
 # ---- entry point --------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -215,8 +271,8 @@ def main(argv=None):
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.exceptions.UsageError as e:
-        hint = f"\nTry '{e.ctx.command_path} --help' for help." if e.ctx else ""
-        _error(e.format_message() + hint)
+        hint = f"Try '{e.ctx.command_path} --help' for help." if e.ctx else None
+        _error(e.format_message(), hint)
         code = 2
     except click.exceptions.Abort:
         code = 130
@@ -248,8 +304,11 @@ def main(argv=None):
     sys.exit(code)
 
 
-def _error(msg):
-    print(f"fmcli: error: {msg}", file=sys.stderr, flush=True)
+def _error(msg, hint=None):
+    """`fmcli: error: MSG` on one line: control characters from the input (a vertical tab, an
+    escape sequence, a newline in a file name) are shown escaped, never sent to the terminal."""
+    msg = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in str(msg))
+    print(f"fmcli: error: {msg}" + (f"\n{hint}" if hint else ""), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
