@@ -240,3 +240,133 @@ def test_threads_option_gives_same_model(run, movies, tmp_path):
                            "-iter", "3", "-regular", "0,5,5", "--threads", n, "-save_model", path)
         assert code == 0, err
     assert a.read_bytes() == b.read_bytes()
+
+
+# ---- libFM's -rlog columns, convert in pipelines, outputs that are not regular files ------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LIBFM_RLOG = {
+    ("sgd", "r"): "rmse mae time_pred time_learn time_learn2 time_learn4 rmse_train",
+    ("sgd", "c"): "accuracy time_pred time_learn time_learn2 time_learn4 rmse_train",
+    ("mcmc", "r"): "rmse mae time_pred time_learn time_learn2 time_learn4 alpha rmse_mcmc_this "
+                   "rmse_mcmc_all rmse_mcmc_all_but5 wmu[0] wlambda[0] vmu[0,0] vlambda[0,0] vmu[0,1] vlambda[0,1]",
+    ("als", "c"): "accuracy time_pred time_learn time_learn2 time_learn4 alpha acc_mcmc_this acc_mcmc_all "
+                  "acc_mcmc_all_but5 ll_mcmc_this ll_mcmc_all ll_mcmc_all_but5 wmu[0] wlambda[0]",
+}
+
+
+@pytest.mark.parametrize("method, task", sorted(LIBFM_RLOG))
+def test_rlog_starts_with_libfm_columns(run, testdata, tmp_path, method, task):
+    name = "movies" if task == "r" else "clicks"
+    train, test = testdata(f"{name}.train.libfm"), testdata(f"{name}.test.libfm")
+    rlog = tmp_path / "log.tsv"
+    code, _, err = run("train", "-task", task, "-train", train, "-test", test, "-method", method, "-dim", "1,1,2",
+                       "-iter", "3", "-regular", "0,1,1", "-rlog", rlog)
+    assert code == 0, err
+    header, *rows = rlog.read_text().splitlines()
+    cols = header.split("\t")
+    libfm = LIBFM_RLOG[(method, task)].split()
+    assert cols[:len(libfm)] == libfm and cols[-1] == "elapsed"
+    assert len(rows) == 3 and all(len(r.split("\t")) == len(cols) for r in rows)
+    table = [dict(zip(cols, map(float, r.split("\t")))) for r in rows]
+    key = "rmse" if task == "r" else "accuracy"
+    printed = [float(l.split("Test=")[1].split()[0]) for l in err.splitlines() if l.startswith("#Iter=")]
+    train_printed = [float(l.split("Train=")[1].split()[0]) for l in err.splitlines() if l.startswith("#Iter=")]
+    assert np.allclose([t[key] for t in table], printed, rtol=1e-5)
+    assert np.allclose([t["rmse_train"] for t in table], train_printed, rtol=1e-5)  # libFM: train accuracy for c
+    assert all(np.isnan(t["time_pred"]) and t["time_learn"] >= 0 for t in table)
+    if method != "sgd":
+        all_key = "rmse_mcmc_all" if task == "r" else "acc_mcmc_all"
+        assert [t[all_key] for t in table] == [t[key] for t in table]
+        assert all(t["alpha"] > 0 for t in table)
+
+
+def test_outputs_to_a_fifo_are_written_in_place(run, movies, tmp_path):
+    """An existing non-regular file (a FIFO, /dev/null) is written, never replaced by a rename."""
+    import threading
+
+    fifo = tmp_path / "pred.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    code, _, err = run("train", "-task", "r", "-train", movies[0], "-test", movies[1], *SGD, "-out", fifo, "-q")
+    reader.join(10)
+    assert code == 0, err
+    assert os.path.exists(fifo) and not os.path.isfile(fifo)      # still the FIFO
+    assert len(got[0].split()) == sum(1 for _ in open(movies[1]))
+    assert files_in(tmp_path) == ["pred.fifo"]
+
+
+def test_error_message_is_one_line_whatever_the_input(run, tmp_path):
+    bad = tmp_path / "x.libfm"
+    bad.write_bytes(b"1 2:1\n\x0b\x1b[31m 3:1\n")
+    code, _, err = run("train", "-task", "r", "-train", bad)
+    assert code == 2 and err.count("\n") == 1 and "\x1b" not in err and "\x0b" not in err, repr(err)
+    code, _, err = run("predict", "-model", tmp_path / "no\nsuch.fm", "-test", bad)
+    assert code == 2 and err.count("\n") == 1 and "no\\nsuch.fm" in err, repr(err)
+
+
+def test_convert_help_and_no_heavy_imports(tmp_path):
+    src = tmp_path / "u.data"
+    src.write_text("1\t10\t5\n2\t20\t3\n")
+    code = ("import sys; from fmcli.cli import main\n"
+            "for args in (['convert', '--help'], ['convert', '-in', sys.argv[1], '-out', sys.argv[2], "
+            "'--target', '2', '--categorical', '0,1', '-q']):\n"
+            "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+            "assert 'numba' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'\n")
+    res = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "o")], capture_output=True,
+                         text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "Example" in res.stdout and "Exit codes" in res.stdout
+    assert (tmp_path / "o").read_text() == "5 0:1 2:1\n3 1:1 3:1\n"
+
+
+def test_convert_predict_shell_pipeline(movies, tmp_path):
+    """Raw pairs -> convert with the mapping -> predict, through real pipes: one line per input
+    row, in input order, stdout only data, messages on stderr."""
+    ratings = tmp_path / "r.tsv"
+    rng = np.random.default_rng(7)
+    u, i = rng.integers(0, 20, 300), rng.integers(0, 15, 300)
+    y = 1 + (u % 5 + i % 3) % 5
+    ratings.write_text("".join(f"{a}\t{b}\t{c}\n" for a, b, c in zip(u, i, y)))
+    py = f"'{sys.executable}' -m fmcli"
+    script = (f"set -e -o pipefail; cd '{tmp_path}'\n"
+              f"{py} convert -in r.tsv -out r.libfm --target 2 --categorical 0,1 --mapping map.json -q\n"
+              f"{py} train -task r -train r.libfm -method als -dim 1,1,2 -iter 5 -regular 0,1,1 -save_model m.fm -q\n"
+              f"printf '3\\t4\\n999\\t1\\n3\\t4\\n' | {py} convert -in - -out - --use-mapping map.json --no-target"
+              f" | {py} predict -model m.fm -test - -out - | paste - - - > scored.txt\n")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    scored = (tmp_path / "scored.txt").read_text().split()
+    assert len(scored) == 3 and scored[0] == scored[2] != scored[1]
+    assert "1 unknown value(s) dropped" in res.stderr
+
+
+def test_sigterm_keeps_last_complete_checkpoint_and_log(movies, tmp_path):
+    import signal
+    import time
+
+    ckpt, rlog, out = tmp_path / "ckpt.fm", tmp_path / "log.tsv", tmp_path / "pred"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "fmcli", "train", "-task", "r", "-train", movies[0],
+                             "-test", movies[1], "-method", "sgd", "-dim", "1,1,4", "-iter", "100000", "--checkpoint", str(ckpt),
+                             "--checkpoint-every", "1", "-rlog", str(rlog), "-out", str(out)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    for line in proc.stderr:
+        if line.startswith("#Iter=  3") or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().endswith("fmcli: error: terminated; no output written")
+    assert files_in(tmp_path) == ["ckpt.fm", "log.tsv"]          # no -out, no temporary file
+    header, *rows = rlog.read_text().splitlines()
+    assert len(rows) >= 3 and all(len(r.split("\t")) == len(header.split("\t")) for r in rows)
+    code = subprocess.run([sys.executable, "-m", "fmcli", "predict", "-model", str(ckpt), "-test", movies[1],
+                           "-out", str(out), "-q"], env=env, capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr
+    assert len(out.read_text().split()) == sum(1 for _ in open(movies[1]))
