@@ -97,7 +97,8 @@ def cli():
 @opt("-test", "test_path", metavar="FILE",
      help="Rows to evaluate each iteration and to predict with -out (optional; libFM requires it).")
 @opt("-method", default="mcmc", show_default=True, type=click.Choice(["sgd", "als", "mcmc", "sgda"], case_sensitive=False),
-     help="Learner: sgd (stochastic gradient descent), als (alternating least squares), mcmc (Gibbs sampling).")
+     help="Learner: sgd (stochastic gradient descent), sgda (SGD with regularisation adapted on "
+          "-validation), als (alternating least squares), mcmc (Gibbs sampling).")
 @opt("-dim", metavar="K0,K1,K2",
      help="Use bias (0/1), use linear terms (0/1), number of factors. [default: 1,1,8]")
 @opt("-iter", "iterations", default=100, show_default=True, type=click.IntRange(min=0),
@@ -134,12 +135,23 @@ def cli():
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Threads for the compiled kernels (0: all cores). Results do not depend on it.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@opt("-validation", metavar="FILE", callback=not_supported, expose_value=False, help="Not supported yet.")
+@opt("-validation", "validation_path", metavar="FILE",
+     help="Held-out rows: adapt the regularisation (sgda) and decide --early-stop; their metric is "
+          "printed as Validation=.")
+@click.option("--early-stop", "early_stop", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Stop after N iterations without a better -validation score (RMSE, or log-loss for "
+                   "classification) and keep the best model; for MCMC, stop adding samples. 0: off.")
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adagrad", "adam"]),
+              help="Step rule of -method sgd: plain SGD (libFM), AdaGrad or Adam (per-parameter state, "
+                   "updated lazily: an epoch stays O(k nnz)).")
+@click.option("--no-cache", "no_cache", is_flag=True,
+              help="Neither read nor write the binary cache FILE.fmcache beside text inputs.")
 @opt("-relation", metavar="NAMES", callback=not_supported, expose_value=False, help="Not supported yet.")
-@opt("-cache_size", metavar="BYTES", callback=not_supported, expose_value=False, help="Not supported yet.")
+@opt("-cache_size", metavar="BYTES", type=int,
+     help="Accepted for libFM scripts and ignored: fmcli memory-maps its binary cache (a note says so).")
 def train(task, train_path, test_path, method, dim, iterations, learn_rate, regular, init_stdev, seed,
           out, rlog, save_model, load_model, meta, verbosity, burn_in, keep_samples, log_json, checkpoint,
-          checkpoint_every, threads, quiet):
+          checkpoint_every, threads, quiet, validation_path, early_stop, optimizer, no_cache, cache_size):
     """Train a factorization machine; optionally predict -test and save the model.
 
     Takes libFM's options in either spelling (-train f or --train f). Prints
@@ -158,8 +170,8 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
     from fmcli.train import TrainJob, run_train
 
     method = method.lower()
-    if method == "sgda":
-        raise UsageError("-method sgda is not supported yet (it is planned together with -validation)")
+    if optimizer != "sgd" and method != "sgd":
+        raise UsageError(f"--optimizer {optimizer} applies to -method sgd only")
     regular_values = parse_floats("-regular", regular, [1, 3, lambda n: n > 3 and n % 2 == 1])
     if len(regular_values) == 1:
         regular_values *= 3
@@ -169,11 +181,15 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
     opts = TrainOptions(task=task.lower(), method=method, dim=parse_dim(dim), iterations=iterations,
                         learn_rate=rates[0] if len(rates) == 1 else rates, regular=regular_values,
                         init_stdev=init_stdev, seed=seed, burn_in=burn_in, keep_samples=keep_samples,
-                        threads=threads)
+                        threads=threads, optimizer=optimizer)
     job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, meta,
                    dim_given=dim is not None, log_json=log_json, checkpoint=checkpoint,
-                   checkpoint_every=checkpoint_every)
-    run_train(job, Console(quiet=quiet, verbosity=verbosity))
+                   checkpoint_every=checkpoint_every, validation=validation_path, early_stop=early_stop,
+                   cache=not no_cache)
+    console = Console(quiet=quiet, verbosity=verbosity)
+    if cache_size is not None:
+        console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")
+    run_train(job, console)
 
 
 @cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)

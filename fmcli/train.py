@@ -19,7 +19,7 @@ from fmcli.errors import TrainingError, UsageError
 from fmcli.io.atomic import atomic_output, check_writable
 from fmcli.learners.base import TrainOptions
 
-METHODS = ("sgd", "als", "mcmc")
+METHODS = ("sgd", "sgda", "als", "mcmc")
 
 
 @dataclass
@@ -38,6 +38,8 @@ class TrainJob:
     checkpoint_every: int = 10
     validation: str = None       # rows for SGDA's regularisation and for early stopping
     early_stop: int = 0          # stop after this many iterations without a better validation score
+    cache: bool = True           # read and write the binary cache beside text inputs
+    relations: tuple = ()        # libFM block-structure relation names (-relation)
 
 
 def learner_class(method):
@@ -45,6 +47,10 @@ def learner_class(method):
         from fmcli.learners.sgd import SGDLearner
 
         return SGDLearner
+    if method == "sgda":
+        from fmcli.learners.sgda import SGDALearner
+
+        return SGDALearner
     if method == "als":
         from fmcli.learners.als import ALSLearner
 
@@ -82,14 +88,14 @@ def load_data(job, k, console):
 
     classes = job.opts.task == "c"
     limit = feature_id_limit(k)
-    cache = getattr(job, "cache", True)
-    train = load_dataset(job.train, cache=cache, targets="required", classes=classes, max_feature_id=limit)
+    train = load_dataset(job.train, cache=job.cache, targets="required", classes=classes, max_feature_id=limit)
     _describe("train", train, console)
     evals = {}
-    if job.test:
-        evals["test"] = load_dataset(job.test, cache=cache, targets="optional", classes=classes,
-                                     max_feature_id=limit)
-        _describe("test", evals["test"], console)
+    for name, path, targets in (("test", job.test, "optional"), ("validation", job.validation, "required")):
+        if path:
+            evals[name] = load_dataset(path, cache=job.cache, targets=targets, classes=classes,
+                                       max_feature_id=limit)
+            _describe(name, evals[name], console)
     return train, evals
 
 
@@ -158,14 +164,15 @@ class RunLog:
     watched during a long run and is never half-written.
     """
 
-    def __init__(self, rlog_path, json_path):
+    def __init__(self, rlog_path, json_path, task, method):
         self.rlog_path, self.json_path = rlog_path, json_path
+        self.task, self.coordinate = task, method in ("als", "mcmc")
         self.header, self.rows, self.records = None, [], []
 
-    @staticmethod
-    def columns(it_task, train_m, test_m, t_learn, elapsed, hyper):
+    def columns(self, train_m, test_m, val_m, t_learn, elapsed, hyper):
         """Ordered name -> value of one -rlog row (libFM's columns first)."""
         nan = float("nan")
+        it_task = self.task
         test = test_m or {}
         row = {}
         if it_task == "r":
@@ -173,7 +180,7 @@ class RunLog:
         else:
             row["accuracy"] = test.get("accuracy", nan)
         row.update(time_pred=nan, time_learn=t_learn, time_learn2=nan, time_learn4=nan)
-        if hyper:  # ALS / MCMC
+        if self.coordinate:
             row["alpha"] = hyper.get("alpha", nan)
             if it_task == "r":
                 row.update(rmse_mcmc_this=nan, rmse_mcmc_all=row["rmse"], rmse_mcmc_all_but5=nan)
@@ -183,19 +190,22 @@ class RunLog:
             row.update((k, v) for k, v in hyper.items() if k != "alpha")
         # libFM's SGD table ends with rmse_train; for ALS/MCMC it is one of fmcli's columns
         row["rmse_train"] = train_m["rmse"] if it_task == "r" else train_m["accuracy"]
+        if val_m is not None:  # libFM's SGDA column, then its regw/regv (in hyper)
+            row["rmse_val"] = val_m["rmse"] if it_task == "r" else val_m["accuracy"]
+        if not self.coordinate:
+            row.update(hyper)
         if it_task == "r":
             row["mae_train"] = train_m["mae"]
         else:
             row.update(auc=test.get("auc", nan), logloss=test.get("logloss", nan))
-            if not hyper:
+            if not self.coordinate:
                 row["ll"] = test.get("ll10", nan)
             row.update(auc_train=train_m.get("auc", nan), logloss_train=train_m.get("logloss", nan))
         row["elapsed"] = elapsed
         return row
 
-    def add(self, it, elapsed, train_m, test_m, t_learn, hyper):
-        task = "r" if "rmse" in train_m else "c"
-        row = self.columns(task, train_m, test_m, t_learn, elapsed, hyper)
+    def add(self, it, elapsed, train_m, test_m, val_m, t_learn, hyper):
+        row = self.columns(train_m, test_m, val_m, t_learn, elapsed, hyper)
         if self.header is None:
             self.header = list(row)
         self.rows.append("\t".join("%.6g" % row.get(h, float("nan")) for h in self.header))
@@ -205,7 +215,7 @@ class RunLog:
             import json
 
             record = {"iteration": it, "elapsed": round(elapsed, 6), "time_learn": round(t_learn, 6),
-                      "train": train_m, "test": test_m, "hyper": hyper}
+                      "train": train_m, "test": test_m, "validation": val_m, "hyper": hyper}
             self.records.append(json.dumps(record, default=_json_number))
             self._replace(self.json_path, "\n".join(self.records) + "\n")
 
@@ -280,10 +290,7 @@ def _iterate(job, learner, train, test, test_labeled, rlog, console, stopper):
         val_m, stop = stopper.update(it, learner) if stopper else (None, False)
         line = iteration_line(it, opts.task, train_m, test_m)
         console.info(line + (f"\tValidation={val_m['rmse' if opts.task == 'r' else 'accuracy']:.6g}" if val_m else ""))
-        hyper = learner.log_values()
-        if val_m:
-            hyper = {**{f"{k}_validation": v for k, v in val_m.items()}, **hyper}
-        rlog.add(it, time.perf_counter() - start, train_m, test_m, t_learn, hyper)
+        rlog.add(it, time.perf_counter() - start, train_m, test_m, val_m, t_learn, learner.log_values())
         if job.checkpoint and ((it + 1) % job.checkpoint_every == 0 or it + 1 == opts.iterations):
             from fmcli.io.modelfile import save_model
 
@@ -313,6 +320,10 @@ def _run_train(job, console):
             raise UsageError(f"{what} needs a file name, not - (stdout carries only predictions)")
     if job.out and not job.test:
         raise UsageError("-out needs -test (the rows to predict)")
+    if job.early_stop and not job.validation:
+        raise UsageError("--early-stop needs -validation (the rows that decide when to stop)")
+    if opts.method == "sgda" and not job.validation:
+        raise UsageError("-method sgda needs -validation (the rows that adapt the regularisation)")
     cls = learner_class(opts.method)
     train, evals = load_data(job, opts.dim[2], console)
     if job.meta:
@@ -327,7 +338,7 @@ def _run_train(job, console):
     learner = cls(model, train, evals, opts, rng)
     test = evals.get("test")
     test_labeled = test is not None and test.n_rows > 0 and np.isfinite(test.y).all()
-    rlog = RunLog(job.rlog, job.log_json)
+    rlog = RunLog(job.rlog, job.log_json, opts.task, opts.method)
     console.progress(opts.iterations, f"{opts.method}")
     stopper = EarlyStop(job.early_stop, opts.task, evals["validation"]) if "validation" in evals else None
     try:

@@ -111,10 +111,10 @@ def test_warm_start_dim_mismatch(run, movies, tmp_path):
     (["-task", "r", "-train", "X", "-regular", "0,1"], "wrong number of values"),
     (["-task", "r", "-train", "X", "-learn_rate", "0"], "values must be finite and > 0"),
     (["-task", "x", "-train", "X"], "'x' is not one of 'r', 'c'"),
-    (["-task", "r", "-train", "X", "-validation", "v"], "-validation is not supported yet"),
+    (["-task", "r", "-train", "X", "--early-stop", "3"], "--early-stop needs -validation"),
+    (["-task", "r", "-train", "X", "-method", "als", "--optimizer", "adam"], "applies to -method sgd only"),
     (["-task", "r", "-train", "X", "-relation", "u"], "-relation is not supported yet"),
-    (["-task", "r", "-train", "X", "-cache_size", "10"], "-cache_size is not supported yet"),
-    (["-task", "r", "-train", "X", "-method", "sgda"], "sgda is not supported yet"),
+    (["-task", "r", "-train", "X", "-method", "sgda"], "sgda needs -validation"),
     (["-task", "r", "-train", "X", "-bogus", "1"], "No such option"),
     (["-task", "r", "-train", "X", "-out", "o"], "-out needs -test"),
 ])

@@ -23,6 +23,7 @@ class TrainOptions:
     burn_in: int = 0                    # MCMC: samples not averaged
     keep_samples: int = 1               # MCMC: keep every n-th averaged sample in the saved model
     threads: int = 0                    # compiled kernels' threads (0: all cores)
+    optimizer: str = "sgd"              # SGD step rule: sgd | adagrad | adam
     extra: dict = field(default_factory=dict)
 
     def as_meta(self):
@@ -30,7 +31,7 @@ class TrainOptions:
         return {"task": self.task, "method": self.method, "dim": list(self.dim),
                 "iter": self.iterations, "learn_rate": self.learn_rate,
                 "regular": list(self.regular), "init_stdev": self.init_stdev, "seed": self.seed,
-                "burn_in": self.burn_in, "keep_samples": self.keep_samples}
+                "burn_in": self.burn_in, "keep_samples": self.keep_samples, "optimizer": self.optimizer}
         # threads are left out on purpose: results do not depend on them
 
 
