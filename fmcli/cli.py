@@ -249,9 +249,14 @@ def predict(model_path, test_path, out, task, quiet):
               help="Convert new data with the ids of this mapping; unknown values are dropped and counted.")
 @click.option("--no-target", "-no_target", "no_target", is_flag=True,
               help="With --use-mapping: the rows have no target column (data to predict).")
+@click.option("--binary", "to_binary", is_flag=True,
+              help="Instead: convert libFM text to fmcli's binary data file, which train and predict load "
+                   "memory-mapped.")
+@click.option("--to-text", "to_text", is_flag=True,
+              help="Instead: convert a binary data file (or libFM text) back to libFM text.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, meta, mapping, use_mapping,
-            no_target, quiet):
+            no_target, to_binary, to_text, quiet):
     """Convert delimited files (CSV, TSV, user item rating triples) to libFM text.
 
     The target column becomes the target; categorical columns are one-hot encoded
@@ -266,10 +271,18 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
           --target 2 --categorical 0,1 --drop 3 -meta ua.meta --mapping ua.map.json
       cut -f1,2 new_pairs.tsv | fmcli convert -in - -out - --use-mapping ua.map.json --no-target \\
           | fmcli predict -model m.fm -test - -out -
+      fmcli convert --binary -in big.libfm -out big.fmbin     # loads memory-mapped
     """
     from fmcli.console import Console
-    from fmcli.convert import ConvertJob, run_convert
+    from fmcli.convert import ConvertJob, convert_format, run_convert
 
+    if to_binary or to_text:
+        delimited = (target, categorical, numeric, drop, meta, mapping, use_mapping, no_target, header)
+        if to_binary and to_text or any(delimited) or header is not None or sep != "auto":
+            raise UsageError("--binary and --to-text convert between libFM text and binary only: "
+                             "give one of them, with -in and -out")
+        convert_format(list(inputs), list(outputs), "binary" if to_binary else "text", Console(quiet=quiet))
+        return
     job = ConvertJob(inputs=list(inputs), outputs=list(outputs), sep=sep, header=header, target=target,
                      categorical=list(categorical), numeric=list(numeric), drop=list(drop), meta=meta,
                      mapping=mapping, use_mapping=use_mapping, no_target=no_target)

@@ -16,7 +16,6 @@ from fmcli.io.predictions import format_predictions
 def run_predict(model_path, test_path, out_path="-", task=None, console=None, chunk_bytes=32 << 20):
     """Write one prediction per row of `test_path`; returns the number of rows scored."""
     from fmcli.errors import TrainingError
-    from fmcli.io.libsvm import iter_libfm_chunks
     from fmcli.io.modelfile import load_model
 
     console = console or Console()
@@ -25,7 +24,7 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
     classes = model.task == "c"
     n_rows, labeled, sums = 0, True, np.zeros(2)
     with atomic_output(out_path) as out:
-        for chunk in iter_libfm_chunks(test_path, chunk_bytes=chunk_bytes, targets="optional"):
+        for chunk in _chunks(test_path, chunk_bytes):
             pred = model.predict(*chunk.csr())
             if not np.isfinite(pred).all():
                 raise TrainingError(f"{model_path}: the model gives NaN or inf predictions")
@@ -43,6 +42,24 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
         m = {"rmse": np.sqrt(a), "mae": b} if model.task == "r" else {"accuracy": a, "logloss": b}
         console.info("Test\t" + "\t".join(f"{k}={v:.6g}" for k, v in m.items()))
     return n_rows
+
+
+def _chunks(path, chunk_bytes):
+    """Blocks of rows: parsed text, or slices of a memory-mapped binary data file."""
+    from fmcli.data import SparseData
+    from fmcli.io.cache import is_binary, read_binary
+    from fmcli.io.libsvm import iter_libfm_chunks
+
+    if path == "-" or not is_binary(path):
+        yield from iter_libfm_chunks(path, chunk_bytes=chunk_bytes, targets="optional")
+        return
+    d = read_binary(path, targets="optional")
+    rows = max(1, chunk_bytes // 64)
+    for a in range(0, d.n_rows, rows):
+        b = min(a + rows, d.n_rows)
+        p, q = d.indptr[a], d.indptr[b]
+        yield SparseData(np.asarray(d.indptr[a:b + 1]) - p, d.indices[p:q], d.data[p:q], d.y[a:b],
+                         d.n_features, d.source)
 
 
 def _metric_sums(task, pred, y):

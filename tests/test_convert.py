@@ -296,3 +296,47 @@ def test_round_trip_through_the_mapping(run, tmp_path, table, cut):
     assert len(lines) == min(cut, len(table)) + 1 and lines[-1] == "0:0"
     for line, (_, pairs) in zip(lines[:-1], rows):
         assert rows_of(line)[0][1] == pairs or (not pairs and line == "0:0")
+
+
+def test_binary_round_trip_train_and_predict(testdata, tmp_path, capsys):
+    """libFM text -> binary -> text is exact; train and predict on binary files equal text runs."""
+    from fmcli.io.libsvm import read_libfm
+
+    def run(*args):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        return e.value.code, capsys.readouterr()
+
+    tr, te = testdata("movies.train.libfm"), testdata("movies.test.libfm")
+    btr, bte, back = tmp_path / "tr.fmbin", tmp_path / "te.fmbin", tmp_path / "back.libfm"
+    assert run("convert", "--binary", "-in", tr, "-in", te, "-out", btr, "-out", bte)[0] == 0
+    assert run("convert", "--to-text", "-in", bte, "-out", back)[0] == 0
+    a, b = read_libfm(str(back)), read_libfm(te)
+    for name in ("indptr", "indices", "data", "y"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    common = ["-task", "r", "-method", "als", "-iter", "3", "-dim", "1,1,4", "-regular", "0,5,5", "--no-cache"]
+    run("train", "-train", btr, "-test", bte, *common, "-out", tmp_path / "o1", "-save_model", tmp_path / "m.fm")
+    run("train", "-train", tr, "-test", te, *common, "-out", tmp_path / "o2")
+    run("predict", "-model", tmp_path / "m.fm", "-test", bte, "-out", tmp_path / "o3")
+    assert (tmp_path / "o1").read_text() == (tmp_path / "o2").read_text() == (tmp_path / "o3").read_text()
+
+
+def test_binary_errors(testdata, tmp_path, capsys):
+    def run(*args):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        return e.value.code, capsys.readouterr().err
+
+    tr = testdata("movies.train.libfm")
+    code, err = run("convert", "--binary", "--to-text", "-in", tr, "-out", tmp_path / "x")
+    assert code == 2 and "give one of them" in err
+    code, err = run("convert", "--binary", "-in", tr, "-out", "-")
+    assert code == 2 and "not written to stdout" in err
+    good = tmp_path / "tr.fmbin"
+    run("convert", "--binary", "-in", tr, "-out", good)
+    broken = tmp_path / "broken.fmbin"
+    broken.write_bytes(good.read_bytes()[:200])
+    code, err = run("train", "-task", "r", "-train", broken, "-method", "sgd", "-iter", "1")
+    assert code == 2 and "corrupt binary data file" in err
+    code, err = run("train", "-task", "c", "-train", good, "-method", "sgd", "-iter", "1")
+    assert code == 2 and str(good) in err   # ratings 1-5 are not classes

@@ -135,11 +135,39 @@ def _fits(d, targets, classes, max_feature_id):
     return d
 
 
+def is_binary(path):
+    """True for a file written by `fmcli convert --binary` (or a cache file given directly)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def read_binary(path, *, targets="required", classes=False, max_feature_id=None):
+    """A binary data file given by name, checked against the caller's options."""
+    from fmcli.errors import InputError
+
+    try:
+        d = read_cache(path)
+    except CacheMiss as e:
+        raise InputError(path, None, f"corrupt binary data file ({e})") from None
+    checked = _fits(d, targets, classes, max_feature_id)
+    if checked is None:
+        what = {"required": "rows without a target"} if targets == "required" and np.isnan(d.y).any() else {}
+        raise InputError(path, None, what.get("required", "targets or feature ids do not fit the options "
+                                                          "(convert it to text with --to-text to find the row)"))
+    return checked
+
+
 def load_dataset(path, *, cache=True, targets="required", classes=False, max_feature_id=None):
-    """read_libfm(path, ...), through the binary cache beside the file when `cache` is true."""
+    """read_libfm(path, ...), through the binary cache beside the file when `cache` is true;
+    a binary data file (`fmcli convert --binary`) is read directly."""
     from fmcli.io.libsvm import read_libfm
 
     kw = {"targets": targets, "classes": classes, "max_feature_id": max_feature_id}
+    if path != "-" and os.path.isfile(path) and is_binary(path):
+        return read_binary(path, **kw)
     if not cache or path == "-" or not os.path.isfile(path):
         return read_libfm(path, **kw)
     text = text_identity(path)
