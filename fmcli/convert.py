@@ -32,15 +32,9 @@ bytes; `-` is standard input. All inputs are read and checked before any output 
 written, and every output appears whole or not at all.
 """
 
-import bz2
 import csv
-import gzip
 import json
-import lzma
-import os
 import re
-import sys
-import zlib
 from dataclasses import dataclass, field
 
 from fmcli import __version__
@@ -49,7 +43,6 @@ from fmcli.io.atomic import atomic_output, check_writable
 
 MAPPING_FORMAT = "fmcli-convert-mapping"
 MAPPING_VERSION = 1
-STDIN_NAME = "<stdin>"
 SEPARATORS = {",": ",", "comma": ",", "tab": "\t", "\t": "\t", "\\t": "\t", "space": " ", " ": " ",
               ";": ";", "semicolon": ";", "|": "|", "pipe": "|"}
 MAX_FEATURES = 2**31 - 1
@@ -90,38 +83,10 @@ class Column:
 # ---------------------------------------------------------------------------
 
 def _open_binary(path):
-    """(binary stream, name for messages); gzip/bz2/xz detected by magic bytes."""
-    if path == "-":
-        raw = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
-        data = raw.read()
-        name = STDIN_NAME
-    else:
-        try:
-            if os.path.isdir(path):
-                raise IsADirectoryError(21, "Is a directory", path)
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise InputError(path, None, "file not found") from None
-        except IsADirectoryError:
-            raise InputError(path, None, "is a directory, not a file") from None
-        except OSError as e:
-            raise InputError(path, None, f"cannot read file: {e.strerror or e}") from None
-        name = path
-    kind = None
-    try:
-        if data.startswith(b"\x1f\x8b"):
-            kind = "gzip"
-            data = gzip.decompress(data)
-        elif data.startswith(b"BZh"):
-            kind = "bzip2"
-            data = bz2.decompress(data)
-        elif data.startswith(b"\xfd7zXZ\x00"):
-            kind = "xz"
-            data = lzma.decompress(data)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError):
-        raise InputError(name, None, f"truncated or corrupt {kind} stream") from None
-    return data, name
+    """(bytes, name for messages); gzip/bz2/xz detected by magic bytes, as the libFM reader does."""
+    from fmcli.io.sources import read_input
+
+    return read_input(path)
 
 
 def _text_lines(data, name):

@@ -12,196 +12,17 @@ Kernels report an error code, the byte offset of the bad token and its line;
 Python turns that into an :class:`InputError` with a short message.
 """
 
-import bz2
-import gzip
 import io
-import lzma
 import os
-import sys
-import zlib
 
 import numpy as np
 
 from fmcli.config import INDEX_DTYPE, INDPTR_DTYPE, MAX_FEATURE_ID, VALUE_DTYPE, njit
 from fmcli.data import SparseData
 from fmcli.errors import InputError
+from fmcli.io.sources import _open, _read_errors, open_input, read_input  # noqa: F401 (re-exported)
 
-__all__ = ["read_libfm", "iter_libfm_chunks", "write_libfm", "open_input"]
-
-STDIN_NAME = "<stdin>"
-
-# ---------------------------------------------------------------------------
-# input streams
-# ---------------------------------------------------------------------------
-
-_MAGIC = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bz2"),
-    (b"\xfd7zXZ\x00", "xz"),
-)
-
-
-def _sniff(head):
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            return kind
-    return None
-
-
-class _PrefixedRaw(io.RawIOBase):
-    """A raw stream that yields `prefix` and then the rest of `stream` (for sniffing pipes)."""
-
-    def __init__(self, prefix, stream, close_stream):
-        self._prefix = prefix
-        self._stream = stream
-        self._close_stream = close_stream
-
-    def readable(self):
-        return True
-
-    def readinto(self, b):
-        if self._prefix:
-            n = min(len(b), len(self._prefix))
-            b[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        read1 = getattr(self._stream, "read1", None)
-        data = read1(len(b)) if read1 is not None else self._stream.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
-
-    def readall(self):
-        data = self._prefix + (self._stream.read() or b"")
-        self._prefix = b""
-        return data
-
-    def close(self):
-        if not self.closed and self._close_stream:
-            self._stream.close()
-        super().close()
-
-
-class _Source:
-    """Name for messages and compression kind of an opened input."""
-
-    def __init__(self, name, kind):
-        self.name, self.kind = name, kind
-
-
-def _os_message(err):
-    if isinstance(err, FileNotFoundError):
-        return "file not found"
-    if isinstance(err, IsADirectoryError):
-        return "is a directory, not a file"
-    if isinstance(err, PermissionError):
-        return "cannot read file: permission denied"
-    return f"cannot read file: {err.strerror or err}"
-
-
-def _open(path):
-    """Open `path` ("-" = stdin) and return (binary file object, _Source)."""
-    if path == "-":
-        stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
-        head = stdin.read(6) or b""
-        kind = _sniff(head)
-        raw = io.BufferedReader(_PrefixedRaw(head, stdin, close_stream=False), buffer_size=1 << 20)
-        src = _Source(STDIN_NAME, kind)
-        if kind is None:
-            return raw, src
-        return _decompressor(kind, raw), src
-    path = os.fspath(path)
-    try:
-        if os.path.isdir(path):
-            raise IsADirectoryError(21, "Is a directory", path)
-        f = open(path, "rb")
-        try:
-            head = f.read(6)
-            kind = _sniff(head)
-            if f.seekable():
-                f.seek(0)
-            else:  # named pipe, /dev/stdin, process substitution ...
-                f = io.BufferedReader(_PrefixedRaw(head, f, close_stream=True), buffer_size=1 << 20)
-        except BaseException:
-            f.close()
-            raise
-    except OSError as err:
-        raise InputError(path, None, _os_message(err)) from None
-    src = _Source(path, kind)
-    if kind is None:
-        return f, src
-    return _decompressor(kind, f, close=True), src
-
-
-class _Closing(io.BufferedIOBase):
-    """Wrap a decompressing reader so closing it also closes the underlying file."""
-
-    def __init__(self, reader, inner):
-        self._reader, self._inner = reader, inner
-
-    def readable(self):
-        return True
-
-    def read(self, size=-1):
-        return self._reader.read(size)
-
-    def read1(self, size=-1):
-        return self._reader.read1(size)
-
-    def readinto(self, b):
-        return self._reader.readinto(b)
-
-    def close(self):
-        if not self.closed:
-            try:
-                self._reader.close()
-            finally:
-                self._inner.close()
-        super().close()
-
-
-def _decompressor(kind, fileobj, close=False):
-    if kind == "gzip":
-        reader = gzip.GzipFile(fileobj=fileobj, mode="rb")
-    elif kind == "bz2":
-        reader = bz2.BZ2File(fileobj, mode="rb")
-    else:
-        reader = lzma.LZMAFile(fileobj, mode="rb")
-    return _Closing(reader, fileobj) if close else reader
-
-
-def open_input(path):
-    """Binary file object for `path`: "-" is standard input; gzip, bz2 and xz are
-    recognised by their magic bytes and decompressed on the fly.
-
-    Raises InputError for a missing file, a directory or an unreadable file.
-    """
-    return _open(path)[0]
-
-
-def _read_errors(src):
-    """Context of exceptions raised while reading `src`, mapped to InputError."""
-    return _ReadGuard(src)
-
-
-class _ReadGuard:
-    def __init__(self, src):
-        self.src = src
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, etype, err, tb):
-        if err is None or isinstance(err, InputError):
-            return False
-        kind = self.src.kind
-        corrupt = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
-        if kind is not None and (isinstance(err, corrupt) or (isinstance(err, OSError) and err.errno is None)):
-            raise InputError(self.src.name, None, f"truncated or corrupt {kind} stream") from None
-        if isinstance(err, OSError):
-            raise InputError(self.src.name, None, _os_message(err)) from None
-        return False
-
+__all__ = ["read_libfm", "iter_libfm_chunks", "write_libfm", "open_input", "read_input"]
 
 # ---------------------------------------------------------------------------
 # kernels
@@ -569,14 +390,12 @@ def read_libfm(path, *, targets="required", classes=False, max_feature_id=None):
     """
     optional = _check_targets(targets)
     id_limit = _id_limit(max_feature_id)
-    f, src = _open(path)
-    with f, _read_errors(src):
-        content = f.read()
+    content, name = read_input(path)
     buf = _as_u8(content)
-    sd, _ = _parse_block(buf, src.name, 1, optional, bool(classes), id_limit)
+    sd, _ = _parse_block(buf, name, 1, optional, bool(classes), id_limit)
     del buf, content
     if sd.n_rows == 0:
-        raise InputError(src.name, None, "no data rows (the file is empty or has only blank lines and comments)")
+        raise InputError(name, None, "no data rows (the file is empty or has only blank lines and comments)")
     return sd
 
 
