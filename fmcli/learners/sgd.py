@@ -1,4 +1,5 @@
-"""Stochastic gradient descent with libFM's per-case updates (libFM `-method sgd`).
+"""Stochastic gradient descent with libFM's per-case updates (libFM `-method sgd`),
+and the step rules AdaGrad and Adam (`--optimizer`).
 
 Differences from libFM, each on purpose:
 - rows are visited in a seeded random order each epoch (libFM walks the file in
@@ -12,16 +13,45 @@ Differences from libFM, each on purpose:
 - `-learn_rate a,b,c` really gives w0, w and V their own rates (libFM's 3-value
   form silently sets the rate to 0);
 - features never seen in train keep w = 0 and V = 0, so they contribute nothing.
+
+Optimizers. Every row gives each parameter θ of its features (and w0) the gradient
+γ = ∂loss/∂θ + λθ (libFM's per-case gradient with its lazy L2 term: λ = r0, r1 or r2 of
+-regular, on the row's features only); the learning rate η (-learn_rate, one value or
+one per w0, w, V) is the step rule's base rate:
+- sgd:     θ -= η γ                                   (libFM; typical η 0.001-0.05)
+- adagrad: G += γ²;  θ -= η γ / (√G + ε)              (typical η 0.01-0.1)
+- adam:    m = β1 m + (1-β1) γ;  v = β2 v + (1-β2) γ²;  t += 1;
+           θ -= η m̂ / (√v̂ + ε),  m̂ = m / (1-β1^t),  v̂ = v / (1-β2^t)   (typical η 0.001-0.01)
+with the constants below (Kingma and Ba's defaults). The state is lazy, the usual sparse
+variant: a row reads and writes the state of its own features (and of w0) only, so an epoch
+stays O(k nnz). Adam's clock t is per feature, shared by w_j and V_j,· (always updated
+together), and w0's counts all rows: t is the number of rows with the feature seen so far,
+and m and v are not decayed while the feature is absent, so each parameter runs Adam on its
+own stream of gradients, bias correction included. (The alternative, decaying m and v by
+β^Δt for the Δt rows a feature missed and correcting with the global row count, lets the
+moments of rare features decay to nothing between their rows: a feature met once an epoch
+then steps by about η (1-β1)/√(1-β2) ≈ 3.2 η in the sign of its gradient, whatever its size.)
+Plain SGD runs the same kernel (one row loop: prediction and loss gradient shared; the
+update loop chosen by the mode) and gives the same bits as before the optimizers came.
+The optimizer state lives in the learner only: model files do not keep it, and a warm
+start (-load_model) starts it again from zero.
 """
 
 import numpy as np
 
 from fmcli.config import njit
 from fmcli.data import permute_rows
-from fmcli.errors import TrainingError
+from fmcli.errors import TrainingError, UsageError
 from fmcli.learners.base import Learner
 
 BLOCK = 64   # rows visited together; small against any data set that needs shuffling
+
+OPTIMIZERS = {"sgd": 0, "adagrad": 1, "adam": 2}
+SGD, ADAGRAD, ADAM = 0, 1, 2
+ADAGRAD_EPS = 1e-8
+ADAM_BETA1 = 0.9
+ADAM_BETA2 = 0.999
+ADAM_EPS = 1e-8
 
 
 class SGDLearner(Learner):
@@ -35,6 +65,14 @@ class SGDLearner(Learner):
         self.rates = np.array(rates, np.float64)
         self.reg = np.array(opts.regular[:3], np.float64)
         self._w0 = np.array([model.w0])
+        optimizer = getattr(opts, "optimizer", "sgd") or "sgd"
+        if optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {optimizer!r} (sgd, adagrad or adam)")
+        if optimizer != "sgd" and type(self).step is not SGDLearner.step:
+            # a subclass with its own epoch (sgda) keeps libFM's plain steps
+            raise UsageError(f"--optimizer {optimizer} applies to -method sgd only")
+        self.optimizer = optimizer
+        self.state = optimizer_state(OPTIMIZERS[optimizer], model.n_features, model.k)
         shuffle = rng.permutation(train.n_rows).astype(np.int64)
         self.rows = permute_rows(*train.csr(), shuffle)
         self.y = np.ascontiguousarray(train.y[shuffle])
@@ -46,11 +84,11 @@ class SGDLearner(Learner):
         order = (blocks[:, None] * BLOCK + np.arange(BLOCK)).ravel()
         order = order[order < n]
         self._w0[0] = m.w0
-        _sgd_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
-                   self.opts.task == "c", self.rates, self.reg)
+        _fm_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
+                  self.opts.task == "c", self.rates, self.reg, OPTIMIZERS[self.optimizer], *self.state)
         m.w0 = float(self._w0[0])
         if not (np.isfinite(m.w0) and np.isfinite(m.w).all() and np.isfinite(m.V).all()):
-            raise TrainingError(f"SGD diverged in epoch {it} (NaN or inf in the model): "
+            raise TrainingError(f"SGD ({self.optimizer}) diverged in epoch {it} (NaN or inf in the model): "
                                 f"lower -learn_rate (now {','.join('%g' % r for r in self.rates)})")
 
     def train_predictions(self):
@@ -63,13 +101,43 @@ class SGDLearner(Learner):
         return self.model
 
 
+def optimizer_state(mode, n_features, k):
+    """The zeroed state arrays of _fm_epoch for one optimizer (unused ones have size 0):
+    a_w0 (1,), a_w (n,), a_V (n, k): AdaGrad's G or Adam's m; b_w0, b_w, b_V: Adam's v;
+    pw (n + 1, 2): Adam's β1^t and β2^t for each feature's clock t, w0's in the last row."""
+    def arrays(n):
+        return np.zeros(min(n, 1)), np.zeros(n), np.zeros((n, k if n else 0))
+    a = arrays(n_features if mode != SGD else 0)
+    b = arrays(n_features if mode == ADAM else 0)
+    pw = np.ones((n_features + 1 if mode == ADAM else 0, 2))
+    return a + b + (pw,)
+
+
+@njit(inline="always")
+def _adagrad(theta, grad, eta, G):
+    G += grad * grad
+    return theta - eta * grad / (np.sqrt(G) + ADAGRAD_EPS), G
+
+
+@njit(inline="always")
+def _adam(theta, grad, eta, m, v, c1, c2):
+    """c1 = 1/(1-β1^t), c2 = 1/(1-β2^t): the bias corrections."""
+    m = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * grad
+    v = ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * grad * grad
+    return theta - eta * (m * c1) / (np.sqrt(v * c2) + ADAM_EPS), m, v
+
+
 @njit
-def _sgd_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg):
-    """One pass over the rows in `order`; updates w0[0], w and V in place."""
+def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg,
+              mode, a_w0, a_w, a_V, b_w0, b_w, b_V, pw):
+    """One pass over the rows in `order`; updates w0[0], w and V and the optimizer's
+    state (see optimizer_state) in place. mode: SGD, ADAGRAD or ADAM."""
     k = V.shape[1]
+    nf = w.shape[0]
     s = np.empty(k)
     eta0, eta1, eta2 = rates[0], rates[1], rates[2]
     r0, r1, r2 = reg[0], reg[1], reg[2]
+    c1 = c2 = 1.0
     for i in order:
         start, end = indptr[i], indptr[i + 1]
         pred = w0[0] if use_w0 else 0.0
@@ -94,15 +162,55 @@ def _sgd_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classif
         else:
             g = pred - y[i]
         if use_w0:
-            w0[0] -= eta0 * (g + r0 * w0[0])
+            if mode == SGD:
+                w0[0] -= eta0 * (g + r0 * w0[0])
+            elif mode == ADAGRAD:
+                w0[0], a_w0[0] = _adagrad(w0[0], g + r0 * w0[0], eta0, a_w0[0])
+            else:
+                pw[nf, 0] *= ADAM_BETA1
+                pw[nf, 1] *= ADAM_BETA2
+                c1, c2 = 1.0 / (1.0 - pw[nf, 0]), 1.0 / (1.0 - pw[nf, 1])
+                w0[0], a_w0[0], b_w0[0] = _adam(w0[0], g + r0 * w0[0], eta0, a_w0[0], b_w0[0], c1, c2)
         # each (j, f) update uses the row's s_f from before the updates, so the
         # order of the loops does not matter: walk each feature's factors contiguously
-        for p in range(start, end):
-            j = indices[p]
-            x = data[p]
-            gx = g * x
-            if use_w:
-                w[j] -= eta1 * (gx + r1 * w[j])
-            for f in range(k):
-                v = V[j, f]
-                V[j, f] = v - eta2 * (gx * (s[f] - v * x) + r2 * v)
+        if mode == SGD:
+            for p in range(start, end):
+                j = indices[p]
+                x = data[p]
+                gx = g * x
+                if use_w:
+                    w[j] -= eta1 * (gx + r1 * w[j])
+                for f in range(k):
+                    v = V[j, f]
+                    V[j, f] = v - eta2 * (gx * (s[f] - v * x) + r2 * v)
+        elif mode == ADAGRAD:
+            for p in range(start, end):
+                j = indices[p]
+                x = data[p]
+                gx = g * x
+                if use_w:
+                    w[j], a_w[j] = _adagrad(w[j], gx + r1 * w[j], eta1, a_w[j])
+                for f in range(k):
+                    v = V[j, f]
+                    V[j, f], a_V[j, f] = _adagrad(v, gx * (s[f] - v * x) + r2 * v, eta2, a_V[j, f])
+        else:
+            for p in range(start, end):
+                j = indices[p]
+                x = data[p]
+                gx = g * x
+                pw[j, 0] *= ADAM_BETA1   # the feature's clock: t -> t + 1
+                pw[j, 1] *= ADAM_BETA2
+                c1, c2 = 1.0 / (1.0 - pw[j, 0]), 1.0 / (1.0 - pw[j, 1])
+                if use_w:
+                    w[j], a_w[j], b_w[j] = _adam(w[j], gx + r1 * w[j], eta1, a_w[j], b_w[j], c1, c2)
+                for f in range(k):
+                    v = V[j, f]
+                    V[j, f], a_V[j, f], b_V[j, f] = _adam(v, gx * (s[f] - v * x) + r2 * v, eta2,
+                                                          a_V[j, f], b_V[j, f], c1, c2)
+
+
+def _sgd_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg):
+    """Plain SGD's epoch (libFM): _fm_epoch in mode SGD. (A plain function on purpose: a
+    compiled wrapper lets LLVM fold the mode in and contract the arithmetic differently.)"""
+    _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg,
+              SGD, *optimizer_state(SGD, len(w), V.shape[1]))
