@@ -142,8 +142,9 @@ def cli():
               help="Stop after N iterations without a better -validation score (RMSE, or log-loss for "
                    "classification) and keep the best model; for MCMC, stop adding samples. 0: off.")
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adagrad", "adam"]),
-              help="Step rule of -method sgd: plain SGD (libFM), AdaGrad or Adam (per-parameter state, "
-                   "updated lazily: an epoch stays O(k nnz)).")
+              help="Step rule of -method sgd: plain SGD (libFM), AdaGrad or Adam. -learn_rate is the rule's "
+                   "base rate (typical: sgd 0.001-0.05, adagrad 0.01-0.1, adam 0.001-0.01). Per-parameter "
+                   "state, updated lazily (an epoch stays O(k nnz)); not saved in model files.")
 @click.option("--no-cache", "no_cache", is_flag=True,
               help="Neither read nor write the binary cache FILE.fmcache beside text inputs.")
 @opt("-relation", metavar="NAMES", callback=not_supported, expose_value=False, help="Not supported yet.")
