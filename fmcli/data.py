@@ -1,5 +1,6 @@
-"""The in-memory data set every learner works on: CSR rows plus targets; compiled helpers to
-reorder rows and transpose."""
+"""The in-memory data set every learner works on: CSR rows plus targets, optionally linked to
+relation blocks (libFM's block structure); compiled helpers to reorder rows, transpose and
+flatten relations."""
 
 from dataclasses import dataclass
 
@@ -17,10 +18,18 @@ class SparseData:
     n_features: int         # largest id + 1 (0 for a file without entries)
     source: str = "<data>"  # file name for messages ("<stdin>" for -)
     max_id_line: int = 0    # line where the largest id occurs, for "too large" errors
+    # libFM block structure: (Relation, links) pairs, links[i] = the relation row (0-based,
+    # int64) whose features row i also has; the Relation object is shared by train and test
+    relations: tuple = ()
 
     @property
     def n_rows(self):
         return len(self.indptr) - 1
+
+    @property
+    def n_model_features(self):
+        """Features of the model these rows need: the main ids and every relation's ids."""
+        return max([self.n_features] + [r.offset + r.n_features for r, _ in self.relations])
 
     @property
     def nnz(self):
@@ -67,3 +76,84 @@ def permute_rows(indptr, indices, data, perm):
             out_ind[out_ptr[r] + t] = indices[src + t]
             out_val[out_ptr[r] + t] = data[src + t]
     return out_ptr, out_ind, out_val
+
+
+@dataclass
+class Relation:
+    """One relation of libFM's block structure (libfm-behaviour §4): a design matrix of its own
+    whose rows are shared by many main rows. Main row i has, besides its own features, the
+    features of relation row links[i], with the relation's ids shifted by `offset` (relation 0
+    starts after the main features, relation r+1 after relation r)."""
+    name: str
+    indptr: np.ndarray      # int64, relation rows + 1
+    indices: np.ndarray     # int32 relation-local feature ids
+    data: np.ndarray        # float32
+    n_features: int         # p: the relation's ids are 0..p-1
+    offset: int = 0         # model id of the relation's feature 0
+    groups: np.ndarray = None   # R.groups: the relation's own -meta groups, or None
+
+    @property
+    def n_rows(self):
+        return len(self.indptr) - 1
+
+    def csr(self):
+        return self.indptr, self.indices, self.data
+
+
+def flatten(d):
+    """The same rows with every relation's features written out (ids shifted): what libFM's
+    block structure stands for. For tests and benchmarks; this is the O(rows x block width)
+    data the relations avoid."""
+    if not d.relations:
+        return d
+    blocks = [(r.indptr, r.indices, r.data, np.int64(r.offset), np.asarray(links, np.int64))
+              for r, links in d.relations]
+    indptr, indices, data = d.indptr, d.indices, d.data
+    for bptr, bind, bval, off, links in blocks:
+        indptr, indices, data = _append_block(indptr, indices, data, bptr, bind, bval, off, links)
+    return SparseData(indptr, indices, data, d.y, d.n_model_features, d.source)
+
+
+@njit
+def _append_block(indptr, indices, data, bptr, bind, bval, offset, links):
+    """Each CSR row followed by the entries of block row links[i], ids + offset."""
+    n = indptr.shape[0] - 1
+    out_ptr = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        out_ptr[i + 1] = out_ptr[i] + indptr[i + 1] - indptr[i] + bptr[links[i] + 1] - bptr[links[i]]
+    out_ind = np.empty(out_ptr[n], np.int32)
+    out_val = np.empty(out_ptr[n], np.float32)
+    for i in range(n):
+        t = out_ptr[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            out_ind[t] = indices[p]
+            out_val[t] = data[p]
+            t += 1
+        for p in range(bptr[links[i]], bptr[links[i] + 1]):
+            out_ind[t] = bind[p] + offset
+            out_val[t] = bval[p]
+            t += 1
+    return out_ptr, out_ind, out_val
+
+
+def block_groups(groups, n_main, relations, n):
+    """Group id of each of the n model features: the main features' `groups` (None: all 0),
+    then each relation's own groups (R.groups, or one group per relation) numbered after the
+    groups before it, as libFM does. `groups` of length n already covers everything."""
+    g = np.zeros(n_main, np.int64) if groups is None else np.asarray(groups, np.int64)
+    if len(g) >= n or not relations:
+        return g
+    parts = [g[:n_main]]
+    nxt = int(g[:n_main].max()) + 1 if n_main else 0
+    end = n_main
+    for r in sorted(relations, key=lambda r: r.offset):
+        if r.offset > end:   # ids between blocks (none when the offsets come from the loader)
+            parts.append(np.zeros(r.offset - end, np.int64))
+        rg = np.zeros(r.n_features, np.int64) if r.groups is None else np.asarray(r.groups, np.int64)
+        parts.append(rg + nxt)
+        nxt += int(rg.max()) + 1 if len(rg) else 1
+        end = r.offset + r.n_features
+    out = np.concatenate(parts)
+    if len(out) < n:    # features after the last block (none when the offsets come from the loader)
+        out = np.concatenate([out, np.zeros(n - len(out), np.int64)])
+    return out

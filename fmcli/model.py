@@ -4,6 +4,12 @@
 
 computed in O(k * nnz) with the sum-of-squares identity. Feature ids at or above
 the model's `n_features` (seen only in new data) contribute nothing.
+
+Relations (libFM's block structure, fmcli.data.Relation): the features of a relation row are
+shared by every main row linked to it, so their part of the sums is computed once per
+relation row (relation_terms: b_r = Σ_j w_j x_rj − ½ Σ_{j,f} v_jf² x_rj² and
+Q_{r,f} = Σ_j v_jf x_rj) and added to each linked row: O(k (nnz + relation nnz + rows)),
+not O(k × rows × block width).
 """
 
 from dataclasses import dataclass, field
@@ -58,23 +64,27 @@ class FMModel:
         return FMModel(self.w0, np.concatenate([self.w, np.zeros(extra)]), np.vstack([self.V, newV]),
                        self.use_w0, self.use_w, self.task, self.link, self.y_min, self.y_max, dict(self.meta))
 
-    def predict_raw(self, indptr, indices, data, params=None):
-        """Raw scores y(x), one per CSR row, unclipped (params: (w0, w, V), default the model's)."""
+    def predict_raw(self, indptr, indices, data, params=None, relations=()):
+        """Raw scores y(x), one per CSR row, unclipped (params: (w0, w, V), default the model's;
+        relations: the rows' (Relation, links) pairs, SparseData.relations)."""
         w0, w, V = (self.w0, self.w, self.V) if params is None else params
         out = np.empty(len(indptr) - 1, np.float64)
+        rel_map = relation_map(relations, len(out))
         predict_rows(indptr, indices, data, w0 if self.use_w0 else 0.0, w, V, self.use_w, out,
-                     np.empty((0, V.shape[1] + 1), np.float32))
+                     np.empty((0, V.shape[1] + 1), np.float32), rel_map,
+                     relation_terms(relations, w, V, self.use_w))
         return out
 
-    def predict(self, indptr, indices, data):
+    def predict(self, indptr, indices, data, relations=()):
         """Predictions as written by `-out`: clipped values (regression) or probabilities;
         for a model with samples, the mean of the per-sample predictions."""
         if self.samples is None:
-            return apply_link(self.predict_raw(indptr, indices, data), self.link, self.y_min, self.y_max)
+            return apply_link(self.predict_raw(indptr, indices, data, relations=relations),
+                              self.link, self.y_min, self.y_max)
         w0s, ws, Vs = self.samples
         total = np.zeros(len(indptr) - 1)
         for s in range(len(w0s)):
-            raw = self.predict_raw(indptr, indices, data, (w0s[s], ws[s], Vs[s]))
+            raw = self.predict_raw(indptr, indices, data, (w0s[s], ws[s], Vs[s]), relations)
             total += apply_link(raw, self.link, self.y_min, self.y_max)
         return apply_link(total / len(w0s), self.link, self.y_min, self.y_max) if self.link == "identity" \
             else total / len(w0s)
@@ -102,12 +112,46 @@ def _normal_cdf(x):
     return ndtr(x)
 
 
+def relation_map(relations, n_rows):
+    """(R, n_rows) int64: row i's relation-row index into relation_terms' stacked rows."""
+    out = np.empty((len(relations), n_rows), np.int64)
+    start = 0
+    for t, (rel, links) in enumerate(relations):
+        out[t] = links
+        out[t] += start
+        start += rel.n_rows
+    return out
+
+
+def relation_terms(relations, w, V, use_w):
+    """The relation rows' shared part of the prediction, all relations stacked: (rows, k+1)
+    float64, column 0 b_r = Σ_j w_j x_rj − ½ Σ_{j,f} v_jf² x_rj², columns 1..k Q_{r,f}
+    (relation ids shifted by the relation's offset)."""
+    k = V.shape[1]
+    agg = np.empty((sum(rel.n_rows for rel, _ in relations), k + 1))
+    start = 0
+    for rel, _ in relations:
+        block = agg[start:start + rel.n_rows]
+        lo, hi = rel.offset, min(rel.offset + rel.n_features, V.shape[0])
+        out = np.empty(rel.n_rows)
+        predict_rows(rel.indptr, rel.indices, rel.data, 0.0, w[lo:hi], V[lo:hi], use_w, out, block,
+                     NO_MAP, np.empty((0, k + 1)))
+        # out_r = lin_r + ½(Σ_f Q_rf² − sq_r): keep lin_r − ½ sq_r, the part that adds up per row
+        block[:, 0] = out - 0.5 * np.einsum("ij,ij->i", block[:, 1:], block[:, 1:])
+        start += rel.n_rows
+    return agg
+
+
+NO_MAP = np.empty((0, 0), np.int64)
+
+
 @njit(parallel=True)
-def predict_rows(indptr, indices, data, w0, w, V, use_w, out, C):
+def predict_rows(indptr, indices, data, w0, w, V, use_w, out, C, rel_map, rel_terms):
     """Raw scores of CSR rows into `out`, blocks of rows in parallel (each row's arithmetic is
     fixed, so the result does not depend on the number of threads). If C has rows, also store
     the factor sums C[i, 1 + f] = Σ_j v_{j,f} x_ij (the ALS/MCMC cache layout, e in column 0).
-    Ids ≥ n_features contribute nothing."""
+    Ids ≥ n_features contribute nothing. Relations: row i adds the relation row terms
+    rel_terms[rel_map[t, i]] of each relation t (relation_terms; rel_map (0, ·) for none)."""
     n_rows = indptr.shape[0] - 1
     n_features, k = V.shape
     store = C.shape[0] > 0
@@ -129,6 +173,11 @@ def predict_rows(indptr, indices, data, w0, w, V, use_w, out, C):
                     vx = V[j, f] * x
                     s[f] += vx
                     sq += vx * vx
+            for t in range(rel_map.shape[0]):
+                a = rel_map[t, i]
+                acc += rel_terms[a, 0]
+                for f in range(k):
+                    s[f] += rel_terms[a, 1 + f]
             pair = 0.0
             for f in range(k):
                 pair += s[f] * s[f]
