@@ -33,6 +33,17 @@ Caches. e and q are float32, side by side in one array C (n, k+1): column 0 is e
 1..k are q, so one gather brings a row's whole cache. The train rows are reordered inside the
 learner (rows of one user together); all outputs are in the user's row order.
 
+Relations (libFM's block structure, fmcli.data.Relation). A relation's features are swept
+after all main features, coordinate by coordinate (all w_j, then all v_{j,0}, ...), from
+per-relation-row sums of the linked rows' caches (sweep_relation): O(k (train rows +
+relation entries)) per sweep instead of O(k × rows × block width). Each relation is coloured on
+its own, so its features run in parallel lanes too. The flat twin -- the same rows with the
+relation features written out, swept with opts.extra["blocks"] = the relation offsets
+(block 0 feature by feature, later blocks coordinate by coordinate, each block coloured on its
+own, the same per-feature streams) -- gives the same model to the rounding of the float32
+caches (tests/test_relation.py). fmcli's default order on flat rows is another, equally valid,
+path (colour classes mixing main and relation features).
+
 Features without any train entry are not visited (their values never change). A duplicated
 (row, feature) entry makes ŷ quadratic in v_{j,f}; like libFM we treat each entry linearly,
 so within such a column the caches are approximate; they are reset exactly after each
@@ -40,14 +51,15 @@ sweep anyway (`predict_rows` recomputes ŷ and q from the CSR rows).
 """
 
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 from numba import prange
 
 from fmcli.config import njit
-from fmcli.data import permute_rows, transpose
-from fmcli.model import predict_rows
+from fmcli.data import block_groups, permute_rows, transpose
+from fmcli.model import predict_rows, relation_map, relation_terms
 from fmcli.learners.base import Learner
 
 # libFM's fixed hyperprior parameters
@@ -132,12 +144,13 @@ def _update_w0(C, w0a, lam0, alpha, z, rej):
 
 
 @njit
-def _column_plain(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej):
-    """w_j, then v_{j,0..k-1}, reading and updating the caches C entry by entry (works with
-    duplicated (row, feature) entries: each later entry sees the earlier ones' updates)."""
-    k = V.shape[1]
+def _column_plain(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
+                  c0, c1):
+    """Coordinates c0 <= c < c1 of feature j (c = 0: w_j, c = 1 + f: v_{j,f}), reading and
+    updating the caches C entry by entry (works with duplicated (row, feature) entries: each
+    later entry sees the earlier ones' updates)."""
     p0, p1 = cptr[j], cptr[j + 1]
-    if use_w:
+    if use_w and c0 == 0:
         old = w[j]
         s1 = 0.0
         s2 = 0.0
@@ -153,7 +166,7 @@ def _column_plain(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
             w[j] = new
         else:
             rej[REJ_W] += 1
-    for f in range(k):
+    for f in range(max(c0, 1) - 1, c1 - 1):
         old = V[j, f]
         s1 = 0.0
         s2 = 0.0
@@ -178,7 +191,7 @@ def _column_plain(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
 
 @njit
 def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
-                  lx, B):
+                  c0, c1, lx, B):
     """`_column_plain` for columns without duplicated rows: the rows' caches are gathered into
     the contiguous buffers B (k+1, m) and lx (m,), updated there, and scattered back: two
     random passes over C per column instead of 2(k+1). Same arithmetic. (Fusing each update
@@ -191,7 +204,7 @@ def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
         lx[t] = cval[p0 + t]
         for c in range(k + 1):
             B[c, t] = C[i, c]
-    if use_w:
+    if use_w and c0 == 0:
         old = w[j]
         s1 = 0.0
         s2 = 0.0
@@ -207,7 +220,7 @@ def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
             w[j] = new
         else:
             rej[REJ_W] += 1
-    for f in range(k):
+    for f in range(max(c0, 1) - 1, c1 - 1):
         old = V[j, f]
         s1 = 0.0
         s2 = 0.0
@@ -233,22 +246,25 @@ def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
 
 
 @njit(parallel=True)
-def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, C, w0a, w, V, use_w0, use_w,
-          alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, local, lx, B, Z, rej):
-    """One sweep: w0, then the colour classes in turn. The features of one class never share a
-    row, so they touch disjoint rows of C and are updated in parallel: class c is cut into
-    n_lanes lanes of about equal work, lane l = order[lane_ptr[c*n_lanes + l] : ... + 1],
-    one lane per thread. With each feature's draws from its own stream, the result is the
-    same for any number of lanes and threads. lx, B, Z, rej: one slice per thread (scratch
-    buffers, normals, rejection counts)."""
+def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, pass_coord, groups, C, w0a, w, V, use_w0,
+          use_w, alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, local, lx, B, Z, rej):
+    """One sweep: w0, then the passes in turn. A pass is a colour class with either all
+    coordinates of each feature (pass_coord −1: w_j, v_{j,0..k−1}) or one (pass_coord c).
+    The features of one class never share a row, so they touch disjoint rows of C and are
+    updated in parallel: pass c is cut into n_lanes lanes of about equal work, lane l =
+    order[lane_ptr[c*n_lanes + l] : ... + 1], one lane per thread. With each feature's draws
+    from its own stream, the result is the same for any number of lanes and threads. lx, B, Z,
+    rej: one slice per thread (scratch buffers, normals, rejection counts)."""
+    k = V.shape[1]
     if use_w0:
         z0 = 0.0
         if sample:
             stream_normals(seed, w.shape[0], Z[0, :1])
             z0 = Z[0, 0]
         _update_w0(C, w0a, lam0, alpha, z0, rej[0])
-    n_classes = (lane_ptr.shape[0] - 1) // n_lanes
-    for c in range(n_classes):
+    n_passes = (lane_ptr.shape[0] - 1) // n_lanes
+    for c in range(n_passes):
+        c0, c1 = (0, k + 1) if pass_coord[c] < 0 else (pass_coord[c], pass_coord[c] + 1)
         for lane in prange(n_lanes):
             tid = numba.get_thread_id()
             for t in range(lane_ptr[c * n_lanes + lane], lane_ptr[c * n_lanes + lane + 1]):
@@ -258,10 +274,169 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, C, w0a, w, V, use_
                     stream_normals(seed, j, Z[tid])
                 if local:
                     _column_local(j, cptr, crow, cval, C, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                  mu_v[g], alpha, use_w, Z[tid], rej[tid], lx[tid], B[tid])
+                                  mu_v[g], alpha, use_w, Z[tid], rej[tid], c0, c1, lx[tid], B[tid])
                 else:
                     _column_plain(j, cptr, crow, cval, C, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                  mu_v[g], alpha, use_w, Z[tid], rej[tid])
+                                  mu_v[g], alpha, use_w, Z[tid], rej[tid], c0, c1)
+
+
+# ---------------------------------------------------------------------------------------
+# Relations (libFM's block structure, libfm-behaviour §4). The features of relation row r
+# are shared by the m_r train rows linked to it, so a relation feature's column in the flat
+# data is the union of those rows. Its updates need only per-relation-row sums of the linked
+# rows' caches: with a_i = q_{i,f} − Q_{r,f} (the part of q not from this relation, fixed
+# while the relation's v_{·,f} are updated) and Q' = Q_{r,f} − x v_{j,f}:
+#
+#     w_j:     Σ_i h_i² = x² m_r,                            Σ_i h_i e_i = x E_r
+#     v_{j,f}: Σ_i h_i² = x² (Q'² m_r + 2 Q' A_r + AA_r),     Σ_i h_i e_i = x (Q' E_r + AE_r)
+#
+# (m = Σ1, A = Σa, AA = Σa², E = Σe, AE = Σae over the linked rows). A change Δ moves every
+# linked e_i by x Δ (Q' + a_i): E and AE follow in O(1) per relation entry, and the change is
+# kept per relation row (D0 + D1 a_i) and written into the rows' caches after the
+# coordinate's pass. Feature by feature this would need the k×k moments Σ a_f a_g per
+# relation row (the e changes of v_{j,f} move Σ a_g e); coordinate by coordinate, as libFM
+# sweeps relation features (all w_j, then all v_{j,0}, ...), one factor's moments suffice.
+# Cost of a relation per sweep: O(k (train rows + relation entries)).
+
+# columns of the per-relation-row statistics array St
+_M, _A, _AA, _E, _AE, _D0, _D1, _Q0 = range(8)
+
+
+@njit
+def _relation_w(j, J, cptr, crow, cval, St, w, lam, mu, alpha, z, rej):
+    """w_J (J = offset + j, the model id of relation feature j) from the relation rows'
+    statistics; the change goes into E and D0."""
+    old = w[J]
+    s1 = 0.0
+    s2 = 0.0
+    for p in range(cptr[j], cptr[j + 1]):
+        r = crow[p]
+        x = np.float64(cval[p])
+        s2 += x * x * St[r, _M]
+        s1 += x * (old * x * St[r, _M] - St[r, _E])
+    new = _solve(alpha * s1 + lam * mu, lam + alpha * s2, z)
+    if not math.isfinite(new):
+        rej[REJ_W] += 1
+        return
+    d = new - old
+    for p in range(cptr[j], cptr[j + 1]):
+        r = crow[p]
+        xd = np.float64(cval[p]) * d
+        St[r, _E] += xd * St[r, _M]
+        St[r, _D0] += xd
+    w[J] = new
+
+
+@njit
+def _relation_v(j, J, f, cptr, crow, cval, St, Q, V, lam, mu, alpha, z, rej):
+    """v_{J,f} from the relation rows' statistics of factor f; Q[r, f] follows the change."""
+    old = V[J, f]
+    s1 = 0.0
+    s2 = 0.0
+    for p in range(cptr[j], cptr[j + 1]):
+        r = crow[p]
+        x = np.float64(cval[p])
+        qp = Q[r, f] - x * old
+        hh = x * x * (qp * qp * St[r, _M] + 2.0 * qp * St[r, _A] + St[r, _AA])
+        s2 += hh
+        s1 += old * hh - x * (qp * St[r, _E] + St[r, _AE])
+    new = _solve(alpha * s1 + lam * mu, lam + alpha * s2, z)
+    if not math.isfinite(new):
+        rej[REJ_V] += 1
+        return
+    d = new - old
+    for p in range(cptr[j], cptr[j + 1]):
+        # entry by entry, as _column_plain: a duplicated entry sees the earlier one's change
+        r = crow[p]
+        x = np.float64(cval[p])
+        qp = Q[r, f] - x * old
+        xd = x * d
+        St[r, _E] += xd * (qp * St[r, _M] + St[r, _A])
+        St[r, _AE] += xd * (qp * St[r, _A] + St[r, _AA])
+        St[r, _D0] += xd * qp
+        St[r, _D1] += xd
+        Q[r, f] += xd
+    V[J, f] = new
+
+
+@njit
+def _relation_feature(j, offset, c, cptr, crow, cval, St, Q, groups, w, V, alpha, lam_w, mu_w,
+                      lam_v, mu_v, sample, seed, z, rej):
+    """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j)."""
+    J = offset + j
+    g = groups[J]
+    if sample:
+        stream_normals(seed, J, z)
+    if c == 0:
+        _relation_w(j, J, cptr, crow, cval, St, w, lam_w[g], mu_w[g], alpha, z[0], rej)
+    else:
+        _relation_v(j, J, c - 1, cptr, crow, cval, St, Q, V, lam_v[g, c - 1], mu_v[g, c - 1],
+                    alpha, z[c], rej)
+
+
+@njit(parallel=True)
+def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr, link_rows,
+                   groups, C, Q, St, w, V, use_w, alpha, lam_w, mu_w, lam_v, mu_v, sample, seed,
+                   Z, rej):
+    """The features of one relation, coordinate by coordinate (w, then v_{·,0}, ...); for each:
+    the statistics of the linked train rows per relation row (rows link_rows[link_ptr[r] :
+    link_ptr[r+1]] of C), the colour classes in parallel lanes (lane_ptr as in `sweep`; the
+    features of a class share no linked relation row), then the changes written into C (in the
+    same pass over the rows as the next coordinate's statistics).
+    cptr/crow/cval: the relation's CSC over its linked rows, local feature ids (model id =
+    offset + id); Q (relation rows, k): the rows' factor sums, current on entry."""
+    k = V.shape[1]
+    n_rows = Q.shape[0]
+    n_classes = (lane_ptr.shape[0] - 1) // n_lanes
+    first = 0 if use_w else 1
+    for c in range(first, k + 2):
+        # one pass over the linked rows: the previous coordinate's changes into C, then the
+        # statistics of this one (none after the last)
+        f = c - 1
+        for r in prange(n_rows):
+            d0 = St[r, _D0] if c > first else 0.0
+            d1 = St[r, _D1] if c > first else 0.0
+            qold = St[r, _Q0]
+            m = 0.0
+            sa = 0.0
+            saa = 0.0
+            se = 0.0
+            sae = 0.0
+            q0 = Q[r, f] if 0 <= f < k else 0.0
+            for t in range(link_ptr[r], link_ptr[r + 1]):
+                i = link_rows[t]
+                if c == 1:                  # after w
+                    C[i, 0] += d0
+                elif c > first:             # after v_{·,c−2}: C column c − 1
+                    a = np.float64(C[i, c - 1]) - qold
+                    C[i, 0] += d0 + d1 * a
+                    C[i, c - 1] += d1
+                if c <= k:
+                    e = np.float64(C[i, 0])
+                    m += 1.0
+                    se += e
+                    if f >= 0:
+                        a = np.float64(C[i, 1 + f]) - q0
+                        sa += a
+                        saa += a * a
+                        sae += a * e
+            St[r, _M], St[r, _A], St[r, _AA], St[r, _E], St[r, _AE] = m, sa, saa, se, sae
+            St[r, _D0], St[r, _D1], St[r, _Q0] = 0.0, 0.0, q0
+        if c > k:
+            break
+        if n_lanes == 1:
+            # one lane: the classes one after the other without a parallel launch per class
+            # (a relation of long rows has hundreds of small classes)
+            for t in range(lane_ptr[0], lane_ptr[n_classes]):
+                _relation_feature(order[t], offset, c, cptr, crow, cval, St, Q, groups, w, V, alpha,
+                                  lam_w, mu_w, lam_v, mu_v, sample, seed, Z[0], rej[0])
+        else:
+            for cl in range(n_classes):
+                for lane in prange(n_lanes):
+                    tid = numba.get_thread_id()
+                    for t in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
+                        _relation_feature(order[t], offset, c, cptr, crow, cval, St, Q, groups, w, V,
+                                          alpha, lam_w, mu_w, lam_v, mu_v, sample, seed, Z[tid], rej[tid])
 
 
 def lanes(order, class_ptr, work, n_lanes):
@@ -410,6 +585,26 @@ def count_nonfinite(a):
 # ---------------------------------------------------------------------------------------
 # The Python side shared by ALSLearner and MCMCLearner.
 
+@dataclass
+class _RelationState:
+    relation: object        # fmcli.data.Relation
+    links: np.ndarray       # relation row of each train row, internal row order
+    cols: np.ndarray        # the relation's features in linked rows (local ids, ascending)
+    cptr: np.ndarray        # CSC of the relation over its linked rows
+    crow: np.ndarray
+    cval: np.ndarray
+    order: np.ndarray       # cols by colour class
+    class_ptr: np.ndarray
+    link_ptr: np.ndarray    # train rows of relation row r: link_rows[link_ptr[r]:link_ptr[r+1]]
+    link_rows: np.ndarray
+    work: np.ndarray        # per feature, for the lanes
+    St: np.ndarray          # (relation rows, 8) statistics scratch (sweep_relation)
+
+    @property
+    def offset(self):
+        return self.relation.offset
+
+
 class CoordinateLearner(Learner):
     """Shared state of ALS and MCMC: CSC train data, the caches, hyperparameters.
 
@@ -431,7 +626,13 @@ class CoordinateLearner(Learner):
         self.opts = opts
         self.rng = rng
         self.task = opts.task
-        n = max([model.n_features, train.n_features] + [d.n_features for d in evals.values()])
+        n = max([model.n_features, train.n_model_features] + [d.n_model_features for d in evals.values()])
+        rels = [r for r, _ in train.relations]
+        for d in evals.values():
+            if [r for r, _ in d.relations] != rels:
+                raise UsageError(f"{d.source}: the rows need the same relations as the train rows")
+        # main features are the ids below the first relation's
+        n_main = min([r.offset for r in rels] + [n])
         if n > model.n_features:
             model = model.resized(n, rng=rng, init_stdev=opts.init_stdev)
         model.task = opts.task
@@ -449,9 +650,9 @@ class CoordinateLearner(Learner):
         self.use_w0, self.use_w = bool(model.use_w0), bool(model.use_w)
 
         groups = opts.groups
-        if groups is None:
+        if groups is None and not rels:
             groups = np.zeros(n, np.int32)
-        groups = np.asarray(groups)
+        groups = block_groups(groups, n_main, rels, n)
         if len(groups) < n:
             raise UsageError(f"-meta gives {len(groups)} group ids but the data have {n} features")
         if len(groups) and groups.min() < 0:
@@ -461,11 +662,14 @@ class CoordinateLearner(Learner):
 
         self._setup_order(train, n)
         self.active = np.diff(self.cptr) > 0
+        self._setup_relations(train, n)
+        for rs in self.rel:
+            self.active[rs.offset + rs.cols] = True
         self.cols = np.flatnonzero(self.active).astype(np.int64)
         self.n_g = np.bincount(self.groups[self.cols], minlength=self.G)
         # duplicated (row, feature) entries are adjacent in a CSC column
         starts = np.zeros(len(self.crow), bool)
-        starts[self.cptr[:-1][self.active]] = True
+        starts[self.cptr[:-1][np.diff(self.cptr) > 0]] = True
         self.has_duplicates = bool(np.any((self.crow[1:] == self.crow[:-1]) & ~starts[1:]))
         self.longest = int(np.diff(self.cptr).max()) if len(self.cols) else 0
         self.work = np.diff(self.cptr) + 8.0     # cost of a feature: its entries + a constant
@@ -503,14 +707,29 @@ class CoordinateLearner(Learner):
         self.eval_raw = {name: self._predict(d) for name, d in evals.items()}
 
     def _setup_order(self, train, n):
-        """Colour classes (self.order, self.class_ptr), the internal row order (self.perm:
-        internal row -> user row) and the reordered CSR and CSC."""
+        """Colour classes (self.order, self.class_ptr), the passes of a sweep (self.pass_order,
+        self.pass_ptr, self.pass_coord), the internal row order (self.perm: internal row ->
+        user row) and the reordered CSR and CSC.
+
+        opts.extra["blocks"] (feature ids where blocks start, e.g. the relation offsets) makes a
+        flat data set sweep like its relations would: each block is coloured on its own, block
+        0 goes feature by feature, later blocks coordinate by coordinate (all w_j, then all
+        v_{j,0}, ...) -- the flat twin of a run with relations (same model to rounding)."""
         indptr, indices, data = train.csr()
         cptr, crow, _ = transpose(indptr, indices, data, n)
         counts = np.diff(cptr)
         cols = np.flatnonzero(counts).astype(np.int64)
         cols = cols[np.argsort(-counts[cols], kind="stable")]
-        colour = colour_features(cptr, crow, indptr, indices, cols)
+        bounds = np.unique(np.clip([0, n] + [int(b) for b in self.opts.extra.get("blocks", ())], 0, n))
+        block = np.searchsorted(bounds, np.arange(n), side="right") - 1
+        colour = np.full(n, -1, np.int64)
+        class_block = []
+        for b in range(len(bounds) - 1):
+            cb = cols[block[cols] == b]
+            if len(cb):
+                cc = colour_features(cptr, crow, indptr, indices, cb)[cb]
+                colour[cb] = cc + len(class_block)
+                class_block += [b] * int(cc.max() + 1)
         self.perm = np.arange(train.n_rows, dtype=np.int64)
         if len(cols):
             # rows sorted by their feature in the colour class with the most features
@@ -525,8 +744,47 @@ class CoordinateLearner(Learner):
         # within a class, features by their first row: the gathers walk the rows forwards
         first = np.where(counts > 0, self.crow[np.minimum(self.cptr[:-1], len(self.crow) - 1)], 0)
         self.order = cols[np.lexsort((first[cols], colour[cols]))]
-        self.class_ptr = np.searchsorted(colour[self.order], np.arange(colour.max() + 2)).astype(np.int64) \
-            if len(cols) else np.zeros(1, np.int64)
+        self.class_ptr = np.searchsorted(colour[self.order], np.arange(len(class_block) + 1)).astype(np.int64)
+        # passes: block 0's classes feature by feature, later blocks coordinate by coordinate
+        classes = [c for c in range(len(class_block)) if class_block[c] == 0]
+        passes = [(c, -1) for c in classes]
+        for b in range(1, len(bounds) - 1):
+            bc = [c for c in range(len(class_block)) if class_block[c] == b]
+            passes += [(c, q) for q in range(self.k + 1) for c in bc]
+        parts = [self.order[self.class_ptr[c]:self.class_ptr[c + 1]] for c, _ in passes]
+        self.pass_order = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        self.pass_ptr = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        self.pass_coord = np.array([q for _, q in passes], np.int64)
+
+    def _setup_relations(self, train, n):
+        """Per relation (self.rel): the train rows grouped by their relation row, the relation's
+        CSC over the rows some train row links to, and its colour classes, coloured as the flat
+        twin colours that block (same visiting order: most flat entries first)."""
+        self.rel = []
+        for rel, links in train.relations:
+            links = np.asarray(links, np.int64)[self.perm]          # internal row order
+            m = np.bincount(links, minlength=rel.n_rows)
+            link_rows = np.argsort(links, kind="stable").astype(np.int64)
+            link_ptr = np.concatenate([[0], np.cumsum(m)]).astype(np.int64)
+            # the relation rows no train row links to take no part in training
+            keep = np.repeat(m > 0, np.diff(rel.indptr))
+            lens = np.where(m > 0, np.diff(rel.indptr), 0)
+            indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+            indices, data = rel.indices[keep], rel.data[keep]
+            cptr, crow, cval = transpose(indptr, indices, data, rel.n_features)
+            flat_count = np.bincount(indices, weights=m[np.repeat(np.arange(rel.n_rows), lens)],
+                                     minlength=rel.n_features)
+            cols = np.flatnonzero(np.diff(cptr)).astype(np.int64)
+            cols = cols[np.argsort(-flat_count[cols], kind="stable")]
+            colour = colour_features(cptr, crow, indptr, indices, cols)
+            order = cols[np.argsort(colour[cols], kind="stable")]
+            class_ptr = np.searchsorted(colour[order], np.arange(colour.max() + 2)).astype(np.int64) \
+                if len(cols) else np.zeros(1, np.int64)
+            self.rel.append(_RelationState(
+                rel, links, np.sort(cols), cptr, crow, cval, order, class_ptr, link_ptr, link_rows,
+                np.diff(cptr) + 8.0, np.zeros((rel.n_rows, 8))))
+        self._train_rel = [(rs.relation, rs.links) for rs in self.rel]
+        self._train_rel_map = relation_map(self._train_rel, train.n_rows)
 
     # -- the caches and targets in the user's row order (inspection and tests) ------
     def _user_order(self, a):
@@ -571,36 +829,52 @@ class CoordinateLearner(Learner):
     # -- helpers ----------------------------------------------------------------------
     def _predict(self, d):
         out = np.empty(d.n_rows)
-        predict_rows(d.indptr, d.indices, d.data, float(self.w0a[0]), self.model.w, self.model.V,
-                     self.use_w, out, np.empty((0, self.k + 1), CACHE_DTYPE))
+        m = self.model
+        predict_rows(d.indptr, d.indices, d.data, float(self.w0a[0]), m.w, m.V, self.use_w, out,
+                     np.empty((0, self.k + 1), CACHE_DTYPE), relation_map(d.relations, d.n_rows),
+                     relation_terms(d.relations, m.w, m.V, self.use_w))
         return out
 
-    def _sweep(self, seed=0, order=None, class_ptr=None):
+    def _sweep(self, seed=0, order=None, class_ptr=None, coords=None):
         """The coordinate sweep alone (caches kept up to date incrementally); the normal draws
-        of MCMC come from the streams of `seed`. order/class_ptr: the features to visit by
-        class (default: all, by colour class)."""
+        of MCMC come from the streams of `seed`. order/class_ptr/coords: the main features to
+        visit by pass (default: self.pass_*; coords default to all coordinates per feature);
+        then each relation's features."""
         # below PARALLEL_MIN_NNZ a sweep takes milliseconds, and waiting for a second thread
         # (on a shared machine, often descheduled) costs more than it saves
-        threads = numba.get_num_threads() if len(self.crow) >= PARALLEL_MIN_NNZ else 1
+        nnz = len(self.crow) + sum(len(rs.crow) for rs in self.rel)
+        threads = numba.get_num_threads() if nnz >= PARALLEL_MIN_NNZ else 1
         if self._scratch is None or self._scratch[0].shape[0] != threads:
             L = 0 if self.has_duplicates else self.longest
             self._scratch = (np.empty((threads, L), CACHE_DTYPE),
                              np.empty((threads, self.k + 1, L), CACHE_DTYPE),
                              np.zeros((threads, self.k + 1)),
                              np.zeros((threads, len(REJ_NAMES)), np.int64),
-                             lanes(self.order, self.class_ptr, self.work, threads))
-        lx, B, Z, rej, lane_ptr = self._scratch
-        if order is not None:
+                             lanes(self.pass_order, self.pass_ptr, self.work, threads),
+                             [lanes(rs.order, rs.class_ptr, rs.work, threads) for rs in self.rel])
+        lx, B, Z, rej, lane_ptr, rel_lanes = self._scratch
+        if order is None:
+            order, coords = self.pass_order, self.pass_coord
+        else:
             lane_ptr = lanes(order, class_ptr, self.work, threads)
+            coords = np.full(len(class_ptr) - 1, -1, np.int64) if coords is None else coords
         rej[:] = 0
         m = self.model
         before = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
-            sweep(self.cptr, self.crow, self.cval, self.order if order is None else order,
-                  lane_ptr, threads, self.groups, self.C, self.w0a, m.w, m.V, self.use_w0, self.use_w,
+            sweep(self.cptr, self.crow, self.cval, order, lane_ptr, threads, coords, self.groups,
+                  self.C, self.w0a, m.w, m.V, self.use_w0, self.use_w,
                   self.alpha, self.lam0, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
                   self.sample, seed, not self.has_duplicates, lx, B, Z, rej)
+            for rs, rl in zip(self.rel, rel_lanes):
+                # the relation rows' factor sums as they are now (rows no train row links to
+                # are computed too, and ignored)
+                Q = relation_terms([(rs.relation, None)], m.w, m.V, self.use_w)[:, 1:]
+                sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, threads, rs.offset,
+                               rs.link_ptr, rs.link_rows, self.groups, self.C, Q, rs.St, m.w, m.V,
+                               self.use_w, self.alpha, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
+                               self.sample, seed, Z, rej)
         finally:
             numba.set_num_threads(before)
         self.rejected += rej.sum(axis=0)
@@ -609,8 +883,10 @@ class CoordinateLearner(Learner):
     def _refresh_train(self):
         """ŷ and q of all train rows from scratch, row by row from the CSR (resets the caches
         exactly)."""
-        predict_rows(self.indptr, self.indices, self.data, float(self.w0a[0]), self.model.w,
-                     self.model.V, self.use_w, self._yhat, self.C)
+        m = self.model
+        predict_rows(self.indptr, self.indices, self.data, float(self.w0a[0]), m.w, m.V, self.use_w,
+                     self._yhat, self.C, self._train_rel_map,
+                     relation_terms(self._train_rel, m.w, m.V, self.use_w))
 
     def _link(self, raw):
         m = self.model
