@@ -13,19 +13,28 @@ from fmcli.io.atomic import atomic_output, check_writable
 from fmcli.io.predictions import format_predictions
 
 
-def run_predict(model_path, test_path, out_path="-", task=None, console=None, chunk_bytes=32 << 20):
-    """Write one prediction per row of `test_path`; returns the number of rows scored."""
-    from fmcli.errors import TrainingError
+def run_predict(model_path, test_path, out_path="-", task=None, console=None, chunk_bytes=32 << 20,
+                relations=()):
+    """Write one prediction per row of `test_path`; returns the number of rows scored.
+    relations: the relation names the model was trained with; the relation row of each
+    predicted row comes from R.test."""
+    from fmcli.errors import InputError, TrainingError
     from fmcli.io.modelfile import load_model
 
     console = console or Console()
     check_writable(out_path, "-out")
     model = load_model(model_path, task=task)
+    rels = model_relations(model, model_path, relations)
     classes = model.task == "c"
     n_rows, labeled, sums = 0, True, np.zeros(2)
     with atomic_output(out_path) as out:
         for chunk in _chunks(test_path, chunk_bytes):
-            pred = model.predict(*chunk.csr())
+            part = tuple((rel, links[n_rows:n_rows + chunk.n_rows]) for rel, links in rels)
+            for rel, links in part:
+                if len(links) < chunk.n_rows:
+                    raise InputError(rel.name + ".test", None, f"{n_rows + len(links)} relation row indices "
+                                     f"for at least {n_rows + chunk.n_rows} rows of {test_path}")
+            pred = model.predict(*chunk.csr(), relations=part)
             if not np.isfinite(pred).all():
                 raise TrainingError(f"{model_path}: the model gives NaN or inf predictions")
             out.write(format_predictions(pred))
@@ -34,6 +43,10 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
             if labeled:  # running sums keep memory flat; AUC needs all rows, so it is left out here
                 y = np.where(chunk.y > 0, 1.0, -1.0) if classes else chunk.y
                 sums += _metric_sums(model.task, pred, y)
+        for rel, links in rels:
+            if len(links) != n_rows:
+                raise InputError(rel.name + ".test", None, f"{len(links)} relation row indices for "
+                                 f"{n_rows} rows of {test_path}: one index per row is needed")
     what = "values clipped to the training target range" if model.task == "r" else "probabilities of class +1"
     where = "stdout" if out_path == "-" else out_path
     console.info(f"Wrote {n_rows} predictions ({what}) to {where}")
@@ -60,6 +73,43 @@ def _chunks(path, chunk_bytes):
         p, q = d.indptr[a], d.indptr[b]
         yield SparseData(np.asarray(d.indptr[a:b + 1]) - p, d.indices[p:q], d.data[p:q], d.y[a:b],
                          d.n_features, d.source)
+
+
+def model_relations(model, model_path, names):
+    """((Relation, R.test links), ...) for the relations `names`, placed where the model has
+    them: the offsets and feature counts its metadata recorded in training, or, for a libFM
+    model file (no metadata), libFM's layout (the relations' features are the model's last)."""
+    from fmcli.errors import UsageError
+    from fmcli.io.relation import read_design, read_links
+
+    recorded = model.meta.get("relations")
+    if not names:
+        if recorded:
+            raise UsageError(f"{model_path} was trained with relations ({len(recorded)}: "
+                             f"{', '.join(r['name'] for r in recorded)}): give them with -relation")
+        return ()
+    if recorded is None and model.meta.get("source_format") != "libfm":
+        raise UsageError(f"-relation: {model_path} was trained without relations")
+    designs = [read_design(name) for name in names]
+    if recorded is None:
+        offset = model.n_features - sum(r.n_features for r in designs)
+        if offset < 0:
+            raise UsageError(f"-relation: the relations have more features than the model {model_path}")
+        recorded = []
+        for r in designs:
+            recorded.append({"offset": offset, "n_features": r.n_features})
+            offset += r.n_features
+    if len(recorded) != len(designs):
+        raise UsageError(f"-relation: {model_path} was trained with {len(recorded)} relations, "
+                         f"{len(designs)} given")
+    out = []
+    for rel, rec in zip(designs, recorded):
+        if rel.n_features > rec["n_features"]:
+            raise UsageError(f"-relation {rel.name}: {rel.n_features} features, but the model has "
+                             f"{rec['n_features']} for relation {len(out) + 1}")
+        rel.offset, rel.n_features = int(rec["offset"]), int(rec["n_features"])
+        out.append((rel, read_links(rel.name + ".test", None, rel.n_rows, "test")))
+    return tuple(out)
 
 
 def _metric_sums(task, pred, y):

@@ -70,7 +70,7 @@ def feature_id_limit(k):
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         memory = 1 << 40
-    bytes_per_feature = 8 * (k + 1) * 3 + 16   # parameters, a copy, learner state
+    bytes_per_feature = 8 * (k + 1) * 5 + 32   # parameters, a copy, learner state (Adam: two moments)
     return int(min(MAX_FEATURE_ID, memory // bytes_per_feature))
 
 
@@ -83,7 +83,8 @@ def _describe(name, d, console):
 
 def load_data(job, k, console):
     """Train and test sets, through the binary cache beside each text file (fmcli/io/cache.py)
-    unless the job says `cache = False`."""
+    unless the job says `cache = False`; with job.relations, each set carries its relation
+    rows (SparseData.relations; R.train, R.test, R.validation)."""
     from fmcli.io.cache import load_dataset
 
     classes = job.opts.task == "c"
@@ -96,6 +97,22 @@ def load_data(job, k, console):
             evals[name] = load_dataset(path, cache=job.cache, targets=targets, classes=classes,
                                        max_feature_id=limit)
             _describe(name, evals[name], console)
+    if job.relations:
+        import dataclasses
+
+        from fmcli.io.relation import load_relations
+
+        n_main = max([train.n_features] + [d.n_features for d in evals.values()])
+        sets = {"train": train, **evals}
+        rels = load_relations(job.relations, n_main, {name: d.n_rows for name, d in sets.items()},
+                              cache=job.cache)
+        for rel, _ in rels["train"]:
+            console.info(f"Loading relation {rel.name}...\tnum_rows={rel.n_rows}\tnum_values="
+                         f"{len(rel.indices)}\tnum_features={rel.n_features}\toffset={rel.offset}")
+        if rels["train"] and rels["train"][-1][0].offset + rels["train"][-1][0].n_features - 1 > limit:
+            raise UsageError("-relation: the relations' features do not fit in memory")
+        train = dataclasses.replace(train, relations=rels["train"])
+        evals = {name: dataclasses.replace(d, relations=rels[name]) for name, d in evals.items()}
     return train, evals
 
 
@@ -104,12 +121,19 @@ def build_model(job, train, evals, console):
     from fmcli.model import FMModel
 
     opts = job.opts
-    n_features = max([train.n_features] + [d.n_features for d in evals.values()])
+    n_features = max([train.n_model_features] + [d.n_model_features for d in evals.values()])
     rng = np.random.default_rng(opts.seed % 2**64)  # negative seeds are valid too
     if job.load_model:
         from fmcli.io.modelfile import load_model
+        from fmcli.io.relation import relations_meta
 
         model = load_model(job.load_model, task=opts.task)
+        had = [(r["offset"], r["n_features"]) for r in model.meta.get("relations", [])]
+        now = [(r["offset"], r["n_features"]) for r in relations_meta(train.relations)]
+        if had != now and (had or model.n_features > (now[0][0] if now else n_features)):
+            # the relations' features sit after the main ones: the layouts must agree
+            raise UsageError(f"{job.load_model}: the model was trained with relation blocks "
+                             f"(offset, features) {had or 'none'}, the data give {now or 'none'}")
         dim = (int(model.use_w0), int(model.use_w), model.k)
         if job.dim_given and tuple(opts.dim) != dim:
             raise UsageError(f"-dim {','.join(map(str, opts.dim))} does not match the loaded model's "
@@ -324,14 +348,22 @@ def _run_train(job, console):
         raise UsageError("--early-stop needs -validation (the rows that decide when to stop)")
     if opts.method == "sgda" and not job.validation:
         raise UsageError("-method sgda needs -validation (the rows that adapt the regularisation)")
+    if job.relations and opts.method in ("sgd", "sgda"):
+        raise UsageError(f"relations are not supported with {opts.method.upper()} "
+                         "(use -method als or mcmc, or write the relation's features into the rows)")
     cls = learner_class(opts.method)
     train, evals = load_data(job, opts.dim[2], console)
     if job.meta:
         from fmcli.io.meta import read_meta
 
+        # the main features only: relation features take their groups from R.groups
         opts.groups = read_meta(job.meta, max([train.n_features] + [d.n_features for d in evals.values()]))
     model, rng = build_model(job, train, evals, console)
     model.meta = {"method": opts.method, "options": opts.as_meta()}
+    if train.relations:
+        from fmcli.io.relation import relations_meta
+
+        model.meta["relations"] = relations_meta(train.relations)
     console.detail(f"num_attributes={model.n_features}\tuse w0={model.use_w0}\tuse w={model.use_w}\t"
                    f"dim v={model.k}\treg={','.join('%g' % r for r in opts.regular)}\t"
                    f"init ~ N(0,{opts.init_stdev:g})\tmethod={opts.method}\tseed={opts.seed}")
@@ -356,9 +388,10 @@ def _run_train(job, console):
     test_pred = None
     if stopper and stopper.best_model is not None:
         final = stopper.best_model
-        test_pred = final.predict(*test.csr()) if test is not None else None
+        test_pred = final.predict(*test.csr(), relations=test.relations) if test is not None else None
     elif test is not None:
-        test_pred = learner.eval_predictions("test") if opts.iterations else final.predict(*test.csr())
+        test_pred = learner.eval_predictions("test") if opts.iterations \
+            else final.predict(*test.csr(), relations=test.relations)
     if job.out:
         from fmcli.io.predictions import write_predictions
 

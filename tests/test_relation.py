@@ -1,0 +1,331 @@
+"""Relations (libFM's block structure, `-relation`): the same model as the flattened rows,
+prediction through the relation rows, libFM's text and binary relation files, end to end."""
+
+import os
+
+import numpy as np
+import pytest
+
+from fmcli.data import Relation, SparseData, block_groups, flatten
+from fmcli.errors import InputError, UsageError
+from fmcli.learners import coord
+from fmcli.learners.als import ALSLearner
+from fmcli.learners.base import TrainOptions
+from fmcli.learners.mcmc import MCMCLearner
+from fmcli.model import FMModel
+from fmcli.train import threads
+
+from naive import fm_predict_rows
+
+USERS, ITEMS = 50, 30
+
+
+def _csr(rows):
+    indptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+    indices = np.array([j for r in rows for j, _ in r], np.int32)
+    data = np.array([x for r in rows for _, x in r], np.float32)
+    return indptr, indices, data
+
+
+def dataset(seed, n=2500, task="r", duplicate=False):
+    """Main rows: user and item one-hot plus a numeric feature in some rows. Relation 0: per
+    user, a set of items (normalised), some users with none, some relation rows that only the
+    test rows use; relation 1: per item, two 'genres'. Returns (train, test)."""
+    rng = np.random.default_rng(seed)
+    n_main = USERS + ITEMS + 1
+    hist = []
+    for u in range(USERS + 4):                  # rows USERS.. are linked by test rows only
+        its = rng.choice(ITEMS, int(rng.integers(0, 9)), replace=False)
+        hist.append([(int(i), 1.0 / max(len(its), 1)) for i in its])
+    if duplicate:
+        hist[0] = hist[0] + hist[0][:1]         # a (row, feature) entry twice
+    genres = [[(int(rng.integers(4)), 1.0), (4 + int(rng.integers(3)), 0.5)] for _ in range(ITEMS)]
+    r0 = Relation("hist", *_csr(hist), ITEMS, offset=n_main)
+    r1 = Relation("genre", *_csr(genres), 7, offset=n_main + ITEMS, groups=np.array([0, 0, 0, 0, 1, 1, 1]))
+
+    def part(m, users):
+        u = rng.integers(users, size=m)
+        it = rng.integers(ITEMS, size=m)
+        rows = [[(int(a), 1.0), (USERS + int(b), 1.0)] + ([(n_main - 1, float(rng.random()))] if rng.random() < 0.3 else [])
+                for a, b in zip(u, it)]
+        y = rng.normal(3, 1, m) + 0.3 * np.array([len(hist[a]) for a in u])
+        if task == "c":
+            y = np.where(y > 3.5, 1.0, -1.0)
+        return SparseData(*_csr(rows), y.astype(np.float32), n_main,
+                          relations=((r0, u.astype(np.int64)), (r1, it.astype(np.int64))))
+
+    return part(n, USERS), part(300, USERS + 4)
+
+
+MAIN_GROUPS = np.array([0] * USERS + [1] * ITEMS + [2])
+
+
+def learn(d, test, method, task="r", iters=3, seed=7, flat=False, use_w=True, n_threads=1):
+    cls = ALSLearner if method == "als" else MCMCLearner
+    opts = TrainOptions(task=task, method=method, dim=(1, int(use_w), 4), regular=(0, 2, 2), seed=seed,
+                        groups=MAIN_GROUPS)
+    n = d.n_model_features
+    if flat:
+        # the flat twin: the same group layout, the relation blocks swept as with relations
+        opts.groups = block_groups(MAIN_GROUPS, d.n_features, [r for r, _ in d.relations], n)
+        opts.extra["blocks"] = [r.offset for r, _ in d.relations]
+        d, test = flatten(d), flatten(test)
+    with threads(n_threads):
+        rng = np.random.default_rng(seed)
+        model = FMModel.init(n, 4, use_w=use_w, rng=rng)
+        lrn = cls(model, d, {"test": test}, opts, rng)
+        for it in range(iters):
+            lrn.step(it)
+    return lrn
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+@pytest.mark.parametrize("variant", ["plain", "duplicate", "no_w", "classification"])
+def test_relations_give_the_flat_model(method, variant):
+    """Trained through the relation blocks or on the rows with the relations written out (same
+    groups, same seed, same sweep order): the same model, to the rounding of the float32 caches."""
+    task = "c" if variant == "classification" else "r"
+    d, test = dataset(1, task=task, duplicate=variant == "duplicate")
+    a = learn(d, test, method, task, use_w=variant != "no_w")
+    b = learn(d, test, method, task, use_w=variant != "no_w", flat=True)
+    assert a.G == b.G == 3 + 1 + 2
+    np.testing.assert_array_equal(a.cols, b.cols)
+    np.testing.assert_allclose(a.model.V, b.model.V, atol=2e-5)
+    np.testing.assert_allclose(a.model.w, b.model.w, atol=2e-5)
+    np.testing.assert_allclose(a.eval_predictions("test"), b.eval_predictions("test"), atol=2e-5)
+    np.testing.assert_allclose(a.train_predictions(), b.train_predictions(), atol=2e-5)
+    # and not by accident: the relation features were learned
+    assert np.abs(a.model.V[d.n_features:]).max() > 0.01
+
+
+def test_flat_twin_differs_from_default_order_only_in_order():
+    """Sanity of the comparison above: the default flat sweep order is another path."""
+    d, test = dataset(2)
+    a = learn(d, test, "als", flat=True)
+    b = learn(d, test, "als")
+    assert np.abs(a.model.V - b.model.V).max() < 2e-5
+    lrn = ALSLearner(FMModel.init(d.n_model_features, 4), flatten(d), {},
+                     TrainOptions(method="als", dim=(1, 1, 4), regular=(0, 2, 2)), np.random.default_rng(0))
+    assert not np.array_equal(lrn.pass_order, a.pass_order)
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+def test_same_model_with_one_and_two_threads(method, monkeypatch):
+    monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)
+    d, test = dataset(3)
+    a = learn(d, test, method, n_threads=1)
+    b = learn(d, test, method, n_threads=2)
+    np.testing.assert_array_equal(a.model.V, b.model.V)
+    np.testing.assert_array_equal(a.model.w, b.model.w)
+    np.testing.assert_array_equal(a.eval_predictions("test"), b.eval_predictions("test"))
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+def test_caches_exact_after_a_relation_sweep(method):
+    """e and q kept through the relation statistics equal a recomputation from the flat rows."""
+    d, test = dataset(4, duplicate=False)
+    lrn = learn(d, test, method, iters=1)
+    lrn._before_sweep()
+    lrn._sweep(3)
+    m = lrn.model
+    flat = flatten(d)
+    rows = [list(zip(flat.indices[flat.indptr[i]:flat.indptr[i + 1]].tolist(),
+                     flat.data[flat.indptr[i]:flat.indptr[i + 1]].astype(float).tolist())) for i in range(d.n_rows)]
+    yhat = fm_predict_rows(rows, lrn.w0a[0], m.w, m.V)
+    np.testing.assert_allclose(lrn.e, yhat - d.y, atol=5e-5)
+    q = np.array([[sum(m.V[j, f] * x for j, x in r) for f in range(m.k)] for r in rows])
+    np.testing.assert_allclose(lrn.q, q, atol=5e-5)
+
+
+def test_prediction_through_relation_rows_equals_flat_rows():
+    d, test = dataset(5)
+    rng = np.random.default_rng(0)
+    n = d.n_model_features
+    model = FMModel(0.3, rng.normal(0, 1, n), rng.normal(0, 0.5, (n, 3)))
+    flat = flatten(test)
+    np.testing.assert_allclose(model.predict_raw(*test.csr(), relations=test.relations),
+                               model.predict_raw(*flat.csr()), atol=1e-10)
+    model.samples = (np.array([0.1, 0.2]), rng.normal(0, 1, (2, n)), rng.normal(0, 0.5, (2, n, 3)))
+    np.testing.assert_allclose(model.predict(*test.csr(), relations=test.relations),
+                               model.predict(*flat.csr()), atol=1e-10)
+
+
+def test_block_groups_numbered_after_the_main_groups():
+    r0 = Relation("a", np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), 3, offset=4)
+    r1 = Relation("b", np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), 2, offset=7,
+                  groups=np.array([1, 0]))
+    assert block_groups(np.array([0, 1, 1, 0]), 4, [r0, r1], 9).tolist() == [0, 1, 1, 0, 2, 2, 2, 4, 3]
+    assert block_groups(None, 4, [r0, r1], 9).tolist() == [0, 0, 0, 0, 1, 1, 1, 3, 2]
+
+
+# --- files ------------------------------------------------------------------------------
+
+def write_binary_sparse(path, indptr, indices, data, n_cols):
+    with open(path, "wb") as fh:
+        fh.write(np.array([2, 4], "<u4").tobytes() + np.array([len(indices)], "<u8").tobytes()
+                 + np.array([len(indptr) - 1, n_cols], "<u4").tobytes())
+        for r in range(len(indptr) - 1):
+            a, b = indptr[r], indptr[r + 1]
+            pairs = np.empty(2 * (b - a), "<u4")
+            pairs[0::2] = indices[a:b]
+            pairs[1::2] = np.asarray(data[a:b], "<f4").view("<u4")
+            fh.write(np.array([b - a], "<u4").tobytes() + pairs.tobytes())
+
+
+def write_binary_vector(path, values):
+    with open(path, "wb") as fh:
+        fh.write(np.array([1, 4, len(values)], "<u4").tobytes() + np.asarray(values, "<u4").tobytes())
+
+
+def write_relation(base, rel, links, form):
+    """R.x text (form "text"), R.x binary ("x") or R.xt binary ("xt"); R.train / R.test text
+    for text, libFM binary vectors otherwise; R.groups if the relation has groups."""
+    from fmcli.data import transpose
+
+    if form == "text":
+        with open(base + ".x", "w") as fh:
+            for r in range(rel.n_rows):
+                a, b = rel.indptr[r], rel.indptr[r + 1]
+                fh.write(" ".join(["0"] + [f"{j}:{x:.9g}" for j, x in zip(rel.indices[a:b], rel.data[a:b])]) + "\n")
+    elif form == "x":
+        write_binary_sparse(base + ".x", rel.indptr, rel.indices, rel.data, rel.n_features)
+    else:
+        cptr, crow, cval = transpose(rel.indptr, rel.indices, rel.data, rel.n_features)
+        write_binary_sparse(base + ".xt", cptr, crow, cval, rel.n_rows)
+    for part, idx in links.items():
+        if form == "text":
+            np.savetxt(f"{base}.{part}", idx, fmt="%d")
+        else:
+            write_binary_vector(f"{base}.{part}", idx)
+    if rel.groups is not None:
+        np.savetxt(base + ".groups", rel.groups, fmt="%d")
+
+
+def write_main(path, d):
+    with open(path, "w") as fh:
+        for i in range(d.n_rows):
+            a, b = d.indptr[i], d.indptr[i + 1]
+            fh.write(" ".join([f"{d.y[i]:.9g}"] + [f"{j}:{x:.9g}" for j, x in zip(d.indices[a:b], d.data[a:b])]) + "\n")
+
+
+def dense(r):
+    out = np.zeros((r.n_rows, r.n_features), np.float32)
+    np.add.at(out, (np.repeat(np.arange(r.n_rows), np.diff(r.indptr)), r.indices), r.data)
+    return out
+
+
+@pytest.mark.parametrize("form", ["text", "x", "xt"])
+def test_relation_files_read_back(tmp_path, form):
+    from fmcli.io.relation import load_relations
+
+    d, test = dataset(6)
+    for t, (rel, links) in enumerate(d.relations):
+        write_relation(str(tmp_path / rel.name), rel, {"train": links, "test": test.relations[t][1]}, form)
+    got = load_relations([str(tmp_path / "hist"), str(tmp_path / "genre")], d.n_features,
+                         {"train": d.n_rows, "test": test.n_rows}, cache=False)
+    for part, ref in (("train", d), ("test", test)):
+        for (a, la), (b, lb) in zip(got[part], ref.relations):
+            assert a.offset == b.offset and a.n_features == b.n_features and a.n_rows == b.n_rows
+            np.testing.assert_array_equal(a.indptr, b.indptr)     # R.xt lists each row's ids sorted
+            np.testing.assert_array_equal(dense(a), dense(b))
+            np.testing.assert_array_equal(la, lb)
+    assert got["train"][0][0].groups is None and got["train"][1][0].groups.tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_relation_file_errors(tmp_path):
+    from fmcli.io.relation import load_relations, read_binary_sparse, read_links
+
+    base = str(tmp_path / "r")
+    (tmp_path / "r.x").write_text("0 0:1 2:0.5\n0\n0 1:1\n")
+    (tmp_path / "r.train").write_text("0\n2\n1\n")
+    rel = load_relations([base], 5, {"train": 3})["train"][0][0]
+    assert (rel.n_rows, rel.n_features, rel.offset) == (3, 3, 5)
+    with pytest.raises(InputError, match="3 relation row indices for 2 train rows"):
+        load_relations([base], 5, {"train": 2})
+    (tmp_path / "r.train").write_text("0\n3\n1\n")
+    with pytest.raises(InputError, match="relation row index 3 .* has 3 rows"):
+        load_relations([base], 5, {"train": 3})
+    (tmp_path / "r.train").write_text("0\n1\nx\n")
+    with pytest.raises(InputError, match=r"r.train:3: relation row index 'x'"):
+        read_links(base + ".train", 3, 3, "train")
+    write_binary_vector(base + ".test", [0, 1])
+    with pytest.raises(InputError, match="2 relation row indices for 3 test rows"):
+        read_links(base + ".test", 3, 3, "test")
+    write_binary_sparse(base + ".xt", np.array([0, 1, 2]), np.array([0, 5]), np.ones(2), 3)
+    with pytest.raises(InputError, match="column id 5 >= 3"):
+        read_binary_sparse(base + ".xt")
+    with open(base + ".xt", "r+b") as fh:
+        fh.truncate(30)
+    with pytest.raises(InputError, match="truncated"):
+        read_binary_sparse(base + ".xt")
+    with pytest.raises(InputError, match="neither"):
+        load_relations([str(tmp_path / "missing")], 5, {"train": 3})
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+def _job(tmp_path, method, **kw):
+    from fmcli.train import TrainJob
+
+    opts = TrainOptions(task="r", method=method, dim=(1, 1, 4), iterations=4, regular=(0, 2, 2), seed=3,
+                        learn_rate=0.01)
+    return TrainJob(opts=opts, train=str(tmp_path / "train.libfm"), test=str(tmp_path / "test.libfm"),
+                    relations=(str(tmp_path / "hist"), str(tmp_path / "genre")), cache=False, **kw)
+
+
+@pytest.fixture
+def files(tmp_path):
+    d, test = dataset(8)
+    write_main(str(tmp_path / "train.libfm"), d)
+    write_main(str(tmp_path / "test.libfm"), test)
+    for t, (rel, links) in enumerate(d.relations):
+        write_relation(str(tmp_path / rel.name), rel, {"train": links, "test": test.relations[t][1]},
+                       "text" if t == 0 else "xt")
+    return d, test
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+def test_train_save_and_predict_with_relations(tmp_path, files, method):
+    from fmcli.console import Console
+    from fmcli.io.modelfile import load_model
+    from fmcli.predict import run_predict
+    from fmcli.train import run_train
+
+    d, test = files
+    job = _job(tmp_path, method, out=str(tmp_path / "pred.txt"), save_model=str(tmp_path / "m.fm"))
+    model, pred = run_train(job, Console(quiet=True))
+    assert model.n_features == d.n_model_features
+    saved = load_model(str(tmp_path / "m.fm"))
+    assert saved.meta["relations"] == [{"name": str(tmp_path / "hist"), "offset": d.n_features, "n_features": ITEMS},
+                                       {"name": str(tmp_path / "genre"), "offset": d.n_features + ITEMS, "n_features": 7}]
+    run_predict(str(tmp_path / "m.fm"), str(tmp_path / "test.libfm"), str(tmp_path / "pred2.txt"),
+                console=Console(quiet=True), relations=job.relations, chunk_bytes=2000)
+    a = np.loadtxt(tmp_path / "pred.txt")
+    b = np.loadtxt(tmp_path / "pred2.txt")
+    np.testing.assert_allclose(a, b, atol=2e-5)   # -out is the 6-digit text; MCMC: float32 samples
+    with pytest.raises(UsageError, match="trained with relations"):
+        run_predict(str(tmp_path / "m.fm"), str(tmp_path / "test.libfm"), str(tmp_path / "p3.txt"),
+                    console=Console(quiet=True))
+    # warm start with the same relations
+    job2 = _job(tmp_path, method, load_model=str(tmp_path / "m.fm"))
+    run_train(job2, Console(quiet=True))
+
+
+@pytest.mark.parametrize("method", ["sgd", "sgda"])
+def test_sgd_refuses_relations(tmp_path, files, method):
+    from fmcli.console import Console
+    from fmcli.train import run_train
+
+    with pytest.raises(UsageError, match="relations are not supported with SGD"):
+        run_train(_job(tmp_path, method, validation=str(tmp_path / "test.libfm")), Console(quiet=True))
+
+
+def test_relation_rows_must_match_the_main_rows(tmp_path, files):
+    from fmcli.console import Console
+    from fmcli.train import run_train
+
+    with open(tmp_path / "hist.test", "a") as fh:
+        fh.write("0\n")
+    with pytest.raises(InputError, match="301 relation row indices for 300 test rows"):
+        run_train(_job(tmp_path, "als"), Console(quiet=True))
+    assert os.path.exists(tmp_path / "hist.x")
