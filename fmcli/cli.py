@@ -63,10 +63,9 @@ def parse_floats(name, text, counts, minimum=0.0, strict=False):
     return values
 
 
-def not_supported(ctx, param, value):
-    if value is not None:
-        raise UsageError(f"{param.opts[0]} is not supported yet (it is planned; fmcli will not silently ignore it)")
-    return value
+def split_names(text):
+    """'a,b;c' -> ('a', 'b', 'c'), as libFM splits list values."""
+    return tuple(n for n in re.split(r"[,;]", text) if n.strip())
 
 
 def opt(short, *decls, **kw):
@@ -147,12 +146,16 @@ def cli():
                    "state, updated lazily (an epoch stays O(k nnz)); not saved in model files.")
 @click.option("--no-cache", "no_cache", is_flag=True,
               help="Neither read nor write the binary cache FILE.fmcache beside text inputs.")
-@opt("-relation", metavar="NAMES", callback=not_supported, expose_value=False, help="Not supported yet.")
+@opt("-relation", "relation", default="", metavar="NAMES",
+     help="Relations (libFM's block structure), comma-separated base names R: R.xt (libFM binary) or R.x "
+          "(libFM text or binary) holds the relation's rows; R.train, R.test (R.validation) give the 0-based "
+          "relation row of each train, test (validation) row; optional R.groups. ALS and MCMC only.")
 @opt("-cache_size", metavar="BYTES", type=int,
      help="Accepted for libFM scripts and ignored: fmcli memory-maps its binary cache (a note says so).")
 def train(task, train_path, test_path, method, dim, iterations, learn_rate, regular, init_stdev, seed,
           out, rlog, save_model, load_model, meta, verbosity, burn_in, keep_samples, log_json, checkpoint,
-          checkpoint_every, threads, quiet, validation_path, early_stop, optimizer, no_cache, cache_size):
+          checkpoint_every, threads, quiet, validation_path, early_stop, optimizer, no_cache, cache_size,
+          relation):
     """Train a factorization machine; optionally predict -test and save the model.
 
     Takes libFM's options in either spelling (-train f or --train f). Prints
@@ -186,7 +189,7 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
     job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, meta,
                    dim_given=dim is not None, log_json=log_json, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, validation=validation_path, early_stop=early_stop,
-                   cache=not no_cache)
+                   cache=not no_cache, relations=split_names(relation))
     console = Console(quiet=quiet, verbosity=verbosity)
     if cache_size is not None:
         console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")
@@ -201,8 +204,11 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
 @opt("-out", default="-", show_default=True, metavar="FILE", help="Where to write predictions; '-' = stdout.")
 @opt("-task", type=click.Choice(["r", "c"], case_sensitive=False),
      help="Check the model's task (needed for libFM models of classification; default r).")
+@opt("-relation", "relation", default="", metavar="NAMES",
+     help="The relations the model was trained with (then required), comma-separated base names; each "
+          "row's relation row comes from R.test.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def predict(model_path, test_path, out, task, quiet):
+def predict(model_path, test_path, out, task, quiet, relation):
     """Score rows with a saved model, streaming in chunks with flat memory use.
 
     Writes one line per input row, in input order: values clipped to the
@@ -218,7 +224,8 @@ def predict(model_path, test_path, out, task, quiet):
     from fmcli.console import Console
     from fmcli.predict import run_predict
 
-    run_predict(model_path, test_path, out, task.lower() if task else None, Console(quiet=quiet))
+    run_predict(model_path, test_path, out, task.lower() if task else None, Console(quiet=quiet),
+                relations=split_names(relation))
 
 
 @cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)

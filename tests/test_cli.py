@@ -113,7 +113,7 @@ def test_warm_start_dim_mismatch(run, movies, tmp_path):
     (["-task", "x", "-train", "X"], "'x' is not one of 'r', 'c'"),
     (["-task", "r", "-train", "X", "--early-stop", "3"], "--early-stop needs -validation"),
     (["-task", "r", "-train", "X", "-method", "als", "--optimizer", "adam"], "applies to -method sgd only"),
-    (["-task", "r", "-train", "X", "-relation", "u"], "-relation is not supported yet"),
+    (["-task", "r", "-train", "X", "-method", "sgd", "-relation", "u"], "relations are not supported with SGD"),
     (["-task", "r", "-train", "X", "-method", "sgda"], "sgda needs -validation"),
     (["-task", "r", "-train", "X", "-bogus", "1"], "No such option"),
     (["-task", "r", "-train", "X", "-out", "o"], "-out needs -test"),
