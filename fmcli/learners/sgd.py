@@ -128,6 +128,29 @@ def _adam(theta, grad, eta, m, v, c1, c2):
 
 
 @njit
+def row_score(indices, data, start, end, bias, w, V, use_w, s):
+    """y(x) of the row whose entries are start..end; its factor sums s_f = sum_j v_jf x_j go into s
+    (SGD's updates use them)."""
+    k = V.shape[1]
+    pred = bias
+    sq = 0.0
+    for f in range(k):
+        s[f] = 0.0
+    for p in range(start, end):
+        j = indices[p]
+        x = data[p]
+        if use_w:
+            pred += w[j] * x
+        for f in range(k):
+            vx = V[j, f] * x
+            s[f] += vx
+            sq += vx * vx
+    for f in range(k):
+        pred += 0.5 * s[f] * s[f]
+    return pred - 0.5 * sq
+
+
+@njit
 def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg,
               mode, a_w0, a_w, a_V, b_w0, b_w, b_V, pw):
     """One pass over the rows in `order`; updates w0[0], w and V and the optimizer's
@@ -140,22 +163,7 @@ def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify
     c1 = c2 = 1.0
     for i in order:
         start, end = indptr[i], indptr[i + 1]
-        pred = w0[0] if use_w0 else 0.0
-        sq = 0.0
-        for f in range(k):
-            s[f] = 0.0
-        for p in range(start, end):
-            j = indices[p]
-            x = data[p]
-            if use_w:
-                pred += w[j] * x
-            for f in range(k):
-                vx = V[j, f] * x
-                s[f] += vx
-                sq += vx * vx
-        for f in range(k):
-            pred += 0.5 * s[f] * s[f]
-        pred -= 0.5 * sq
+        pred = row_score(indices, data, start, end, w0[0] if use_w0 else 0.0, w, V, use_w, s)
         if classify:
             yi = y[i]
             g = -yi * (1.0 - 1.0 / (1.0 + np.exp(-yi * pred)))

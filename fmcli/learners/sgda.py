@@ -17,7 +17,7 @@ import numpy as np
 
 from fmcli.config import njit
 from fmcli.errors import TrainingError, UsageError
-from fmcli.learners.sgd import SGDLearner
+from fmcli.learners.sgd import SGDLearner, row_score
 
 
 class SGDALearner(SGDLearner):
@@ -79,21 +79,7 @@ def _sgda_epoch(indptr, indices, data, y, order, vindptr, vindices, vdata, vy, a
     for i in order:
         # theta-step, storing each parameter's loss-gradient term for the look-ahead
         start, end = indptr[i], indptr[i + 1]
-        pred = w0[0] if use_w0 else 0.0
-        sq = 0.0
-        for f in range(k):
-            s[f] = 0.0
-        for p in range(start, end):
-            j, x = indices[p], data[p]
-            if use_w:
-                pred += w[j] * x
-            for f in range(k):
-                vx = V[j, f] * x
-                s[f] += vx
-                sq += vx * vx
-        for f in range(k):
-            pred += 0.5 * s[f] * s[f]
-        pred -= 0.5 * sq
+        pred = row_score(indices, data, start, end, w0[0] if use_w0 else 0.0, w, V, use_w, s)
         g = _loss_derivative(pred, y[i], classify)
         if use_w0:
             w0[0] -= eta * g
