@@ -285,7 +285,7 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
     from fmcli.convert import ConvertJob, convert_format, run_convert
 
     if to_binary or to_text:
-        delimited = (target, categorical, numeric, drop, meta, mapping, use_mapping, no_target, header)
+        delimited = (target, categorical, numeric, drop, meta, mapping, use_mapping, no_target)
         if to_binary and to_text or any(delimited) or header is not None or sep != "auto":
             raise UsageError("--binary and --to-text convert between libFM text and binary only: "
                              "give one of them, with -in and -out")
@@ -317,10 +317,10 @@ def main(argv=None):
         _error(str(e))
         code = e.exit_code
     except KeyboardInterrupt:
-        _error("interrupted; no output written")
+        _error("interrupted; predictions and model not written")
         code = 130
     except Terminated:
-        _error("terminated; no output written")
+        _error("terminated; predictions and model not written")
         code = 143
     except BrokenPipeError:
         # the reader of our stdout went away (e.g. `| head`): stop quietly

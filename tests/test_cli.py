@@ -362,7 +362,7 @@ def test_sigterm_keeps_last_complete_checkpoint_and_log(movies, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert err.strip().endswith("fmcli: error: terminated; no output written")
+    assert err.strip().endswith("fmcli: error: terminated; predictions and model not written")
     assert files_in(tmp_path) == ["ckpt.fm", "log.tsv"]          # no -out, no temporary file
     header, *rows = rlog.read_text().splitlines()
     assert len(rows) >= 3 and all(len(r.split("\t")) == len(header.split("\t")) for r in rows)
