@@ -377,7 +377,7 @@ def _run_train(job, console):
         train_m, test_m = _iterate(job, learner, train, test, test_labeled, rlog, console, stopper)
     finally:
         console.close()
-    if opts.method == "sgd" and train_m is not None:
+    if opts.method in ("sgd", "sgda") and train_m is not None:  # libFM's closing line for SGD
         key = "rmse" if opts.task == "r" else "accuracy"
         console.info(f"Final\tTrain={train_m[key]:.6g}" + (f"\tTest={test_m[key]:.6g}" if test_m else ""))
     rejected = getattr(learner, "rejected_draws", dict)()
