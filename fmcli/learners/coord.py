@@ -475,6 +475,34 @@ def colour_features(cptr, crow, indptr, indices, cols):
     return colour
 
 
+@njit
+def row_keys(indptr, indices, colour, big, n):
+    """Per row: its (last) feature of colour class `big`, n for none (the row-order key)."""
+    key = np.full(indptr.shape[0] - 1, n, np.int64)
+    for i in range(indptr.shape[0] - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            if colour[indices[p]] == big:
+                key[i] = indices[p]
+    return key
+
+
+def release_pages(*arrays):
+    """Drop the resident pages of memory-mapped (read-only, file-backed) arrays the learner
+    has copied: they would otherwise stay in the peak RSS although never read again; a later
+    read simply faults them back in. Heap arrays are left alone."""
+    import mmap
+
+    for a in arrays:
+        base = a
+        while base is not None and not isinstance(base, mmap.mmap):
+            base = getattr(base, "_mmap", None) if isinstance(base, np.memmap) else getattr(base, "base", None)
+        if isinstance(base, mmap.mmap) and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                base.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass
+
+
 @njit(parallel=True)
 def set_residuals(C, yhat, z):
     """e_i = ŷ_i − t_i into the cache's column 0."""
@@ -688,7 +716,9 @@ class CoordinateLearner(Learner):
 
         self.train = train
         self._y = y[self.perm]
-        self._z = self._y.copy()                # latent targets (probit); = y for regression
+        del y
+        # latent targets: a copy for probit (drawn or set every sweep); regression reads y itself
+        self._z = self._y.copy() if self.task == "c" else self._y
         self.evals = evals
         self._yhat = np.empty(train.n_rows)
         # e (column 0) and q (columns 1..k) of a row side by side: one gather per row
@@ -716,7 +746,8 @@ class CoordinateLearner(Learner):
         0 goes feature by feature, later blocks coordinate by coordinate (all w_j, then all
         v_{j,0}, ...) -- the flat twin of a run with relations (same model to rounding)."""
         indptr, indices, data = train.csr()
-        cptr, crow, _ = transpose(indptr, indices, data, n)
+        cptr, crow, cval = transpose(indptr, indices, data, n)
+        del cval
         counts = np.diff(cptr)
         cols = np.flatnonzero(counts).astype(np.int64)
         cols = cols[np.argsort(-counts[cols], kind="stable")]
@@ -734,12 +765,12 @@ class CoordinateLearner(Learner):
         if len(cols):
             # rows sorted by their feature in the colour class with the most features
             big = np.bincount(colour[cols]).argmax()
-            key = np.full(train.n_rows, n, np.int64)
-            in_big = colour[indices] == big
-            key[np.repeat(np.arange(train.n_rows), np.diff(indptr))[in_big]] = indices[in_big]
+            key = row_keys(indptr, indices, colour, big, n)
             self.perm = np.argsort(key, kind="stable")
+            del key
         del cptr, crow
         self.indptr, self.indices, self.data = permute_rows(indptr, indices, data, self.perm)
+        release_pages(indptr, indices, data)
         self.cptr, self.crow, self.cval = transpose(self.indptr, self.indices, self.data, n)
         # within a class, features by their first row: the gathers walk the rows forwards
         first = np.where(counts > 0, self.crow[np.minimum(self.cptr[:-1], len(self.crow) - 1)], 0)
