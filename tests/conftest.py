@@ -1,9 +1,30 @@
+import io
 import os
+import sys
 
 import numpy as np
 import pytest
 
 TESTDATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata")
+
+
+@pytest.fixture
+def run(capsys):
+    """Run `fmcli ARGS` in-process (stdin: optional bytes); returns (exit code, stdout, stderr)."""
+    from fmcli.cli import main
+
+    def _run(*args, stdin=None):
+        saved = sys.stdin
+        if stdin is not None:
+            sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+        try:
+            with pytest.raises(SystemExit) as e:
+                main([str(a) for a in args])
+        finally:
+            sys.stdin = saved
+        out, err = capsys.readouterr()
+        return e.value.code, out, err
+    return _run
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import pytest
 
 from fmcli.data import SparseData
 from fmcli.errors import TrainingError, UsageError
-from fmcli.learners import coord
 from fmcli.learners.als import ALSLearner, als_lambdas, probit_expected_latent
 from fmcli.learners.base import TrainOptions
 from fmcli.model import FMModel

@@ -7,18 +7,6 @@ import sys
 import numpy as np
 import pytest
 
-from fmcli.cli import main
-
-
-@pytest.fixture
-def run(capsys):
-    """Run `fmcli ARGS` in-process; returns (exit code, stdout, stderr)."""
-    def _run(*args):
-        with pytest.raises(SystemExit) as e:
-            main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return e.value.code, out, err
-    return _run
 
 
 @pytest.fixture

@@ -1,34 +1,14 @@
 """`fmcli convert`: delimited files to libFM text, groups and a reusable id mapping."""
 
 import gzip
-import io
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fmcli.cli import main
-
-
-@pytest.fixture
-def run(capsys):
-    """Run `fmcli ARGS` in-process; returns (exit code, stdout, stderr)."""
-    def _run(*args, stdin=None):
-        saved = sys.stdin
-        if stdin is not None:
-            sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
-        try:
-            with pytest.raises(SystemExit) as e:
-                main([str(a) for a in args])
-        finally:
-            sys.stdin = saved
-        out, err = capsys.readouterr()
-        return e.value.code, out, err
-    return _run
 
 
 def rows_of(text):
@@ -298,14 +278,9 @@ def test_round_trip_through_the_mapping(run, tmp_path, table, cut):
         assert rows_of(line)[0][1] == pairs or (not pairs and line == "0:0")
 
 
-def test_binary_round_trip_train_and_predict(testdata, tmp_path, capsys):
+def test_binary_round_trip_train_and_predict(testdata, tmp_path, run):
     """libFM text -> binary -> text is exact; train and predict on binary files equal text runs."""
     from fmcli.io.libsvm import read_libfm
-
-    def run(*args):
-        with pytest.raises(SystemExit) as e:
-            main([str(a) for a in args])
-        return e.value.code, capsys.readouterr()
 
     tr, te = testdata("movies.train.libfm"), testdata("movies.test.libfm")
     btr, bte, back = tmp_path / "tr.fmbin", tmp_path / "te.fmbin", tmp_path / "back.libfm"
@@ -321,22 +296,17 @@ def test_binary_round_trip_train_and_predict(testdata, tmp_path, capsys):
     assert (tmp_path / "o1").read_text() == (tmp_path / "o2").read_text() == (tmp_path / "o3").read_text()
 
 
-def test_binary_errors(testdata, tmp_path, capsys):
-    def run(*args):
-        with pytest.raises(SystemExit) as e:
-            main([str(a) for a in args])
-        return e.value.code, capsys.readouterr().err
-
+def test_binary_errors(testdata, tmp_path, run):
     tr = testdata("movies.train.libfm")
-    code, err = run("convert", "--binary", "--to-text", "-in", tr, "-out", tmp_path / "x")
+    code, _, err = run("convert", "--binary", "--to-text", "-in", tr, "-out", tmp_path / "x")
     assert code == 2 and "give one of them" in err
-    code, err = run("convert", "--binary", "-in", tr, "-out", "-")
+    code, _, err = run("convert", "--binary", "-in", tr, "-out", "-")
     assert code == 2 and "not written to stdout" in err
     good = tmp_path / "tr.fmbin"
     run("convert", "--binary", "-in", tr, "-out", good)
     broken = tmp_path / "broken.fmbin"
     broken.write_bytes(good.read_bytes()[:200])
-    code, err = run("train", "-task", "r", "-train", broken, "-method", "sgd", "-iter", "1")
+    code, _, err = run("train", "-task", "r", "-train", broken, "-method", "sgd", "-iter", "1")
     assert code == 2 and "corrupt binary data file" in err
-    code, err = run("train", "-task", "c", "-train", good, "-method", "sgd", "-iter", "1")
+    code, _, err = run("train", "-task", "c", "-train", good, "-method", "sgd", "-iter", "1")
     assert code == 2 and str(good) in err   # ratings 1-5 are not classes

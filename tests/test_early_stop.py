@@ -3,17 +3,6 @@
 import numpy as np
 import pytest
 
-from fmcli.cli import main
-
-
-@pytest.fixture
-def run(capsys):
-    def _run(*args):
-        with pytest.raises(SystemExit) as e:
-            main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return e.value.code, out, err
-    return _run
 
 
 @pytest.fixture

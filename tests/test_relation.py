@@ -331,26 +331,19 @@ def test_relation_rows_must_match_the_main_rows(tmp_path, files):
     assert os.path.exists(tmp_path / "hist.x")
 
 
-def test_relation_from_the_command_line(tmp_path, files, capsys):
+def test_relation_from_the_command_line(tmp_path, files, run):
     """Both spellings of -relation reach the learner and the predictor."""
-    from fmcli.cli import main
-
-    def run(*args):
-        with pytest.raises(SystemExit) as e:
-            main([str(a) for a in args])
-        return e.value.code, capsys.readouterr().err
-
     names = f"{tmp_path / 'hist'},{tmp_path / 'genre'}"
     common = ["-task", "r", "-train", tmp_path / "train.libfm", "-test", tmp_path / "test.libfm", "-method", "als",
               "-dim", "1,1,4", "-iter", "3", "-regular", "0,2,2", "--no-cache"]
-    code, err = run("train", *common, "-relation", names, "-out", tmp_path / "a", "-save_model", tmp_path / "m.fm")
+    code, _, err = run("train", *common, "-relation", names, "-out", tmp_path / "a", "-save_model", tmp_path / "m.fm")
     assert code == 0, err
-    code, err = run("train", *common, "--relation", names, "-out", tmp_path / "b")
+    code, _, err = run("train", *common, "--relation", names, "-out", tmp_path / "b")
     assert code == 0, err
     assert (tmp_path / "a").read_text() == (tmp_path / "b").read_text()
-    code, err = run("predict", "-model", tmp_path / "m.fm", "-test", tmp_path / "test.libfm", "-relation", names,
+    code, _, err = run("predict", "-model", tmp_path / "m.fm", "-test", tmp_path / "test.libfm", "-relation", names,
                     "-out", tmp_path / "c")
     assert code == 0, err
     np.testing.assert_allclose(np.loadtxt(tmp_path / "a"), np.loadtxt(tmp_path / "c"), atol=2e-5)
-    code, err = run("predict", "-model", tmp_path / "m.fm", "-test", tmp_path / "test.libfm", "-out", tmp_path / "d")
+    code, _, err = run("predict", "-model", tmp_path / "m.fm", "-test", tmp_path / "test.libfm", "-out", tmp_path / "d")
     assert code == 2 and "give them with -relation" in err and not (tmp_path / "d").exists()
