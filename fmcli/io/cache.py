@@ -179,7 +179,10 @@ def load_dataset(path, *, cache=True, targets="required", classes=False, max_fea
         if os.access(os.path.dirname(os.path.abspath(cpath)), os.W_OK):
             try:
                 write_cache(d, cpath, text)
-            except OSError:
+                # the same arrays, file-backed: a learner that copies the rows can then drop
+                # their pages (coord.release_pages) instead of keeping a second heap copy
+                d = read_cache(cpath, text, source=os.fspath(path))
+            except (OSError, CacheMiss):
                 pass    # a cache is an optimisation; a full disk must not fail the run
         d = _fits(d, targets, classes, max_feature_id)
     return d if d is not None else read_libfm(path, **kw)
