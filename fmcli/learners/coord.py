@@ -247,14 +247,16 @@ def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
 
 @njit(parallel=True)
 def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, pass_coord, groups, C, w0a, w, V, use_w0,
-          use_w, alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, local, lx, B, Z, rej):
+          use_w, alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, local, lx, B, B_off, Z, rej):
     """One sweep: w0, then the passes in turn. A pass is a colour class with either all
     coordinates of each feature (pass_coord −1: w_j, v_{j,0..k−1}) or one (pass_coord c).
     The features of one class never share a row, so they touch disjoint rows of C and are
     updated in parallel: pass c is cut into n_lanes lanes of about equal work, lane l =
     order[lane_ptr[c*n_lanes + l] : ... + 1], one lane per thread. With each feature's draws
-    from its own stream, the result is the same for any number of lanes and threads. lx, B, Z,
-    rej: one slice per thread (scratch buffers, normals, rejection counts)."""
+    from its own stream, the result is the same for any number of lanes and threads. lx, Z,
+    rej: one slice per thread (scratch buffer, normals, rejection counts); B: one (k+1, cap_l)
+    gather buffer per lane l, B[B_off[l]:B_off[l+1]], sized by the longest column lane l ever
+    gets (CoordinateLearner._lane_buffers), so only one lane pays for the longest column."""
     k = V.shape[1]
     if use_w0:
         z0 = 0.0
@@ -267,6 +269,8 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, pass_coord, groups, C, w0a
         c0, c1 = (0, k + 1) if pass_coord[c] < 0 else (pass_coord[c], pass_coord[c] + 1)
         for lane in prange(n_lanes):
             tid = numba.get_thread_id()
+            cap = (B_off[lane + 1] - B_off[lane]) // (k + 1)
+            Bl = B[B_off[lane]:B_off[lane + 1]].reshape((k + 1, cap))
             for t in range(lane_ptr[c * n_lanes + lane], lane_ptr[c * n_lanes + lane + 1]):
                 j = order[t]
                 g = groups[j]
@@ -274,7 +278,7 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, pass_coord, groups, C, w0a
                     stream_normals(seed, j, Z[tid])
                 if local:
                     _column_local(j, cptr, crow, cval, C, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                  mu_v[g], alpha, use_w, Z[tid], rej[tid], c0, c1, lx[tid], B[tid])
+                                  mu_v[g], alpha, use_w, Z[tid], rej[tid], c0, c1, lx[tid], Bl)
                 else:
                     _column_plain(j, cptr, crow, cval, C, w, V, lam_w[g], mu_w[g], lam_v[g],
                                   mu_v[g], alpha, use_w, Z[tid], rej[tid], c0, c1)
@@ -877,17 +881,19 @@ class CoordinateLearner(Learner):
         threads = numba.get_num_threads() if nnz >= PARALLEL_MIN_NNZ else 1
         if self._scratch is None or self._scratch[0].shape[0] != threads:
             L = 0 if self.has_duplicates else self.longest
+            lane_ptr = lanes(self.pass_order, self.pass_ptr, self.work, threads)
             self._scratch = (np.empty((threads, L), CACHE_DTYPE),
-                             np.empty((threads, self.k + 1, L), CACHE_DTYPE),
+                             self._lane_buffers(self.pass_order, lane_ptr, threads),
                              np.zeros((threads, self.k + 1)),
                              np.zeros((threads, len(REJ_NAMES)), np.int64),
-                             lanes(self.pass_order, self.pass_ptr, self.work, threads),
+                             lane_ptr,
                              [lanes(rs.order, rs.class_ptr, rs.work, threads) for rs in self.rel])
-        lx, B, Z, rej, lane_ptr, rel_lanes = self._scratch
+        lx, (B, B_off), Z, rej, lane_ptr, rel_lanes = self._scratch
         if order is None:
             order, coords = self.pass_order, self.pass_coord
         else:
             lane_ptr = lanes(order, class_ptr, self.work, threads)
+            B, B_off = self._lane_buffers(order, lane_ptr, threads, reuse=B)
             coords = np.full(len(class_ptr) - 1, -1, np.int64) if coords is None else coords
         rej[:] = 0
         m = self.model
@@ -897,7 +903,7 @@ class CoordinateLearner(Learner):
             sweep(self.cptr, self.crow, self.cval, order, lane_ptr, threads, coords, self.groups,
                   self.C, self.w0a, m.w, m.V, self.use_w0, self.use_w,
                   self.alpha, self.lam0, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
-                  self.sample, seed, not self.has_duplicates, lx, B, Z, rej)
+                  self.sample, seed, not self.has_duplicates, lx, B, B_off, Z, rej)
             for rs, rl in zip(self.rel, rel_lanes):
                 # the relation rows' factor sums as they are now (rows no train row links to
                 # are computed too, and ignored)
@@ -910,6 +916,24 @@ class CoordinateLearner(Learner):
             numba.set_num_threads(before)
         self.rejected += rej.sum(axis=0)
         m.w0 = float(self.w0a[0])
+
+    def _lane_buffers(self, order, lane_ptr, n_lanes, reuse=None):
+        """The sweep's gather buffers, one per lane (flat, B[B_off[l]:B_off[l+1]] is lane l's
+        (k+1, cap_l)), each sized by the longest column the lane gets in any pass: the
+        longest column (e.g. a numeric feature in half the rows) is paid for once, not once
+        per thread (with per-thread buffers, whichever thread ran that lane touched all of its
+        own). Size 0 with duplicated entries (the plain kernel needs no buffer)."""
+        caps = np.zeros(n_lanes, np.int64)
+        if not self.has_duplicates:
+            length = np.diff(self.cptr)[order]
+            for t in range(len(lane_ptr) - 1):
+                a, b = lane_ptr[t], lane_ptr[t + 1]
+                if b > a:
+                    caps[t % n_lanes] = max(caps[t % n_lanes], int(length[a:b].max()))
+        B_off = np.concatenate([[0], np.cumsum(caps * (self.k + 1))]).astype(np.int64)
+        if reuse is not None and len(reuse) >= B_off[-1]:
+            return reuse[:B_off[-1]], B_off
+        return np.empty(B_off[-1], CACHE_DTYPE), B_off
 
     def _refresh_train(self):
         """ŷ and q of all train rows from scratch, row by row from the CSR (resets the caches
