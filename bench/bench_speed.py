@@ -4,6 +4,8 @@ the same run: one markdown table.
 
 usage: python3 bench/bench_speed.py [PREFIX] [--dims 8,64] [--iters N] [--skip-cli] [--out FILE]
 
+(The 10M-row set, through the CLI beside libFM's 10M figures: bench/bench_big.py.)
+
 PREFIX (default /tmp/fmcli-bench/s1m): PREFIX.{train,test}.libfm, generated with
 ../shared/bench/synth.py (1M rows, --seed 1) when missing.
 
