@@ -55,7 +55,10 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from fmcli.config import njit
 from fmcli.data import block_groups, permute_rows, transpose
@@ -74,6 +77,52 @@ REJ_NAMES = ("alpha", "w0", "w", "v", "w_mu", "w_lambda", "v_mu", "v_lambda")
 
 PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets are swept on one thread (same result)
 CACHE_DTYPE = np.float32   # e and q: half the memory traffic of float64; reset exactly every sweep
+
+
+PREFETCH_AHEAD = 16   # rows of C requested ahead of the column kernels' gathers and scatters
+
+
+def _prefetch_intrinsic(rw):
+    @intrinsic
+    def prefetch(typingctx, arr, i, c):
+        """Ask the CPU to bring the cache line of arr[i, c] (a 2-D array) into the cache
+        (llvm.prefetch: a hint, no effect on any value)."""
+        def codegen(context, builder, sig, args):
+            aryty = sig.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            idx = [context.cast(builder, args[1], sig.args[1], types.intp),
+                   context.cast(builder, args[2], sig.args[2], types.intp)]
+            ptr = cgutils.get_item_pointer2(context, builder, ary.data,
+                                            cgutils.unpack_tuple(builder, ary.shape),
+                                            cgutils.unpack_tuple(builder, ary.strides), aryty.layout,
+                                            idx)
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [ir.PointerType(), i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            builder.call(fn, [builder.bitcast(ptr, ir.PointerType()), i32(rw), i32(3), i32(1)])
+            return context.get_dummy_value()
+        return types.void(arr, i, c), codegen
+    return prefetch
+
+
+_prefetch_read = _prefetch_intrinsic(0)
+_prefetch_write = _prefetch_intrinsic(1)
+
+
+@njit
+def _prefetch_row(C, i, write):
+    """The first cache line of row i of C, and at small k its last one (a row of k + 1 = 9
+    float32 spans two lines half the time). At large k the hardware streams the rest:
+    prefetching the last or every line of a k = 64 row was slower (bench/notes.md)."""
+    last = C.shape[1] - 1
+    if write:
+        _prefetch_write(C, i, 0)
+        if last < 16:
+            _prefetch_write(C, i, last)
+    else:
+        _prefetch_read(C, i, 0)
+        if last < 16:
+            _prefetch_read(C, i, last)
 
 
 @njit
@@ -191,19 +240,27 @@ def _column_plain(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
 
 @njit
 def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
-                  c0, c1, lx, B):
+                  c0, c1, lx, B, jn):
     """`_column_plain` for columns without duplicated rows: the rows' caches are gathered into
     the contiguous buffers B (k+1, m) and lx (m,), updated there, and scattered back: two
-    random passes over C per column instead of 2(k+1). Same arithmetic. (Fusing each update
+    random passes over C per column instead of 2(k+1); both prefetch the row PREFETCH_AHEAD
+    entries ahead, and the first rows of the lane's next column jn (-1: none) are prefetched
+    before the arithmetic (hints only: the same bits). Same arithmetic. (Fusing each update
     pass with the next coordinate's statistics pass was tried: slower, see bench/notes.md.)"""
     k = V.shape[1]
     p0 = cptr[j]
     m = cptr[j + 1] - p0
+    last = p0 + m - 1
     for t in range(m):
         i = crow[p0 + t]
+        _prefetch_row(C, crow[min(p0 + t + PREFETCH_AHEAD, last)], False)
         lx[t] = cval[p0 + t]
         for c in range(k + 1):
             B[c, t] = C[i, c]
+    if jn >= 0:
+        # the next column's first rows arrive while this one is computed
+        for p in range(cptr[jn], min(cptr[jn] + PREFETCH_AHEAD, cptr[jn + 1])):
+            _prefetch_row(C, crow[p], False)
     if use_w and c0 == 0:
         old = w[j]
         s1 = 0.0
@@ -241,6 +298,7 @@ def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
             rej[REJ_V] += 1
     for t in range(m):
         i = crow[p0 + t]
+        _prefetch_row(C, crow[min(p0 + t + PREFETCH_AHEAD, last)], True)
         for c in range(k + 1):
             C[i, c] = B[c, t]
 
@@ -271,17 +329,20 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, pass_coord, groups, C, w0a
             tid = numba.get_thread_id()
             cap = (B_off[lane + 1] - B_off[lane]) // (k + 1)
             Bl = B[B_off[lane]:B_off[lane + 1]].reshape((k + 1, cap))
-            for t in range(lane_ptr[c * n_lanes + lane], lane_ptr[c * n_lanes + lane + 1]):
+            t1 = lane_ptr[c * n_lanes + lane + 1]
+            for t in range(lane_ptr[c * n_lanes + lane], t1):
                 j = order[t]
                 g = groups[j]
+                Zt = Z[tid, :k + 1]
                 if sample:
-                    stream_normals(seed, j, Z[tid])
+                    stream_normals(seed, j, Zt)
                 if local:
                     _column_local(j, cptr, crow, cval, C, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                  mu_v[g], alpha, use_w, Z[tid], rej[tid], c0, c1, lx[tid], Bl)
+                                  mu_v[g], alpha, use_w, Zt, rej[tid], c0, c1, lx[tid], Bl,
+                                  order[t + 1] if t + 1 < t1 else -1)
                 else:
                     _column_plain(j, cptr, crow, cval, C, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                  mu_v[g], alpha, use_w, Z[tid], rej[tid], c0, c1)
+                                  mu_v[g], alpha, use_w, Zt, rej[tid], c0, c1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -884,7 +945,9 @@ class CoordinateLearner(Learner):
             lane_ptr = lanes(self.pass_order, self.pass_ptr, self.work, threads)
             self._scratch = (np.empty((threads, L), CACHE_DTYPE),
                              self._lane_buffers(self.pass_order, lane_ptr, threads),
-                             np.zeros((threads, self.k + 1)),
+                             # normals: each thread's row padded to its own cache lines
+                             # (the threads write them for every feature)
+                             np.zeros((threads, (self.k + 1 + 7) // 8 * 8 + 8)),
                              np.zeros((threads, len(REJ_NAMES)), np.int64),
                              lane_ptr,
                              [lanes(rs.order, rs.class_ptr, rs.work, threads) for rs in self.rel])
@@ -911,7 +974,7 @@ class CoordinateLearner(Learner):
                 sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, threads, rs.offset,
                                rs.link_ptr, rs.link_rows, self.groups, self.C, Q, rs.St, m.w, m.V,
                                self.use_w, self.alpha, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
-                               self.sample, seed, Z, rej)
+                               self.sample, seed, Z[:, :self.k + 1], rej)
         finally:
             numba.set_num_threads(before)
         self.rejected += rej.sum(axis=0)
