@@ -24,7 +24,6 @@ small hypothesis budget.
 import argparse
 import collections
 import gzip
-import io
 import os
 import random
 import shutil
@@ -33,8 +32,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from fmcli.cli import main  # noqa: E402
+from cli_contract import run_cli, violation  # noqa: E402  (tests/cli_contract.py)
 
 TOKENS = [b":", b" ", b"\t", b"\n", b"\r", b"\r\n", b"#", b"-", b"+", b"e", b"E", b".", b"nan", b"inf",
           b"-inf", b"1e999", b"1e-999", b"99999999999", b"2147483647", b"-1:1", b"\xff", b"\xc3",
@@ -73,50 +73,6 @@ def random_bytes(rng):
     if rng.random() < 0.5:
         return bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
     return b"".join(rng.choice(TOKENS + [b"1", b"3:1", b"5", b"u1", b"\n"]) for _ in range(rng.randint(0, 60)))
-
-
-def run_cli(args, stdin=None):
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr, sys.stdin
-    sys.stdout, sys.stderr = out, err
-    if stdin is not None:
-        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
-    code = None
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.stdout, sys.stderr, sys.stdin = saved
-    return code, out.getvalue(), err.getvalue()
-
-
-def violation(code, stdout, err, outputs, folder):
-    """None if the contract holds, else what broke."""
-    if "Traceback" in err or "internal error" in err:
-        return "traceback / internal error"
-    if code == 1 and not ("diverged" in err or "NaN or inf" in err):
-        # exit 1 is right only for a run that fails on valid input: a warm start from a
-        # (libFM, unchecked) model with huge values may diverge
-        return f"exit code 1: {err.strip()[:100]}"
-    if code not in (0, 1, 2):
-        return f"exit code {code}"
-    temps = [f for f in os.listdir(folder) if f.endswith(".tmp")]
-    if temps:
-        return f"temporary files left: {temps}"
-    if code in (1, 2):
-        if err.count("\n") != 1 or not err.startswith("fmcli: error: "):
-            return "error is not one 'fmcli: error:' line"
-        if stdout:
-            return "stdout not empty after an error"
-        left = [p for p in outputs if os.path.exists(p)]
-        if left:
-            return f"outputs written after an error: {left}"
-    elif code == 0:
-        missing = [p for p in outputs if not os.path.exists(p)]
-        if missing:
-            return f"outputs missing after success: {missing}"
-    return None
 
 
 def make_seeds(folder):
