@@ -8,27 +8,46 @@ libFM's `Test(ll)` is a base-10 variant clipped to [0.01, 0.99] (see `libfm_ll`)
 import numpy as np
 
 
+CHUNK = 1 << 16   # rows per numpy step: temporaries stay small whatever the data size
+
+
+def _mean(term, pred, y):
+    """Mean of term(pred, y) over all rows, computed chunk by chunk (a 10M-row train set would
+    otherwise allocate several 80 MB temporaries per metric)."""
+    n = len(y)
+    if n == 0:
+        return float("nan")
+    total = 0.0
+    for a in range(0, n, CHUNK):
+        total += float(np.sum(term(np.asarray(pred[a:a + CHUNK], np.float64), y[a:a + CHUNK])))
+    return total / n
+
+
 def rmse(pred, y):
-    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - y) ** 2)))
+    return float(np.sqrt(_mean(lambda p, t: (p - t) ** 2, pred, y)))
 
 
 def mae(pred, y):
-    return float(np.mean(np.abs(np.asarray(pred, np.float64) - y)))
+    return _mean(lambda p, t: np.abs(p - t), pred, y)
 
 
 def accuracy(prob, y):
-    return float(np.mean((prob >= 0.5) == (y > 0)))
+    return _mean(lambda p, t: (p >= 0.5) == (t > 0), prob, y)
 
 
 def log_loss(prob, y):
-    p = np.clip(np.asarray(prob, np.float64), 1e-15, 1 - 1e-15)
-    return float(-np.mean(np.where(y > 0, np.log(p), np.log1p(-p))))
+    def term(p, t):
+        p = np.clip(p, 1e-15, 1 - 1e-15)
+        return -np.where(t > 0, np.log(p), np.log1p(-p))
+    return _mean(term, prob, y)
 
 
 def libfm_ll(prob, y):
     """libFM's Test(ll): mean negative log10 likelihood, p clipped to [0.01, 0.99]."""
-    p = np.clip(np.asarray(prob, np.float64), 0.01, 0.99)
-    return float(-np.mean(np.where(y > 0, np.log10(p), np.log10(1 - p))))
+    def term(p, t):
+        p = np.clip(p, 0.01, 0.99)
+        return -np.where(t > 0, np.log10(p), np.log10(1 - p))
+    return _mean(term, prob, y)
 
 
 def auc(score, y):

@@ -79,37 +79,30 @@ class FMModel:
         """Predictions as written by `-out`: clipped values (regression) or probabilities;
         for a model with samples, the mean of the per-sample predictions."""
         if self.samples is None:
-            return apply_link(self.predict_raw(indptr, indices, data, relations=relations),
-                              self.link, self.y_min, self.y_max)
+            raw = self.predict_raw(indptr, indices, data, relations=relations)
+            return apply_link(raw, self.link, self.y_min, self.y_max, out=raw)
         w0s, ws, Vs = self.samples
         total = np.zeros(len(indptr) - 1)
         for s in range(len(w0s)):
             raw = self.predict_raw(indptr, indices, data, (w0s[s], ws[s], Vs[s]), relations)
-            total += apply_link(raw, self.link, self.y_min, self.y_max)
+            total += apply_link(raw, self.link, self.y_min, self.y_max, out=raw)
         return apply_link(total / len(w0s), self.link, self.y_min, self.y_max) if self.link == "identity" \
             else total / len(w0s)
 
 
-def apply_link(raw, link, y_min, y_max):
+def apply_link(raw, link, y_min, y_max, out=None):
+    """The link applied to raw scores (out=raw: in place, no second array of the rows' size)."""
     if link == "identity":
-        return np.clip(raw, y_min, y_max)
+        return np.clip(raw, y_min, y_max, out=out)
     if link == "logistic":
-        return _sigmoid(raw)
+        from scipy.special import expit
+
+        return expit(raw, out=out)
     if link == "probit":
-        return _normal_cdf(raw)
+        from scipy.special import ndtr
+
+        return ndtr(raw, out=out)
     raise ValueError(f"unknown link {link!r}")
-
-
-def _sigmoid(x):
-    from scipy.special import expit
-
-    return expit(x)
-
-
-def _normal_cdf(x):
-    from scipy.special import ndtr
-
-    return ndtr(x)
 
 
 def relation_map(relations, n_rows):

@@ -305,11 +305,12 @@ def _iterate(job, learner, train, test, test_labeled, rlog, console, stopper):
         t0 = time.perf_counter()
         learner.step(it)
         t_learn = time.perf_counter() - t0
-        train_pred = learner.train_predictions()
+        train_pred, train_y = learner.train_scores()
         test_pred = learner.eval_predictions("test") if test is not None else None
         if not np.isfinite(train_pred).all() or (test_pred is not None and not np.isfinite(test_pred).all()):
             raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
-        train_m = _metrics(opts.task, train_pred, train.y)
+        train_m = _metrics(opts.task, train_pred, train_y)
+        del train_pred
         test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
         val_m, stop = stopper.update(it, learner) if stopper else (None, False)
         line = iteration_line(it, opts.task, train_m, test_m)
@@ -352,6 +353,8 @@ def _run_train(job, console):
         raise UsageError(f"relations are not supported with {opts.method.upper()} "
                          "(use -method als or mcmc, or write the relation's features into the rows)")
     cls = learner_class(opts.method)
+    # MCMC's samples are kept only for a model that will be written (they cost 4 n (k+1) bytes each)
+    opts.save_samples = bool(job.save_model or job.checkpoint or job.early_stop)
     train, evals = load_data(job, opts.dim[2], console)
     if job.meta:
         from fmcli.io.meta import read_meta

@@ -43,6 +43,13 @@ def test_links_and_sample_average(rng):
     raw = rng.normal(0, 3, 5)
     assert np.allclose(apply_link(raw, "identity", -1, 1), np.clip(raw, -1, 1))
     assert np.allclose(apply_link(raw, "logistic", 0, 0), 1 / (1 + np.exp(-raw)))
+    from scipy.special import ndtr
+
+    for link, want in (("identity", np.clip(raw, -1, 1)), ("logistic", 1 / (1 + np.exp(-raw))),
+                       ("probit", ndtr(raw))):
+        buf = raw.copy()
+        assert apply_link(buf, link, -1, 1, out=buf) is buf      # in place: no second array
+        assert np.allclose(buf, want)
     samples = (rng.normal(0, 1, 3), rng.normal(0, 1, (3, n)), rng.normal(0, 1, (3, n, 2)))
     model = FMModel(0.0, samples[1][-1], samples[2][-1], link="identity", y_min=-2, y_max=2, samples=samples)
     per_sample = [np.clip(model.predict_raw(indptr, indices, data, (samples[0][s], samples[1][s], samples[2][s])),

@@ -22,6 +22,7 @@ class TrainOptions:
     groups: np.ndarray = None           # feature -> group (from -meta), or None for one group
     burn_in: int = 0                    # MCMC: samples not averaged
     keep_samples: int = 1               # MCMC: keep every n-th averaged sample in the saved model
+    save_samples: bool = True           # MCMC: keep those samples at all (off: nothing will be saved)
     threads: int = 0                    # compiled kernels' threads (0: all cores)
     optimizer: str = "sgd"              # SGD step rule: sgd | adagrad | adam
     extra: dict = field(default_factory=dict)
@@ -52,6 +53,12 @@ class Learner:
     def train_predictions(self):
         """Link-applied predictions of the train rows for the current parameters."""
         raise NotImplementedError
+
+    def train_scores(self):
+        """(predictions, targets) of the train rows in any matching order, for the train
+        metrics: learners that keep their rows reordered return them in their own order, which
+        spares a copy of the train set's predictions in the user's order."""
+        return self.train_predictions(), self.train.y
 
     def eval_predictions(self, name):
         """Link-applied predictions of evals[name] as `-out` would write them now
