@@ -128,6 +128,34 @@ def test_final_model_predicts_like_training(task):
     np.testing.assert_allclose(fm5.samples[2][-1], lrn5.model.V, atol=1e-6)
 
 
+def test_no_samples_kept_when_nothing_will_be_saved():
+    """save_samples off (the CLI's choice without -save_model/--checkpoint/--early-stop): the
+    same predictions and state, no snapshots held (they cost 4 n (k+1) bytes each)."""
+    train, test, _ = planted(6, n_train=500, n_test=200)
+    kept = run(make(train, {"test": test}), 8)
+    lean = run(make(train, {"test": test}, save_samples=False), 8)
+    assert len(kept.kept) == 8 and lean.kept == []
+    np.testing.assert_array_equal(lean.eval_predictions("test"), kept.eval_predictions("test"))
+    fm = lean.final_model()
+    assert fm.samples is None
+    np.testing.assert_array_equal(fm.V, kept.model.V)
+
+
+def test_cli_keeps_samples_only_for_a_saved_model(monkeypatch, testdata, tmp_path, run):
+    seen = {}
+    original = MCMCLearner.final_model
+
+    def spy(self):
+        seen["kept"] = len(self.kept)
+        return original(self)
+
+    monkeypatch.setattr(MCMCLearner, "final_model", spy)
+    args = ("train", "-task", "r", "-train", testdata("movies.train.libfm"), "-test",
+            testdata("movies.test.libfm"), "-method", "mcmc", "-iter", "4", "--quiet", "--no-cache")
+    assert run(*args, "-out", str(tmp_path / "p"))[0] == 0 and seen["kept"] == 0
+    assert run(*args, "-save_model", str(tmp_path / "m.fm"))[0] == 0 and seen["kept"] == 4
+
+
 def test_burn_in_excludes_first_samples():
     train, test, _ = planted(6, n_train=300, n_test=100)
     lrn = make(train, {"test": test}, burn_in=3)

@@ -25,7 +25,8 @@ averaged sample (the keep_samples-th, 2·keep_samples-th, ... one; if fewer than
 were averaged, the last one), w and V stored as float32: about 4·n·(k+1) bytes per sample
 (ml-100k, k = 8, 200 samples: 19 MB; 1M synthetic set, 121k features: 4.4 MB per sample).
 With keep_samples = 1, final_model().predict(...) equals eval_predictions(...) up to the
-float32 rounding of the parameters (~1e-6).
+float32 rounding of the parameters (~1e-6). With opts.save_samples off (the CLI's choice when
+no model file will be written) no sample is kept and final_model() is the last state alone.
 
 Differences from libFM, on purpose:
 - Features without train entries stay at w = 0, V = 0 (libFM draws them from the group prior
@@ -75,6 +76,8 @@ class MCMCLearner(CoordinateLearner):
         for name, raw in self.eval_raw.items():
             self.sums[name] += self._link(raw)
         self.n_avg += 1
+        if not self.opts.save_samples:
+            return      # nothing will be saved: no snapshots (-out uses the running sums)
         self.last_sample = self._snapshot()
         if self.n_avg % self.keep == 0:
             self.kept.append(self.last_sample)
@@ -93,7 +96,7 @@ class MCMCLearner(CoordinateLearner):
         m = self.model
         out = FMModel(float(self.w0a[0]), m.w.copy(), m.V.copy(), m.use_w0, m.use_w, m.task,
                       m.link, m.y_min, m.y_max, dict(m.meta))
-        kept = self.kept or ([self.last_sample] if self.n_avg else [])
+        kept = self.kept or ([self.last_sample] if self.n_avg and self.opts.save_samples else [])
         if kept:
             out.samples = (np.array([s[0] for s in kept]), np.stack([s[1] for s in kept]),
                            np.stack([s[2] for s in kept]))
