@@ -61,13 +61,51 @@ def transpose(indptr, indices, data, n_cols):
     return cptr, crow, cval
 
 
+def permute_rows(indptr, indices, data, perm, release_source=False):
+    """The CSR rows perm[0], perm[1], ... as a new CSR matrix. release_source: the source is
+    memory-mapped and will not be read again: it is read in file order, chunk by chunk, each
+    chunk's pages dropped once copied (fmcli.io.cache.release_pages), so the copy and the
+    whole source are never resident together."""
+    out_ptr = _permuted_ptr(indptr, perm)
+    if not release_source:
+        return (out_ptr,) + _gather_rows(indptr, indices, data, perm, out_ptr)
+    from fmcli.io.cache import release_pages
+
+    release_pages(indptr)
+    dest = _inverse(perm, np.int32 if len(perm) < 2**31 else np.int64)
+    out_ind = np.empty(out_ptr[-1], indices.dtype)
+    out_val = np.empty(out_ptr[-1], data.dtype)
+    step = max(1, len(perm) * (1 << 22) // max(1, len(indices)))   # about 4M entries per chunk
+    for a in range(0, len(perm), step):
+        b = min(a + step, len(perm))
+        _scatter_rows(indptr, indices, data, dest, out_ptr, out_ind, out_val, a, b)
+        release_pages(indices, indptr[a], indptr[b])
+        release_pages(data, indptr[a], indptr[b])
+        release_pages(indptr, a, b)
+    return out_ptr, out_ind, out_val
+
+
 @njit
-def permute_rows(indptr, indices, data, perm):
-    """The CSR rows perm[0], perm[1], ... as a new CSR matrix."""
+def _permuted_ptr(indptr, perm):
     n = perm.shape[0]
     out_ptr = np.zeros(n + 1, np.int64)
     for r in range(n):
         out_ptr[r + 1] = out_ptr[r] + indptr[perm[r] + 1] - indptr[perm[r]]
+    return out_ptr
+
+
+@njit
+def _inverse(perm, dtype):
+    """dest with dest[perm[r]] = r (no n-sized temporary besides the result)."""
+    dest = np.empty(perm.shape[0], dtype)
+    for r in range(perm.shape[0]):
+        dest[perm[r]] = r
+    return dest
+
+
+@njit
+def _gather_rows(indptr, indices, data, perm, out_ptr):
+    n = perm.shape[0]
     out_ind = np.empty(out_ptr[n], indices.dtype)
     out_val = np.empty(out_ptr[n], data.dtype)
     for r in range(n):
@@ -75,7 +113,18 @@ def permute_rows(indptr, indices, data, perm):
         for t in range(out_ptr[r + 1] - out_ptr[r]):
             out_ind[out_ptr[r] + t] = indices[src + t]
             out_val[out_ptr[r] + t] = data[src + t]
-    return out_ptr, out_ind, out_val
+    return out_ind, out_val
+
+
+@njit
+def _scatter_rows(indptr, indices, data, dest, out_ptr, out_ind, out_val, a, b):
+    """Source rows a..b-1 into their places dest[i] of the permuted matrix."""
+    for i in range(a, b):
+        t = out_ptr[dest[i]]
+        for p in range(indptr[i], indptr[i + 1]):
+            out_ind[t] = indices[p]
+            out_val[t] = data[p]
+            t += 1
 
 
 @dataclass

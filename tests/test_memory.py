@@ -28,3 +28,39 @@ def test_row_keys_matches_numpy():
     in_big = colour[indices] == 2
     key[np.repeat(np.arange(n_rows), lens)[in_big]] = indices[in_big]
     np.testing.assert_array_equal(row_keys(indptr, indices, colour, 2, n), key)
+
+
+def test_release_page_range_keeps_memmap_readable(tmp_path):
+    from fmcli.io.cache import release_pages as release_range
+
+    a = np.arange(300_000, dtype=np.float64)
+    a.tofile(tmp_path / "a.bin")
+    m = np.memmap(tmp_path / "a.bin", np.float64, "r", 8 * 1000, (len(a) - 1000,))   # not page-aligned
+    assert m.sum() == a[1000:].sum()
+    for lo, hi in ((0, 10), (5, 200_000), (123_457, len(m)), (7, 7)):
+        release_range(m, lo, hi)
+        release_range(m[3:], lo // 2, hi // 2)
+    release_range(np.ones(10), 0, 5)                      # heap memory: nothing to do
+    np.testing.assert_array_equal(m, a[1000:])
+
+
+def test_permute_rows_from_a_released_memmap_equals_in_memory(tmp_path):
+    from fmcli.data import permute_rows
+
+    rng = np.random.default_rng(1)
+    lens = rng.integers(0, 9, 50_000)
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    indices = rng.integers(0, 1000, indptr[-1]).astype(np.int32)
+    data = rng.normal(size=indptr[-1]).astype(np.float32)
+    maps = []
+    for name, a in (("p", indptr), ("i", indices), ("d", data)):
+        a.tofile(tmp_path / name)
+        maps.append(np.memmap(tmp_path / name, a.dtype, "r", 0, a.shape))
+    perm = rng.permutation(len(lens))
+    want = permute_rows(indptr, indices, data, perm)
+    got = permute_rows(*maps, perm, release_source=True)
+    for w, g in zip(want, got):
+        assert w.dtype == g.dtype
+        np.testing.assert_array_equal(w, g)
+    assert want[0][-1] == indptr[-1]
+    np.testing.assert_array_equal(want[1][want[0][1]:want[0][2]], indices[indptr[perm[1]]:indptr[perm[1] + 1]])

@@ -186,3 +186,35 @@ def load_dataset(path, *, cache=True, targets="required", classes=False, max_fea
                 pass    # a cache is an optimisation; a full disk must not fail the run
         d = _fits(d, targets, classes, max_feature_id)
     return d if d is not None else read_libfm(path, **kw)
+
+
+def _mapping(a):
+    """The mmap object under a memory-mapped array (through views), or None for heap memory."""
+    import mmap
+
+    base = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "_mmap", None) if isinstance(base, np.memmap) else getattr(base, "base", None)
+    return base
+
+
+def release_pages(a, lo=0, hi=None):
+    """Drop the resident pages of elements lo..hi of a memory-mapped (read-only, file-backed)
+    array: a learner that has copied them would otherwise keep them in its peak RSS although
+    it never reads them again (a later read faults them back in, so this is only a hint).
+    Heap arrays are left alone."""
+    import mmap
+
+    m = _mapping(a)
+    if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or len(a) == 0:
+        return
+    hi = len(a) if hi is None else hi
+    base = np.frombuffer(m, np.uint8).ctypes.data
+    start = a.ctypes.data + lo * a.itemsize - base
+    end = a.ctypes.data + hi * a.itemsize - base
+    start = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE       # whole pages inside the range only
+    if end > start:
+        try:
+            m.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (OSError, ValueError):
+            pass

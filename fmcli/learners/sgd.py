@@ -42,6 +42,7 @@ import numpy as np
 from fmcli.config import njit
 from fmcli.data import permute_rows
 from fmcli.errors import TrainingError, UsageError
+from fmcli.io.cache import release_pages
 from fmcli.learners.base import Learner
 
 BLOCK = 64   # rows visited together; small against any data set that needs shuffling
@@ -58,9 +59,6 @@ class SGDLearner(Learner):
     def __init__(self, model, train, evals, opts, rng):
         self.model, self.train, self.evals, self.opts, self.rng = model, train, evals, opts, rng
         model.link = "identity" if opts.task == "r" else "logistic"
-        if not opts.extra.get("warm_start"):
-            unseen = np.bincount(train.indices, minlength=model.n_features)[: model.n_features] == 0
-            model.V[unseen] = 0.0
         rates = tuple(opts.learn_rate) if np.ndim(opts.learn_rate) else (opts.learn_rate,) * 3
         self.rates = np.array(rates, np.float64)
         self.reg = np.array(opts.regular[:3], np.float64)
@@ -73,16 +71,29 @@ class SGDLearner(Learner):
             raise UsageError(f"--optimizer {optimizer} applies to -method sgd only")
         self.optimizer = optimizer
         self.state = optimizer_state(OPTIMIZERS[optimizer], model.n_features, model.k)
-        shuffle = rng.permutation(train.n_rows).astype(np.int64)
-        self.rows = permute_rows(*train.csr(), shuffle)
+        shuffle = rng.permutation(train.n_rows).astype(np.int64, copy=False)
+        # the epochs and the train metrics read the shuffled copy only: a memory-mapped
+        # original need not stay resident (SGDA's epochs read it in file order)
+        own_epochs = type(self).step is SGDLearner.step
+        self.rows = permute_rows(*train.csr(), shuffle, release_source=own_epochs)
         self.y = np.ascontiguousarray(train.y[shuffle])
+        del shuffle
+        if own_epochs:
+            release_pages(train.y)
+        if not opts.extra.get("warm_start"):
+            seen = np.zeros(model.n_features, bool)
+            seen[self.rows[1]] = True       # (np.bincount would copy the ids to int64 first)
+            model.V[~seen] = 0.0
 
     def step(self, it):
         m = self.model
         n = self.train.n_rows
         blocks = self.rng.permutation((n + BLOCK - 1) // BLOCK)
-        order = (blocks[:, None] * BLOCK + np.arange(BLOCK)).ravel()
-        order = order[order < n]
+        index = np.int32 if n < 2**31 - BLOCK else np.int64    # half the memory of int64
+        order = (blocks.astype(index)[:, None] * index(BLOCK) + np.arange(BLOCK, dtype=index)).ravel()
+        del blocks
+        if n % BLOCK:
+            order = order[order < n]
         self._w0[0] = m.w0
         _fm_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
                   self.opts.task == "c", self.rates, self.reg, OPTIMIZERS[self.optimizer], *self.state)
@@ -93,6 +104,9 @@ class SGDLearner(Learner):
 
     def train_predictions(self):
         return self.model.predict(*self.train.csr())
+
+    def train_scores(self):
+        return self.model.predict(*self.rows), self.y
 
     def eval_predictions(self, name):
         return self.model.predict(*self.evals[name].csr())
