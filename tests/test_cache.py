@@ -35,6 +35,29 @@ def test_round_trip_is_memory_mapped(text, tmp_path):
     assert back.indices.ctypes.data % 64 == 0
 
 
+def test_streamed_build_equals_whole_file_read(tmp_path, rng):
+    """build_cache parses in chunks (here of a few lines) into temporary files: the same arrays,
+    n_features and max_id_line as one read of the whole file, and the same file:line errors."""
+    lines = ["# a comment: with colons 1:2", ""]
+    for i in range(400):
+        ids = rng.choice(5000 if i != 123 else 9000, rng.integers(0, 6), replace=False)
+        lines.append(" ".join([f"{rng.normal():.6g}"] + [f"{j}:{rng.normal():.5g}" for j in ids]))
+    lines[200] = "1"                                  # a row without features
+    src = tmp_path / "d.libfm"
+    src.write_text("\n".join(lines) + "\n")
+    out = str(tmp_path / "d.fmcache")
+    cache.build_cache(str(src), out, cache.text_identity(str(src)), chunk_bytes=300)
+    whole = read_libfm(str(src), targets="optional")
+    back = cache.read_cache(out, cache.text_identity(str(src)))
+    same(whole, back)
+    assert (back.n_rows, back.max_id_line) == (whole.n_rows, whole.max_id_line)
+    src.write_text("\n".join(lines[:300] + ["1 2:x"] + lines[300:]) + "\n")
+    with pytest.raises(InputError) as err:
+        cache.build_cache(str(src), str(tmp_path / "bad.fmcache"), None, chunk_bytes=300)
+    assert ":301:" in str(err.value) and not os.path.exists(tmp_path / "bad.fmcache")
+    assert sorted(os.listdir(tmp_path)) == ["d.fmcache", "d.libfm"]     # no temporary left
+
+
 def test_built_beside_the_text_then_reused(text, monkeypatch):
     d = cache.load_dataset(text)
     assert os.path.exists(text + ".fmcache")

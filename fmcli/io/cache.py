@@ -67,21 +67,62 @@ def write_cache(data, path, text=None):
     """Write SparseData `data` to the cache file `path` (atomically). text: text_identity()
     of the source file (None: a cache that never matches a text file, for `fmcli convert`)."""
     arrays = [np.ascontiguousarray(getattr(data, name), dtype) for name, dtype in _ARRAYS]
-    header = {"version": VERSION, "n_rows": int(data.n_rows), "nnz": int(data.nnz),
-              "n_features": int(data.n_features), "max_id_line": int(data.max_id_line),
+    _write_file(path, data.n_rows, data.nnz, data.n_features, data.max_id_line, text,
+                [(a.size, lambda f, a=a: f.write(memoryview(a).cast("B"))) for a in arrays])
+
+
+def _write_file(path, n_rows, nnz, n_features, max_id_line, text, parts):
+    """The cache layout, atomically: parts[i] = (element count of array i, a function writing
+    its bytes to the open file)."""
+    header = {"version": VERSION, "n_rows": int(n_rows), "nnz": int(nnz),
+              "n_features": int(n_features), "max_id_line": int(max_id_line),
               "text": text, "arrays": [], "sha256": ""}
     offset = 0
-    for (name, dtype), a in zip(_ARRAYS, arrays):
-        header["arrays"].append([name, dtype, offset, int(a.size)])
-        offset = (offset + a.nbytes + 63) // 64 * 64
+    for (name, dtype), (count, _) in zip(_ARRAYS, parts):
+        header["arrays"].append([name, dtype, offset, int(count)])
+        offset = (offset + count * np.dtype(dtype).itemsize + 63) // 64 * 64
     header["sha256"] = _header_sum(header)
     blob = json.dumps(header, sort_keys=True).encode()
     start = (16 + len(blob) + 63) // 64 * 64
     with atomic_output(os.fspath(path), binary=True) as f:
         f.write(MAGIC + len(blob).to_bytes(8, "little") + blob)
-        for (name, dtype, off, count), a in zip(header["arrays"], arrays):
+        for (name, dtype, off, count), (_, write) in zip(header["arrays"], parts):
             f.write(b"\0" * (start + off - f.tell()))
-            f.write(memoryview(a).cast("B"))
+            write(f)
+
+
+def build_cache(path, cpath, text, max_feature_id=None, chunk_bytes=64 << 20):
+    """Parse the text file `path` chunk by chunk (iter_libfm_chunks) into the cache file
+    `cpath`, each array first appended to a temporary file beside it, so that neither the
+    text nor the parsed arrays are ever whole in memory (a 10M-row file: 0.5 GB of text and
+    0.5 GB of arrays). Parse errors are raised as by read_libfm."""
+    import shutil
+    import tempfile
+
+    from fmcli.io.libsvm import iter_libfm_chunks
+
+    folder = os.path.dirname(os.path.abspath(cpath))
+    temps = [tempfile.TemporaryFile(dir=folder) for _ in _ARRAYS]
+    try:
+        n_rows = nnz = n_features = max_id_line = 0
+        temps[0].write(np.zeros(1, "<i8").tobytes())
+        for d in iter_libfm_chunks(path, targets="optional", max_feature_id=max_feature_id,
+                                   chunk_bytes=chunk_bytes):
+            pieces = (d.indptr[1:] + nnz, d.indices, d.data, d.y)
+            for t, (_, dtype), a in zip(temps, _ARRAYS, pieces):
+                t.write(memoryview(np.ascontiguousarray(a, dtype)).cast("B"))
+            n_rows += d.n_rows
+            nnz += d.nnz
+            if d.n_features > n_features:        # the first line with the largest id, as read_libfm
+                n_features, max_id_line = d.n_features, d.max_id_line
+        for t in temps:
+            t.seek(0)
+        counts = (n_rows + 1, nnz, nnz, n_rows)
+        _write_file(cpath, n_rows, nnz, n_features, max_id_line, text,
+                    [(c, lambda f, t=t: shutil.copyfileobj(t, f, 16 << 20)) for c, t in zip(counts, temps)])
+    finally:
+        for t in temps:
+            t.close()
 
 
 def read_cache(path, text=None, source=None):
@@ -175,15 +216,17 @@ def load_dataset(path, *, cache=True, targets="required", classes=False, max_fea
     try:
         d = _fits(read_cache(cpath, text, source=os.fspath(path)), targets, classes, max_feature_id)
     except CacheMiss:
-        d = read_libfm(path, targets="optional", max_feature_id=max_feature_id)
+        d = None
         if os.access(os.path.dirname(os.path.abspath(cpath)), os.W_OK):
             try:
-                write_cache(d, cpath, text)
-                # the same arrays, file-backed: a learner that copies the rows can then drop
-                # their pages (coord.release_pages) instead of keeping a second heap copy
+                # file-backed arrays: a learner that copies the rows can drop their pages
+                # (release_pages) instead of keeping a second heap copy
+                build_cache(path, cpath, text, max_feature_id)
                 d = read_cache(cpath, text, source=os.fspath(path))
             except (OSError, CacheMiss):
                 pass    # a cache is an optimisation; a full disk must not fail the run
+        if d is None:
+            d = read_libfm(path, targets="optional", max_feature_id=max_feature_id)
         d = _fits(d, targets, classes, max_feature_id)
     return d if d is not None else read_libfm(path, **kw)
 
