@@ -43,7 +43,8 @@ SYNTH = os.path.join(REPO, "..", "shared", "bench", "synth.py")
 # libFM 1.4.4 on the 1M set (anchors.md), quiet hour: load s, s per iteration, peak RSS MB
 LIBFM = {"load": 2.7, ("als", 8): 1.25, ("mcmc", 8): 1.64, ("sgd", 8): 0.43,
          ("als", 64): 8.32, ("mcmc", 64): 9.60, ("sgd", 64): 7.33,
-         ("rss", "als"): 148, ("rss", "mcmc"): 148, ("rss", "sgd"): 82}
+         ("rss", "als", 8): 148, ("rss", "mcmc", 8): 148, ("rss", "sgd", 8): 82,
+         ("rss", "als", 64): 201, ("rss", "mcmc", 64): 201, ("rss", "sgd", 64): 135}
 LIBFM_ALS_SIDE_BY_SIDE = 1.55       # anchors: libFM ALS sweep measured beside the yardstick
 YARDSTICK_PER_LIBFM = 0.39 / 1.55   # the yardstick's time as a fraction of libFM's (0.25)
 MYFM_MCMC = 1.04                    # myFM s per iteration, rank 8, beside libFM's 1.63
@@ -218,8 +219,7 @@ def main():
     read_libfm(testf)   # compile the reader
     t_text = best(lambda: read_libfm(trainf))
     cpath = cache.cache_path(trainf)
-    t_build = best(lambda: cache.write_cache(read_libfm(trainf, targets="optional"), cpath,
-                                             cache.text_identity(trainf)), 1)
+    t_build = best(lambda: cache.build_cache(trainf, cpath, cache.text_identity(trainf)), 1)
     t_cache = best(lambda: cache.load_dataset(trainf))
     train = read_libfm(trainf)
     test = read_libfm(testf)
@@ -269,17 +269,22 @@ def main():
                 row(f"{method} dim {k}, {threads} thread{'s' * (threads > 1)}, s/iteration", f"{t:.3f}",
                     f"{t / lib:.2f}x", vs_yard(t, yard_k, k), note)
     if not a.skip_cli:
-        for method in a.methods.split(","):
-            _, peak = cli(["train", "-task", "r", "-train", trainf, "-test", testf, "-method", method,
-                           "-dim", "1,1,8", "-iter", "3", *FLAGS[method]])
-            lib = LIBFM[("rss", method)]
-            row(f"peak RSS, `fmcli train -method {method} -dim 1,1,8 -iter 3`", f"{peak:.0f} MB",
-                f"{peak / lib:.2f}x", "", f"libFM {lib} MB")
         with tempfile.TemporaryDirectory() as tmp:
             small = os.path.join(tmp, "small.libfm")
             with open(testf) as src, open(small, "w") as dst:
                 for _ in range(1000):
                     dst.write(src.readline())
+            for k in [int(x) for x in a.dims.split(",")]:
+                for method in a.methods.split(","):
+                    # the run-time floor: the same command on 1,000 rows (interpreter, numpy,
+                    # numba and the loaded kernels), which no data-structure change can cut
+                    _, floor = cli(["train", "-task", "r", "-train", small, "-test", small, "-method", method,
+                                    "-dim", f"1,1,{k}", "-iter", "3", *FLAGS[method]])
+                    _, peak = cli(["train", "-task", "r", "-train", trainf, "-test", testf, "-method", method,
+                                   "-dim", f"1,1,{k}", "-iter", "3", *FLAGS[method]])
+                    lib = LIBFM[("rss", method, k)]
+                    row(f"peak RSS, `fmcli train -method {method} -dim 1,1,{k} -iter 3`", f"{peak:.0f} MB",
+                        f"{peak / lib:.2f}x", "", f"libFM {lib} MB; the same run on 1,000 rows: {floor:.0f} MB")
             model = os.path.join(tmp, "m.fm")
             cli(["train", "-task", "r", "-train", small, "-method", "sgd", "-iter", "1", "-save_model", model])
             args = ["predict", "-model", model, "-test", small, "-out", os.path.join(tmp, "p.txt")]
