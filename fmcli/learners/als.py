@@ -18,7 +18,8 @@ Differences from libFM, on purpose:
   and zeroes it in the first sweep; same result after sweep 1). On a warm start they keep
   their loaded values (libFM would zero them).
 - Within a sweep we go feature by feature (w_j, then v_{j,0..k-1}) instead of libFM's
-  "all w, then factor by factor": see coord.py. Same fixed points, different path.
+  "all w, then factor by factor"; for k > coord.FACTOR_BLOCK block of factors by block of
+  factors, each block feature by feature: see coord.py. Same fixed points, different path.
 - φ(ŷ) in the expected latent target uses π, not libFM's 3.141; Φ ratios are computed in
   log space (scipy's log_ndtr), so they stay finite for |ŷ| of any size.
 """

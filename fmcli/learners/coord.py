@@ -1,10 +1,10 @@
 """Coordinate sweeps shared by ALS and MCMC (libFM behaviour §6.3), compiled with numba.
 
 Both learners go over the transposed train data (CSC: for each feature, its rows) and
-keep two per-row caches, exactly as libFM does:
+keep two per-row caches, as libFM does:
 
     e[i]    = ŷ_i − t_i            (t = y for regression, the latent target z for probit)
-    q[i, f] = Σ_j v_{j,f} x_{ij}   (all k factors)
+    q[i, f] = Σ_j v_{j,f} x_{ij}   (the factors f of the current factor block, see below)
 
 The model is linear in each single parameter θ with h_i = ∂ŷ_i/∂θ (1 for w0, x_ij for w_j,
 x_ij (q_{i,f} − x_ij v_{j,f}) for v_{j,f}). With noise precision α and prior N(μ, 1/λ):
@@ -21,6 +21,14 @@ feature instead: w0, then for each feature j: w_j, v_{j,0} … v_{j,k−1}. Each
 the exact conditional minimiser / Gibbs draw given the current values of everything else (the
 hyperparameters are drawn before the sweep, as in libFM), so this is an equally valid
 coordinate descent / Gibbs scan, and it touches the rows of column j k+1 times in a row.
+For k > FACTOR_BLOCK the factors are cut into blocks [f0, f1) of FACTOR_BLOCK (the last one
+may be narrower), and a sweep goes block by block: w0, then block 0 feature by feature (w_j,
+v_{j,0} … v_{j,f1−1}), then each later block feature by feature over its own factors only
+(v_{j,f0} … v_{j,f1−1}), each block in the same order of colour classes and features. Still
+every update is exact given everything else. MCMC's normals of block b come from the streams
+of their own seed, block_seed(sweep seed, b) (block 0: the sweep seed itself); a feature
+draws 1 + (block width) of them per block, the first unused after block 0. With
+k <= FACTOR_BLOCK there is one block and the sweep is the unblocked one, bit for bit.
 
 Parallel and exact. The features are coloured once per data set so that two features of one
 colour never occur in the same row (colour_features); a sweep visits the colour classes in
@@ -29,9 +37,17 @@ interact: they run in parallel (numba prange, one lane of about equal work per t
 MCMC's normal draws come from a stream per feature (stream_normals, from a seed drawn per
 sweep), so the model is the same, bit for bit, whatever the number of threads.
 
-Caches. e and q are float32, side by side in one array C (n, k+1): column 0 is e, columns
-1..k are q, so one gather brings a row's whole cache. The train rows are reordered inside the
-learner (rows of one user together); all outputs are in the user's row order.
+Caches. e and q are float32, side by side in one array C (n, 1 + kb): column 0 is e,
+columns 1..kb are q of the current block's factors (kb = k without factor blocks, else
+FACTOR_BLOCK), so one gather brings what a row's updates need. With factor blocks, C keeps
+q of one block at a time (at k = 64, 1M rows: 68 MB instead of 260 MB, and the gather
+buffers shrink alike): before each later block its q is computed from the CSR rows
+(block_rows: float64 sums per row, stored as float32, rows in parallel) while e is carried
+over from block to block, updated incrementally as within a block. After the sweep the
+train refresh recomputes ŷ exactly (all factors) and leaves q of block 0 in C, ready for
+the next sweep (so `q` means the current block's factors, CoordinateLearner.block). The train
+rows are reordered inside the learner (rows of one user together); all outputs are in the
+user's row order.
 
 Relations (libFM's block structure, fmcli.data.Relation). A relation's features are swept
 after all main features, coordinate by coordinate (all w_j, then all v_{j,0}, ...), from
@@ -42,12 +58,13 @@ relation features written out, swept with opts.extra["blocks"] = the relation of
 (block 0 feature by feature, later blocks coordinate by coordinate, each block coloured on its
 own, the same per-feature streams) -- gives the same model to the rounding of the float32
 caches (tests/test_relation.py). fmcli's default order on flat rows is another, equally valid,
-path (colour classes mixing main and relation features).
+path (colour classes mixing main and relation features). With relations and with
+opts.extra["blocks"] there are no factor blocks: C keeps q of all k factors, whatever k.
 
 Features without any train entry are not visited (their values never change). A duplicated
 (row, feature) entry makes ŷ quadratic in v_{j,f}; like libFM we treat each entry linearly,
 so within such a column the caches are approximate; they are reset exactly after each
-sweep anyway (`predict_rows` recomputes ŷ and q from the CSR rows).
+sweep anyway (`predict_rows` / `block_rows` recompute ŷ and q from the CSR rows).
 """
 
 import math
@@ -77,9 +94,11 @@ REJ_NAMES = ("alpha", "w0", "w", "v", "w_mu", "w_lambda", "v_mu", "v_lambda")
 
 PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets are swept on one thread (same result)
 CACHE_DTYPE = np.float32   # e and q: half the memory traffic of float64; reset exactly every sweep
+FACTOR_BLOCK = 16   # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors (module docs)
 
 
 PREFETCH_AHEAD = 16   # rows of C requested ahead of the column kernels' gathers and scatters
+PREFETCH_LAST_BELOW = 32   # rows of C with last column < this: their last line is prefetched too
 
 
 def _prefetch_intrinsic(rw):
@@ -111,17 +130,19 @@ _prefetch_write = _prefetch_intrinsic(1)
 
 @njit
 def _prefetch_row(C, i, write):
-    """The first cache line of row i of C, and at small k its last one (a row of k + 1 = 9
-    float32 spans two lines half the time). At large k the hardware streams the rest:
-    prefetching the last or every line of a k = 64 row was slower (bench/notes.md)."""
+    """The first cache line of row i of C, and for rows of up to PREFETCH_LAST_BELOW columns
+    its last one (a row of k + 1 = 9 float32 spans two lines half the time, a factor block's
+    17 always: with the last line, one 16-factor block's sweep of the 1M set took 0.29 s
+    instead of 0.34 s, 1 thread). At large k the hardware streams the rest: prefetching the
+    last or every line of a k = 64 row was slower (bench/notes.md)."""
     last = C.shape[1] - 1
     if write:
         _prefetch_write(C, i, 0)
-        if last < 16:
+        if last < PREFETCH_LAST_BELOW:
             _prefetch_write(C, i, last)
     else:
         _prefetch_read(C, i, 0)
-        if last < 16:
+        if last < PREFETCH_LAST_BELOW:
             _prefetch_read(C, i, last)
 
 
@@ -304,6 +325,68 @@ def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
 
 
 @njit(parallel=True)
+def block_rows(indptr, indices, data, V, f0, f1, C, w0, w, use_w, out):
+    """The caches of factor block [f0, f1) from the CSR rows: C[i, 1 + f − f0] =
+    Σ_j v_{j,f} x_ij (float64 sums per row, stored as float32), blocks of rows in parallel
+    (each row's arithmetic is fixed: the same for any number of threads). If out has rows,
+    also the exact raw score ŷ_i = w0 + Σ_j w_j x_ij + ½ Σ_f [(Σ_j v_{j,f} x_ij)² −
+    Σ_j v_{j,f}² x_ij²] (all k factors, as predict_rows) into out[i]; otherwise only the
+    block's factors are summed. Ids ≥ n_features contribute nothing. C's columns after the
+    block's are left alone. The block's part of the row of V of the entry PREFETCH_AHEAD
+    ahead is prefetched (a hint; 1M set, 16 factors: 0.115 -> 0.092 s, 1 thread)."""
+    n_rows = indptr.shape[0] - 1
+    n_features, k = V.shape
+    full = out.shape[0] > 0
+    a, b = (0, k) if full else (f0, f1)
+    last = indptr[n_rows] - 1
+    rows = 4096
+    for r in prange((n_rows + rows - 1) // rows):
+        s = np.empty(b - a)
+        for i in range(r * rows, min(n_rows, (r + 1) * rows)):
+            s[:] = 0.0
+            acc = w0
+            sq = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                ja = indices[min(p + PREFETCH_AHEAD, last)]
+                if ja < n_features and a < b:
+                    _prefetch_read(V, ja, a)
+                j = indices[p]
+                if j >= n_features:
+                    continue
+                x = np.float64(data[p])
+                if full:
+                    if use_w:
+                        acc += w[j] * x
+                    for f in range(k):
+                        vx = V[j, f] * x
+                        s[f] += vx
+                        sq += vx * vx
+                else:
+                    for f in range(a, b):
+                        s[f - a] += V[j, f] * x
+            if full:
+                pair = 0.0
+                for f in range(k):
+                    pair += s[f] * s[f]
+                out[i] = acc + 0.5 * (pair - sq)
+            for f in range(f0, f1):
+                C[i, 1 + f - f0] = s[f - a]
+
+
+def block_seed(seed, b):
+    """The seed of factor block b's normal draws within a sweep of seed `seed`: the sweep's own
+    seed for block 0 (so one block draws what an unblocked sweep draws), a splitmix64 hash of
+    (seed, b) otherwise; a non-negative int64."""
+    if b == 0:
+        return seed
+    mask = (1 << 64) - 1
+    z = (seed + b * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) >> 1
+
+
+@njit(parallel=True)
 def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, pass_coord, groups, C, w0a, w, V, use_w0,
           use_w, alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, local, lx, B, B_off, Z, rej):
     """One sweep: w0, then the passes in turn. A pass is a colour class with either all
@@ -314,7 +397,10 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, pass_coord, groups, C, w0a
     from its own stream, the result is the same for any number of lanes and threads. lx, Z,
     rej: one slice per thread (scratch buffer, normals, rejection counts); B: one (k+1, cap_l)
     gather buffer per lane l, B[B_off[l]:B_off[l+1]], sized by the longest column lane l ever
-    gets (CoordinateLearner._lane_buffers), so only one lane pays for the longest column."""
+    gets (CoordinateLearner._lane_buffers), so only one lane pays for the longest column.
+    Factor blocks: V, lam_v and mu_v may be the column views [:, f0:f1] of one block, and C
+    then holds e and that block's q in its first 1 + f1 − f0 columns (further columns, if any,
+    are not touched); k below is the block's width."""
     k = V.shape[1]
     if use_w0:
         z0 = 0.0
@@ -786,8 +872,17 @@ class CoordinateLearner(Learner):
         self._z = self._y.copy() if self.task == "c" else self._y
         self.evals = evals
         self._yhat = np.empty(train.n_rows)
-        # e (column 0) and q (columns 1..k) of a row side by side: one gather per row
-        self.C = np.zeros((train.n_rows, self.k + 1), CACHE_DTYPE)
+        self._no_rows = np.empty(0)
+        # factor blocks (module docs): all k factors in one block with relations or
+        # opts.extra["blocks"], or when k <= FACTOR_BLOCK
+        kb = self.k if self.rel or self.opts.extra.get("blocks") or self.k <= FACTOR_BLOCK \
+            else FACTOR_BLOCK
+        self.factor_blocks = [(f0, min(f0 + kb, self.k))
+                              for f0 in range(0, self.k, max(kb, 1))] or [(0, 0)]
+        self.block = self.factor_blocks[0]     # the factors whose q the cache holds now
+        # e (column 0) and q of the block's factors (columns 1..kb) of a row side by side: one
+        # gather per row
+        self.C = np.zeros((train.n_rows, kb + 1), CACHE_DTYPE)
         self.rejected = np.zeros(len(REJ_NAMES), np.int64)
         self.alpha = 1.0
         self.lam0 = float(opts.regular[0]) if len(opts.regular) else 0.0
@@ -906,7 +1001,12 @@ class CoordinateLearner(Learner):
 
     @property
     def q(self):
-        return self._user_order(self.C[:, 1:])
+        """The factor sums the cache holds: q[i, f] = Σ_j v_{j,f0+f} x_ij for the factors
+        [f0, f1) = self.block. Without factor blocks (k <= FACTOR_BLOCK, relations) all k
+        factors; with them, the current block's: block 0 after a step (the train refresh),
+        the last block after a bare _sweep."""
+        f0, f1 = self.block
+        return self._user_order(self.C[:, 1:1 + f1 - f0])
 
     # -- hooks ------------------------------------------------------------------------
     def _init_hyper(self):
@@ -933,9 +1033,11 @@ class CoordinateLearner(Learner):
 
     def _sweep(self, seed=0, order=None, class_ptr=None, coords=None):
         """The coordinate sweep alone (caches kept up to date incrementally); the normal draws
-        of MCMC come from the streams of `seed`. order/class_ptr/coords: the main features to
-        visit by pass (default: self.pass_*; coords default to all coordinates per feature);
-        then each relation's features."""
+        of MCMC come from the streams of `seed` (of block_seed(seed, b) in factor block b).
+        order/class_ptr/coords: the main features to visit by pass (default: self.pass_*;
+        coords default to all coordinates per feature), block by block (module docs); then
+        each relation's features. With factor blocks, C holds the last block's q afterwards
+        (self.block); if it does not hold block 0's on entry, that is computed first."""
         # below PARALLEL_MIN_NNZ a sweep takes milliseconds, and waiting for a second thread
         # (on a shared machine, often descheduled) costs more than it saves
         nnz = len(self.crow) + sum(len(rs.crow) for rs in self.rel)
@@ -960,13 +1062,24 @@ class CoordinateLearner(Learner):
             coords = np.full(len(class_ptr) - 1, -1, np.int64) if coords is None else coords
         rej[:] = 0
         m = self.model
+        kb = self.C.shape[1] - 1
         before = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
-            sweep(self.cptr, self.crow, self.cval, order, lane_ptr, threads, coords, self.groups,
-                  self.C, self.w0a, m.w, m.V, self.use_w0, self.use_w,
-                  self.alpha, self.lam0, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
-                  self.sample, seed, not self.has_duplicates, lx, B, B_off, Z, rej)
+            for b, (f0, f1) in enumerate(self.factor_blocks):
+                if (f0, f1) != self.block:
+                    # the block's q from the CSR rows (e is carried over from the last block)
+                    block_rows(self.indptr, self.indices, self.data, m.V, f0, f1, self.C, 0.0,
+                               m.w, False, self._no_rows)
+                    self.block = (f0, f1)
+                # a narrower last block: the same lane buffers, cut for its width
+                off = B_off if f1 - f0 == kb else B_off // (kb + 1) * (f1 - f0 + 1)
+                # block 0 updates w0 and w too; the slices are the whole arrays with one block
+                sweep(self.cptr, self.crow, self.cval, order, lane_ptr, threads, coords,
+                      self.groups, self.C, self.w0a, m.w, m.V[:, f0:f1], self.use_w0 and b == 0,
+                      self.use_w and b == 0, self.alpha, self.lam0, self.lam_w, self.mu_w,
+                      self.lam_v[:, f0:f1], self.mu_v[:, f0:f1], self.sample, block_seed(seed, b),
+                      not self.has_duplicates, lx, B, off, Z, rej)
             for rs, rl in zip(self.rel, rel_lanes):
                 # the relation rows' factor sums as they are now (rows no train row links to
                 # are computed too, and ignored)
@@ -982,10 +1095,11 @@ class CoordinateLearner(Learner):
 
     def _lane_buffers(self, order, lane_ptr, n_lanes, reuse=None):
         """The sweep's gather buffers, one per lane (flat, B[B_off[l]:B_off[l+1]] is lane l's
-        (k+1, cap_l)), each sized by the longest column the lane gets in any pass: the
-        longest column (e.g. a numeric feature in half the rows) is paid for once, not once
-        per thread (with per-thread buffers, whichever thread ran that lane touched all of its
-        own). Size 0 with duplicated entries (the plain kernel needs no buffer)."""
+        (kb+1, cap_l), kb + 1 = the cache's width), each sized by the longest column the lane
+        gets in any pass: the longest column (e.g. a numeric feature in half the rows) is paid
+        for once, not once per thread (with per-thread buffers, whichever thread ran that lane
+        touched all of its own). Size 0 with duplicated entries (the plain kernel needs no
+        buffer)."""
         caps = np.zeros(n_lanes, np.int64)
         if not self.has_duplicates:
             length = np.diff(self.cptr)[order]
@@ -993,15 +1107,21 @@ class CoordinateLearner(Learner):
                 a, b = lane_ptr[t], lane_ptr[t + 1]
                 if b > a:
                     caps[t % n_lanes] = max(caps[t % n_lanes], int(length[a:b].max()))
-        B_off = np.concatenate([[0], np.cumsum(caps * (self.k + 1))]).astype(np.int64)
+        B_off = np.concatenate([[0], np.cumsum(caps * self.C.shape[1])]).astype(np.int64)
         if reuse is not None and len(reuse) >= B_off[-1]:
             return reuse[:B_off[-1]], B_off
         return np.empty(B_off[-1], CACHE_DTYPE), B_off
 
     def _refresh_train(self):
         """ŷ and q of all train rows from scratch, row by row from the CSR (resets the caches
-        exactly)."""
+        exactly); with factor blocks, q of block 0 (ready for the next sweep)."""
         m = self.model
+        if len(self.factor_blocks) > 1:
+            f0, f1 = self.factor_blocks[0]
+            block_rows(self.indptr, self.indices, self.data, m.V, f0, f1, self.C,
+                       float(self.w0a[0]), m.w, self.use_w, self._yhat)
+            self.block = (f0, f1)
+            return
         predict_rows(self.indptr, self.indices, self.data, float(self.w0a[0]), m.w, m.V, self.use_w,
                      self._yhat, self.C, self._train_rel_map,
                      relation_terms(self._train_rel, m.w, m.V, self.use_w))
@@ -1042,6 +1162,7 @@ class CoordinateLearner(Learner):
 
     def train_predictions(self):
         return self._link(self.yhat)
+
 
     def rejected_draws(self):
         """Non-finite draws or updates rejected so far, by parameter kind (libFM's #nans)."""
