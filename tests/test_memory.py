@@ -4,7 +4,8 @@ model as one fed the same rows in memory."""
 
 import numpy as np
 
-from fmcli.learners.coord import release_pages, row_keys
+from fmcli.io.cache import release_pages
+from fmcli.learners.coord import row_keys
 
 
 def test_release_pages_keeps_memmap_readable(tmp_path):
@@ -13,7 +14,8 @@ def test_release_pages_keeps_memmap_readable(tmp_path):
     a.tofile(path)
     m = np.memmap(path, np.float32, "r", 0, (len(a),))
     assert m.sum() == a.sum()
-    release_pages(m, m[10:], np.ones(3))     # slices and heap arrays are fine too
+    for arr in (m, m[10:], np.ones(3)):      # slices and heap arrays are fine too
+        release_pages(arr)
     np.testing.assert_array_equal(m, a)
 
 
@@ -31,16 +33,14 @@ def test_row_keys_matches_numpy():
 
 
 def test_release_page_range_keeps_memmap_readable(tmp_path):
-    from fmcli.io.cache import release_pages as release_range
-
     a = np.arange(300_000, dtype=np.float64)
     a.tofile(tmp_path / "a.bin")
     m = np.memmap(tmp_path / "a.bin", np.float64, "r", 8 * 1000, (len(a) - 1000,))   # not page-aligned
     assert m.sum() == a[1000:].sum()
     for lo, hi in ((0, 10), (5, 200_000), (123_457, len(m)), (7, 7)):
-        release_range(m, lo, hi)
-        release_range(m[3:], lo // 2, hi // 2)
-    release_range(np.ones(10), 0, 5)                      # heap memory: nothing to do
+        release_pages(m, lo, hi)
+        release_pages(m[3:], lo // 2, hi // 2)
+    release_pages(np.ones(10), 0, 5)                      # heap memory: nothing to do
     np.testing.assert_array_equal(m, a[1000:])
 
 

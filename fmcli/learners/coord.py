@@ -79,6 +79,7 @@ from numba.extending import intrinsic
 
 from fmcli.config import njit
 from fmcli.data import block_groups, permute_rows, transpose
+from fmcli.io.cache import release_pages
 from fmcli.model import predict_rows, relation_map, relation_terms
 from fmcli.learners.base import Learner
 
@@ -637,23 +638,6 @@ def row_keys(indptr, indices, colour, big, n):
     return key
 
 
-def release_pages(*arrays):
-    """Drop the resident pages of memory-mapped (read-only, file-backed) arrays the learner
-    has copied: they would otherwise stay in the peak RSS although never read again; a later
-    read simply faults them back in. Heap arrays are left alone."""
-    import mmap
-
-    for a in arrays:
-        base = a
-        while base is not None and not isinstance(base, mmap.mmap):
-            base = getattr(base, "_mmap", None) if isinstance(base, np.memmap) else getattr(base, "base", None)
-        if isinstance(base, mmap.mmap) and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            try:
-                base.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):
-                pass
-
-
 @njit(parallel=True)
 def set_residuals(C, yhat, z):
     """e_i = ŷ_i − t_i into the cache's column 0."""
@@ -868,6 +852,7 @@ class CoordinateLearner(Learner):
         self.train = train
         self._y = y[self.perm]
         del y
+        release_pages(train.y)
         # latent targets: a copy for probit (drawn or set every sweep); regression reads y itself
         self._z = self._y.copy() if self.task == "c" else self._y
         self.evals = evals
@@ -929,8 +914,9 @@ class CoordinateLearner(Learner):
             self.perm = np.argsort(key, kind="stable")
             del key
         del cptr, crow
-        self.indptr, self.indices, self.data = permute_rows(indptr, indices, data, self.perm)
-        release_pages(indptr, indices, data)
+        # read in file order, each chunk's memory-mapped pages dropped once copied
+        self.indptr, self.indices, self.data = permute_rows(indptr, indices, data, self.perm,
+                                                            release_source=True)
         self.cptr, self.crow, self.cval = transpose(self.indptr, self.indices, self.data, n)
         # within a class, features by their first row: the gathers walk the rows forwards
         first = np.where(counts > 0, self.crow[np.minimum(self.cptr[:-1], len(self.crow) - 1)], 0)
@@ -1163,6 +1149,8 @@ class CoordinateLearner(Learner):
     def train_predictions(self):
         return self._link(self.yhat)
 
+    def train_scores(self):
+        return self._link(self._yhat), self._y        # internal row order: no reordered copy
 
     def rejected_draws(self):
         """Non-finite draws or updates rejected so far, by parameter kind (libFM's #nans)."""
