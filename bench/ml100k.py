@@ -133,6 +133,10 @@ SETTINGS = [
     ("als r meta 0,10,10", "als", "r", "plain", True, dict(iters=100, regular=(0, 10, 10)), 0.9299, 0.9329),
     ("als r meta 0,10,10,10,10", "als", "r", "plain", True,
      dict(iters=100, regular=(0, 10, 10, 10, 10)), 0.9299, 0.9329),
+    # k = 32 > coord.FACTOR_BLOCK: the sweep goes factor block by factor block
+    ("mcmc r meta dim 32", "mcmc", "r", "plain", True, dict(iters=200, dim=(1, 1, 32)), 0.9156, 0.9186),
+    ("als r 0,15,15 dim 32", "als", "r", "plain", False,
+     dict(iters=100, regular=(0, 15, 15), dim=(1, 1, 32)), 0.9381, 0.9411),
     ("mcmc c meta (AUC)", "mcmc", "c", "plain", True, dict(iters=200), 0.7775, 0.7725),
     ("mcmc c (AUC)", "mcmc", "c", "plain", False, dict(iters=200), None, None),
     ("als c 0,10,10 (AUC)", "als", "c", "plain", False, dict(iters=100, regular=(0, 10, 10)), 0.7710, 0.7660),

@@ -253,8 +253,8 @@ def _json_number(x):
     return float(x)
 
 
-def _metrics(task, pred, y):
-    m = metrics.evaluate(task, pred, y)
+def _metrics(task, pred, y, clip=None):
+    m = metrics.evaluate(task, pred, y, clip)
     if task == "c":
         m["ll10"] = metrics.libfm_ll(pred, y)
     return m
@@ -305,11 +305,11 @@ def _iterate(job, learner, train, test, test_labeled, rlog, console, stopper):
         t0 = time.perf_counter()
         learner.step(it)
         t_learn = time.perf_counter() - t0
-        train_pred, train_y = learner.train_scores()
+        train_pred, train_y, clip = learner.train_scores()
         test_pred = learner.eval_predictions("test") if test is not None else None
         if not np.isfinite(train_pred).all() or (test_pred is not None and not np.isfinite(test_pred).all()):
             raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
-        train_m = _metrics(opts.task, train_pred, train_y)
+        train_m = _metrics(opts.task, train_pred, train_y, clip)
         del train_pred
         test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
         val_m, stop = stopper.update(it, learner) if stopper else (None, False)

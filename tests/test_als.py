@@ -159,6 +159,25 @@ def test_predictions_match_naive_and_model():
     np.testing.assert_allclose(lrn.train_predictions(), lrn.eval_predictions("test"))
 
 
+@pytest.mark.parametrize("task", ["r", "c"])
+def test_train_scores_give_the_train_metrics_of_the_user_order(task):
+    """train_scores: the learner's own row order (and, for regression, the clip left to the
+    metrics) gives the metrics of train_predictions() against the user's targets."""
+    from fmcli import metrics
+
+    X, d = dense_problem(9, n=300, task=task)
+    lrn = make(d, task=task)
+    lrn.step(0)
+    lrn.step(1)
+    pred, y, clip = lrn.train_scores()
+    assert (clip is not None) == (task == "r")
+    want = metrics.evaluate(task, lrn.train_predictions(), d.y)
+    got = metrics.evaluate(task, pred, y, clip)
+    assert want.keys() == got.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-12)
+
+
 def test_regular_forms_three_vs_one_plus_2g_identical():
     X, d = dense_problem(8)
     a = make(d, groups=GROUPS, regular=(0.5, 2.0, 3.0))

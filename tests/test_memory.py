@@ -64,3 +64,4 @@ def test_permute_rows_from_a_released_memmap_equals_in_memory(tmp_path):
         np.testing.assert_array_equal(w, g)
     assert want[0][-1] == indptr[-1]
     np.testing.assert_array_equal(want[1][want[0][1]:want[0][2]], indices[indptr[perm[1]]:indptr[perm[1] + 1]])
+

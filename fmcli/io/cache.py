@@ -242,20 +242,23 @@ def _mapping(a):
 
 
 def release_pages(a, lo=0, hi=None):
-    """Drop the resident pages of elements lo..hi of a memory-mapped (read-only, file-backed)
-    array: a learner that has copied them would otherwise keep them in its peak RSS although
-    it never reads them again (a later read faults them back in, so this is only a hint).
-    Heap arrays are left alone."""
+    """Drop the resident pages of elements lo..hi (of the flat array) of a memory-mapped
+    (read-only, file-backed) array: a learner that has copied them would otherwise keep them
+    in its peak RSS although it never reads them again (a later read faults them back in, so
+    this is only a hint). Heap arrays are left alone."""
     import mmap
 
     m = _mapping(a)
-    if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or len(a) == 0:
+    if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or a.size == 0 \
+            or not a.flags.c_contiguous:
         return
-    hi = len(a) if hi is None else hi
+    hi = a.size if hi is None else hi       # element offsets in the (flat) array
     base = np.frombuffer(m, np.uint8).ctypes.data
     start = a.ctypes.data + lo * a.itemsize - base
     end = a.ctypes.data + hi * a.itemsize - base
     start = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE       # whole pages inside the range only
+    if end < len(m):        # (the mapping's last page may be released whole)
+        end = end // mmap.PAGESIZE * mmap.PAGESIZE
     if end > start:
         try:
             m.madvise(mmap.MADV_DONTNEED, start, end - start)

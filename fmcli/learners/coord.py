@@ -768,6 +768,11 @@ class _RelationState:
         return self.relation.offset
 
 
+def _index_dtype(n):
+    """int32 for indices below n when they fit: half the memory of int64 (perm, indptr)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
 class CoordinateLearner(Learner):
     """Shared state of ALS and MCMC: CSC train data, the caches, hyperparameters.
 
@@ -800,7 +805,8 @@ class CoordinateLearner(Learner):
             model = model.resized(n, rng=rng, init_stdev=opts.init_stdev)
         model.task = opts.task
         model.link = "identity" if opts.task == "r" else "probit"
-        y = np.asarray(train.y, np.float64)
+        # targets as read (float32 from the reader: exact in every float64 use, half the memory)
+        y = np.asarray(train.y)
         if not np.all(np.isfinite(y)):
             raise UsageError(f"{train.source}: every train row needs a finite target")
         if opts.task == "r" and len(y):
@@ -853,8 +859,9 @@ class CoordinateLearner(Learner):
         self._y = y[self.perm]
         del y
         release_pages(train.y)
-        # latent targets: a copy for probit (drawn or set every sweep); regression reads y itself
-        self._z = self._y.copy() if self.task == "c" else self._y
+        # latent targets: a float64 copy for probit (drawn or set every sweep); regression
+        # reads y itself
+        self._z = self._y.astype(np.float64) if self.task == "c" else self._y
         self.evals = evals
         self._yhat = np.empty(train.n_rows)
         self._no_rows = np.empty(0)
@@ -906,17 +913,18 @@ class CoordinateLearner(Learner):
                 cc = colour_features(cptr, crow, indptr, indices, cb)[cb]
                 colour[cb] = cc + len(class_block)
                 class_block += [b] * int(cc.max() + 1)
-        self.perm = np.arange(train.n_rows, dtype=np.int64)
+        self.perm = np.arange(train.n_rows, dtype=_index_dtype(train.n_rows))
         if len(cols):
             # rows sorted by their feature in the colour class with the most features
             big = np.bincount(colour[cols]).argmax()
             key = row_keys(indptr, indices, colour, big, n)
-            self.perm = np.argsort(key, kind="stable")
+            self.perm = np.argsort(key, kind="stable").astype(_index_dtype(train.n_rows))
             del key
         del cptr, crow
         # read in file order, each chunk's memory-mapped pages dropped once copied
         self.indptr, self.indices, self.data = permute_rows(indptr, indices, data, self.perm,
                                                             release_source=True)
+        self.indptr = self.indptr.astype(_index_dtype(len(self.indices)), copy=False)
         self.cptr, self.crow, self.cval = transpose(self.indptr, self.indices, self.data, n)
         # within a class, features by their first row: the gathers walk the rows forwards
         first = np.where(counts > 0, self.crow[np.minimum(self.cptr[:-1], len(self.crow) - 1)], 0)
@@ -1150,7 +1158,10 @@ class CoordinateLearner(Learner):
         return self._link(self.yhat)
 
     def train_scores(self):
-        return self._link(self._yhat), self._y        # internal row order: no reordered copy
+        # internal row order (no reordered copy); regression clipped by the metrics
+        if self.task == "r":
+            return self._yhat, self._y, (self.model.y_min, self.model.y_max)
+        return self._link(self._yhat), self._y, None
 
     def rejected_draws(self):
         """Non-finite draws or updates rejected so far, by parameter kind (libFM's #nans)."""
