@@ -306,11 +306,13 @@ def _iterate(job, learner, train, test, test_labeled, rlog, console, stopper):
         learner.step(it)
         t_learn = time.perf_counter() - t0
         train_pred, train_y, clip = learner.train_scores()
-        test_pred = learner.eval_predictions("test") if test is not None else None
-        if not np.isfinite(train_pred).all() or (test_pred is not None and not np.isfinite(test_pred).all()):
-            raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
         train_m = _metrics(opts.task, train_pred, train_y, clip)
         del train_pred
+        test_pred = learner.eval_predictions("test") if test is not None else None
+        # a NaN among the train predictions makes RMSE / log-loss NaN (AUC may be NaN anyway)
+        if (len(train_y) and not np.isfinite(train_m["rmse" if opts.task == "r" else "logloss"])) \
+                or (test_pred is not None and not np.isfinite(test_pred).all()):
+            raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
         test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
         val_m, stop = stopper.update(it, learner) if stopper else (None, False)
         line = iteration_line(it, opts.task, train_m, test_m)

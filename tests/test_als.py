@@ -161,8 +161,9 @@ def test_predictions_match_naive_and_model():
 
 @pytest.mark.parametrize("task", ["r", "c"])
 def test_train_scores_give_the_train_metrics_of_the_user_order(task):
-    """train_scores: the learner's own row order (and, for regression, the clip left to the
-    metrics) gives the metrics of train_predictions() against the user's targets."""
+    """train_scores: the learner's own row order (and, for regression, ŷ = e + y from the
+    float32 cache and the clip left to the metrics) gives the metrics of train_predictions()
+    against the user's targets."""
     from fmcli import metrics
 
     X, d = dense_problem(9, n=300, task=task)
@@ -175,7 +176,7 @@ def test_train_scores_give_the_train_metrics_of_the_user_order(task):
     got = metrics.evaluate(task, pred, y, clip)
     assert want.keys() == got.keys()
     for key in want:
-        assert got[key] == pytest.approx(want[key], rel=1e-12)
+        assert got[key] == pytest.approx(want[key], rel=1e-6 if task == "r" else 1e-12)
 
 
 def test_regular_forms_three_vs_one_plus_2g_identical():

@@ -95,6 +95,7 @@ REJ_NAMES = ("alpha", "w0", "w", "v", "w_mu", "w_lambda", "v_mu", "v_lambda")
 
 PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets are swept on one thread (same result)
 CACHE_DTYPE = np.float32   # e and q: half the memory traffic of float64; reset exactly every sweep
+REFRESH_ROWS = 1 << 18   # regression refresh: rows of ŷ at a time (2 MB), e into the cache
 FACTOR_BLOCK = 16   # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors (module docs)
 
 
@@ -768,6 +769,20 @@ class _RelationState:
         return self.relation.offset
 
 
+class _ScoresFromResiduals:
+    """ŷ = e + y of the train rows as slices are asked for (metrics go chunk by chunk), so no
+    array of the train set's size is made."""
+
+    def __init__(self, C, y):
+        self.C, self.y = C, y
+
+    def __len__(self):
+        return self.C.shape[0]
+
+    def __getitem__(self, rows):
+        return self.C[rows, 0].astype(np.float64) + self.y[rows]
+
+
 def _index_dtype(n):
     """int32 for indices below n when they fit: half the memory of int64 (perm, indptr)."""
     return np.int32 if n < 2**31 else np.int64
@@ -863,7 +878,10 @@ class CoordinateLearner(Learner):
         # reads y itself
         self._z = self._y.astype(np.float64) if self.task == "c" else self._y
         self.evals = evals
-        self._yhat = np.empty(train.n_rows)
+        # ŷ of the train rows: kept for probit (the latent targets need it); regression keeps
+        # only e = ŷ − y in the cache, ŷ passing through a small buffer (_refresh_train)
+        self._yhat = np.empty(train.n_rows) if self.task == "c" else None
+        self._rowbuf = np.empty(min(train.n_rows, REFRESH_ROWS))
         self._no_rows = np.empty(0)
         # factor blocks (module docs): all k factors in one block with relations or
         # opts.extra["blocks"], or when k <= FACTOR_BLOCK
@@ -885,7 +903,8 @@ class CoordinateLearner(Learner):
         self._init_hyper()
         self.n_steps = 0
         self._refresh_train()
-        set_residuals(self.C, self._yhat, self._z)
+        if self.task == "c":
+            set_residuals(self.C, self._yhat, self._z)
         self.eval_raw = {name: self._predict(d) for name, d in evals.items()}
 
     def _setup_order(self, train, n):
@@ -979,7 +998,15 @@ class CoordinateLearner(Learner):
 
     @property
     def yhat(self):
-        return self._user_order(self._yhat)
+        """ŷ of the train rows for the current parameters (regression: computed afresh)."""
+        if self._yhat is not None:
+            return self._user_order(self._yhat)
+        m = self.model
+        raw = np.empty(self.C.shape[0])
+        predict_rows(self.indptr, self.indices, self.data, float(self.w0a[0]), m.w, m.V, self.use_w,
+                     raw, np.empty((0, self.k + 1), CACHE_DTYPE), self._train_rel_map,
+                     relation_terms(self._train_rel, m.w, m.V, self.use_w))
+        return self._user_order(raw)
 
     @property
     def y(self):
@@ -1108,17 +1135,31 @@ class CoordinateLearner(Learner):
 
     def _refresh_train(self):
         """ŷ and q of all train rows from scratch, row by row from the CSR (resets the caches
-        exactly); with factor blocks, q of block 0 (ready for the next sweep)."""
+        exactly); with factor blocks, q of block 0 (ready for the next sweep). Regression: ŷ
+        goes through a buffer of REFRESH_ROWS rows and e = ŷ − y straight into the cache
+        (the same bits as a whole ŷ array, 8 bytes per row less); classification: ŷ into
+        self._yhat, e is set after the latent targets."""
         m = self.model
-        if len(self.factor_blocks) > 1:
-            f0, f1 = self.factor_blocks[0]
-            block_rows(self.indptr, self.indices, self.data, m.V, f0, f1, self.C,
-                       float(self.w0a[0]), m.w, self.use_w, self._yhat)
-            self.block = (f0, f1)
-            return
-        predict_rows(self.indptr, self.indices, self.data, float(self.w0a[0]), m.w, m.V, self.use_w,
-                     self._yhat, self.C, self._train_rel_map,
-                     relation_terms(self._train_rel, m.w, m.V, self.use_w))
+        w0 = float(self.w0a[0])
+        blocked = len(self.factor_blocks) > 1
+        terms = None if blocked else relation_terms(self._train_rel, m.w, m.V, self.use_w)
+        n = self.C.shape[0]
+        step = n if self._yhat is not None else REFRESH_ROWS
+        for a in range(0, max(n, 1), max(step, 1)):
+            b = min(a + step, n)
+            out = self._yhat[a:b] if self._yhat is not None else self._rowbuf[:b - a]
+            ptr = self.indptr[a:b + 1]
+            if blocked:
+                f0, f1 = self.factor_blocks[0]
+                block_rows(ptr, self.indices, self.data, m.V, f0, f1, self.C[a:b], w0, m.w,
+                           self.use_w, out)
+            else:
+                predict_rows(ptr, self.indices, self.data, w0, m.w, m.V, self.use_w, out,
+                             self.C[a:b], np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
+            if self._yhat is None:
+                set_residuals(self.C[a:b], out, self._z[a:b])
+        if blocked:
+            self.block = self.factor_blocks[0]
 
     def _link(self, raw):
         m = self.model
@@ -1131,12 +1172,13 @@ class CoordinateLearner(Learner):
     def _check_finite(self, it):
         from fmcli.errors import TrainingError
 
-        bad = count_nonfinite(self._yhat)
+        # regression: e = ŷ − y is finite exactly when ŷ is (short of a float32 overflow)
+        bad = count_nonfinite(self._yhat if self._yhat is not None else self.C[:, 0])
         if bad or not math.isfinite(self.w0a[0]) or count_nonfinite(self.model.w) \
                 or count_nonfinite(self.model.V):
             raise TrainingError(
                 f"{type(self).__name__[:-7].upper()} diverged in iteration {it}: "
-                f"{bad} of {len(self._yhat)} train predictions are not finite "
+                f"{bad} of {self.C.shape[0]} train predictions are not finite "
                 f"(rejected draws so far: {self.rejected_draws()}); "
                 f"try a larger -regular or a smaller -init_stdev")
 
@@ -1149,7 +1191,7 @@ class CoordinateLearner(Learner):
         self._check_finite(it)
         if self.task == "c":
             self._latent()
-        set_residuals(self.C, self._yhat, self._z)
+            set_residuals(self.C, self._yhat, self._z)
         self.eval_raw = {name: self._predict(d) for name, d in self.evals.items()}
         self.n_steps += 1
         self._after_eval()
@@ -1158,9 +1200,10 @@ class CoordinateLearner(Learner):
         return self._link(self.yhat)
 
     def train_scores(self):
-        # internal row order (no reordered copy); regression clipped by the metrics
+        # internal row order (no reordered copy); regression: ŷ = e + y chunk by chunk (e is
+        # float32: ŷ to about 1e-7, for the printed metrics) and clipped by the metrics
         if self.task == "r":
-            return self._yhat, self._y, (self.model.y_min, self.model.y_max)
+            return _ScoresFromResiduals(self.C, self._y), self._y, (self.model.y_min, self.model.y_max)
         return self._link(self._yhat), self._y, None
 
     def rejected_draws(self):
