@@ -94,7 +94,9 @@ class MCMCLearner(CoordinateLearner):
 
     def final_model(self):
         m = self.model
-        out = FMModel(float(self.w0a[0]), m.w.copy(), m.V.copy(), m.use_w0, m.use_w, m.task,
+        # w and V are the learner's own arrays, as ALS's final_model (copy before stepping on:
+        # EarlyStop does); a copy here cost n k 8 bytes at the end of every run
+        out = FMModel(float(self.w0a[0]), m.w, m.V, m.use_w0, m.use_w, m.task,
                       m.link, m.y_min, m.y_max, dict(m.meta))
         kept = self.kept or ([self.last_sample] if self.n_avg and self.opts.save_samples else [])
         if kept:
