@@ -142,12 +142,14 @@ NO_MAP = np.empty((0, 0), np.int64)
 def predict_rows(indptr, indices, data, w0, w, V, use_w, out, C, rel_map, rel_terms):
     """Raw scores of CSR rows into `out`, blocks of rows in parallel (each row's arithmetic is
     fixed, so the result does not depend on the number of threads). If C has rows, also store
-    the factor sums C[i, 1 + f] = Σ_j v_{j,f} x_ij (the ALS/MCMC cache layout, e in column 0).
+    the factor sums C[i, 1 + f] = Σ_j v_{j,f} x_ij (the ALS/MCMC cache layout, e in column 0)
+    of the first C.shape[1] − 1 factors (all k, or the first factor block).
     Ids ≥ n_features contribute nothing. Relations: row i adds the relation row terms
     rel_terms[rel_map[t, i]] of each relation t (relation_terms; rel_map (0, ·) for none)."""
     n_rows = indptr.shape[0] - 1
     n_features, k = V.shape
     store = C.shape[0] > 0
+    kc = C.shape[1] - 1
     block = 4096
     for b in prange((n_rows + block - 1) // block):
         s = np.empty(k)
@@ -174,6 +176,6 @@ def predict_rows(indptr, indices, data, w0, w, V, use_w, out, C, rel_map, rel_te
             pair = 0.0
             for f in range(k):
                 pair += s[f] * s[f]
-                if store:
+                if store and f < kc:
                     C[i, 1 + f] = s[f]
             out[i] = acc + 0.5 * (pair - sq)

@@ -64,7 +64,7 @@ opts.extra["blocks"] there are no factor blocks: C keeps q of all k factors, wha
 Features without any train entry are not visited (their values never change). A duplicated
 (row, feature) entry makes ŷ quadratic in v_{j,f}; like libFM we treat each entry linearly,
 so within such a column the caches are approximate; they are reset exactly after each
-sweep anyway (`predict_rows` / `block_rows` recompute ŷ and q from the CSR rows).
+sweep anyway (`predict_rows` recomputes ŷ and q from the CSR rows, `block_rows` a later block's q).
 """
 
 import math
@@ -327,52 +327,34 @@ def _column_local(j, cptr, crow, cval, C, w, V, lam_w, mu_w, lam_v, mu_v, alpha,
 
 
 @njit(parallel=True)
-def block_rows(indptr, indices, data, V, f0, f1, C, w0, w, use_w, out):
+def block_rows(indptr, indices, data, V, f0, f1, C):
     """The caches of factor block [f0, f1) from the CSR rows: C[i, 1 + f − f0] =
     Σ_j v_{j,f} x_ij (float64 sums per row, stored as float32), blocks of rows in parallel
-    (each row's arithmetic is fixed: the same for any number of threads). If out has rows,
-    also the exact raw score ŷ_i = w0 + Σ_j w_j x_ij + ½ Σ_f [(Σ_j v_{j,f} x_ij)² −
-    Σ_j v_{j,f}² x_ij²] (all k factors, as predict_rows) into out[i]; otherwise only the
-    block's factors are summed. Ids ≥ n_features contribute nothing. C's columns after the
-    block's are left alone. The block's part of the row of V of the entry PREFETCH_AHEAD
-    ahead is prefetched (a hint; 1M set, 16 factors: 0.115 -> 0.092 s, 1 thread)."""
+    (each row's arithmetic is fixed: the same for any number of threads). Ids ≥ n_features
+    contribute nothing. C's columns after the block's are left alone. (Block 0 and the exact
+    ŷ come from predict_rows, in the train refresh.) The block's part of the row of V of the
+    entry PREFETCH_AHEAD ahead is prefetched (a hint; 1M set, 16 factors: 0.115 -> 0.092 s,
+    1 thread)."""
     n_rows = indptr.shape[0] - 1
-    n_features, k = V.shape
-    full = out.shape[0] > 0
-    a, b = (0, k) if full else (f0, f1)
+    n_features = V.shape[0]
     last = indptr[n_rows] - 1
     rows = 4096
     for r in prange((n_rows + rows - 1) // rows):
-        s = np.empty(b - a)
+        s = np.empty(f1 - f0)
         for i in range(r * rows, min(n_rows, (r + 1) * rows)):
             s[:] = 0.0
-            acc = w0
-            sq = 0.0
             for p in range(indptr[i], indptr[i + 1]):
                 ja = indices[min(p + PREFETCH_AHEAD, last)]
-                if ja < n_features and a < b:
-                    _prefetch_read(V, ja, a)
+                if ja < n_features and f0 < f1:
+                    _prefetch_read(V, ja, f0)
                 j = indices[p]
                 if j >= n_features:
                     continue
                 x = np.float64(data[p])
-                if full:
-                    if use_w:
-                        acc += w[j] * x
-                    for f in range(k):
-                        vx = V[j, f] * x
-                        s[f] += vx
-                        sq += vx * vx
-                else:
-                    for f in range(a, b):
-                        s[f - a] += V[j, f] * x
-            if full:
-                pair = 0.0
-                for f in range(k):
-                    pair += s[f] * s[f]
-                out[i] = acc + 0.5 * (pair - sq)
+                for f in range(f0, f1):
+                    s[f - f0] += V[j, f] * x
             for f in range(f0, f1):
-                C[i, 1 + f - f0] = s[f - a]
+                C[i, 1 + f - f0] = s[f - f0]
 
 
 def block_seed(seed, b):
@@ -882,7 +864,6 @@ class CoordinateLearner(Learner):
         # only e = ŷ − y in the cache, ŷ passing through a small buffer (_refresh_train)
         self._yhat = np.empty(train.n_rows) if self.task == "c" else None
         self._rowbuf = np.empty(min(train.n_rows, REFRESH_ROWS))
-        self._no_rows = np.empty(0)
         # factor blocks (module docs): all k factors in one block with relations or
         # opts.extra["blocks"], or when k <= FACTOR_BLOCK
         kb = self.k if self.rel or self.opts.extra.get("blocks") or self.k <= FACTOR_BLOCK \
@@ -1090,8 +1071,7 @@ class CoordinateLearner(Learner):
             for b, (f0, f1) in enumerate(self.factor_blocks):
                 if (f0, f1) != self.block:
                     # the block's q from the CSR rows (e is carried over from the last block)
-                    block_rows(self.indptr, self.indices, self.data, m.V, f0, f1, self.C, 0.0,
-                               m.w, False, self._no_rows)
+                    block_rows(self.indptr, self.indices, self.data, m.V, f0, f1, self.C)
                     self.block = (f0, f1)
                 # a narrower last block: the same lane buffers, cut for its width
                 off = B_off if f1 - f0 == kb else B_off // (kb + 1) * (f1 - f0 + 1)
@@ -1141,25 +1121,18 @@ class CoordinateLearner(Learner):
         self._yhat, e is set after the latent targets."""
         m = self.model
         w0 = float(self.w0a[0])
-        blocked = len(self.factor_blocks) > 1
-        terms = None if blocked else relation_terms(self._train_rel, m.w, m.V, self.use_w)
+        terms = relation_terms(self._train_rel, m.w, m.V, self.use_w)
         n = self.C.shape[0]
         step = n if self._yhat is not None else REFRESH_ROWS
         for a in range(0, max(n, 1), max(step, 1)):
             b = min(a + step, n)
             out = self._yhat[a:b] if self._yhat is not None else self._rowbuf[:b - a]
-            ptr = self.indptr[a:b + 1]
-            if blocked:
-                f0, f1 = self.factor_blocks[0]
-                block_rows(ptr, self.indices, self.data, m.V, f0, f1, self.C[a:b], w0, m.w,
-                           self.use_w, out)
-            else:
-                predict_rows(ptr, self.indices, self.data, w0, m.w, m.V, self.use_w, out,
-                             self.C[a:b], np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
+            # q of the cache's width: all k factors, or block 0's
+            predict_rows(self.indptr[a:b + 1], self.indices, self.data, w0, m.w, m.V, self.use_w, out,
+                         self.C[a:b], np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
             if self._yhat is None:
                 set_residuals(self.C[a:b], out, self._z[a:b])
-        if blocked:
-            self.block = self.factor_blocks[0]
+        self.block = self.factor_blocks[0]
 
     def _link(self, raw):
         m = self.model
