@@ -71,7 +71,7 @@ def permute_rows(indptr, indices, data, perm, release_source=False):
         return (out_ptr,) + _gather_rows(indptr, indices, data, perm, out_ptr)
     from fmcli.io.cache import release_pages
 
-    release_pages(indptr)
+    release_pages(indptr)       # read in perm's order above; below again in file order
     dest = _inverse(perm, np.int32 if len(perm) < 2**31 else np.int64)
     out_ind = np.empty(out_ptr[-1], indices.dtype)
     out_val = np.empty(out_ptr[-1], data.dtype)

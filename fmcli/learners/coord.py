@@ -863,7 +863,7 @@ class CoordinateLearner(Learner):
         # ŷ of the train rows: kept for probit (the latent targets need it); regression keeps
         # only e = ŷ − y in the cache, ŷ passing through a small buffer (_refresh_train)
         self._yhat = np.empty(train.n_rows) if self.task == "c" else None
-        self._rowbuf = np.empty(min(train.n_rows, REFRESH_ROWS))
+        self._rowbuf = np.empty(min(train.n_rows, REFRESH_ROWS)) if self._yhat is None else None
         # factor blocks (module docs): all k factors in one block with relations or
         # opts.extra["blocks"], or when k <= FACTOR_BLOCK
         kb = self.k if self.rel or self.opts.extra.get("blocks") or self.k <= FACTOR_BLOCK \
