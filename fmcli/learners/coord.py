@@ -623,9 +623,12 @@ def row_keys(indptr, indices, colour, big, n):
 
 @njit(parallel=True)
 def set_residuals(C, yhat, z):
-    """e_i = ŷ_i − t_i into the cache's column 0."""
+    """e_i = ŷ_i − t_i into the cache's column 0; returns how many ŷ_i are not finite."""
+    bad = 0
     for i in prange(C.shape[0]):
         C[i, 0] = yhat[i] - z[i]
+        bad += 0 if math.isfinite(yhat[i]) else 1
+    return bad
 
 
 @njit
@@ -1124,6 +1127,7 @@ class CoordinateLearner(Learner):
         terms = relation_terms(self._train_rel, m.w, m.V, self.use_w)
         n = self.C.shape[0]
         step = n if self._yhat is not None else REFRESH_ROWS
+        self._nonfinite = 0     # regression: counted while e is written (_check_finite)
         for a in range(0, max(n, 1), max(step, 1)):
             b = min(a + step, n)
             out = self._yhat[a:b] if self._yhat is not None else self._rowbuf[:b - a]
@@ -1131,7 +1135,7 @@ class CoordinateLearner(Learner):
             predict_rows(self.indptr[a:b + 1], self.indices, self.data, w0, m.w, m.V, self.use_w, out,
                          self.C[a:b], np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
             if self._yhat is None:
-                set_residuals(self.C[a:b], out, self._z[a:b])
+                self._nonfinite += set_residuals(self.C[a:b], out, self._z[a:b])
         self.block = self.factor_blocks[0]
 
     def _link(self, raw):
@@ -1145,8 +1149,8 @@ class CoordinateLearner(Learner):
     def _check_finite(self, it):
         from fmcli.errors import TrainingError
 
-        # regression: e = ŷ − y is finite exactly when ŷ is (short of a float32 overflow)
-        bad = count_nonfinite(self._yhat if self._yhat is not None else self.C[:, 0])
+        # regression: the non-finite ŷ were counted as e was written (_refresh_train)
+        bad = count_nonfinite(self._yhat) if self._yhat is not None else self._nonfinite
         if bad or not math.isfinite(self.w0a[0]) or count_nonfinite(self.model.w) \
                 or count_nonfinite(self.model.V):
             raise TrainingError(
