@@ -12,10 +12,9 @@ from fmcli.learners.als import ALSLearner
 from fmcli.learners.base import TrainOptions
 from fmcli.learners.mcmc import MCMCLearner
 from fmcli.model import FMModel
-from fmcli.train import threads
 
 from naive import dense_to_rows, factor_sums, fm_predict_dense, regularised_loss
-from test_parallel import recsys
+from test_parallel import recsys, train
 
 TWO = min(2, numba.config.NUMBA_NUM_THREADS)
 K = 20
@@ -157,17 +156,6 @@ def test_caches_exact_after_blocked_sweep(monkeypatch, method, duplicates_path):
     np.testing.assert_allclose(lrn.e, fm_predict_dense(X, lrn.w0a[0], m.w, m.V) - lrn.z, atol=1e-5)
 
 
-def train(method, d, n_threads, task="r", k=K, iters=3, seed=5):
-    opts = TrainOptions(task=task, method=method, dim=(1, 1, k), regular=(0, 1, 1), seed=seed)
-    cls = ALSLearner if method == "als" else MCMCLearner
-    with threads(n_threads):
-        rng = np.random.default_rng(seed)
-        lrn = cls(FMModel.init(d.n_features, k, rng=rng), d, {"test": d}, opts, rng)
-        for it in range(iters):
-            lrn.step(it)
-    return lrn
-
-
 @pytest.mark.parametrize("method", ["als", "mcmc"])
 @pytest.mark.parametrize("task", ["r", "c"])
 @pytest.mark.parametrize("duplicate", [False, True])
@@ -177,8 +165,8 @@ def test_same_model_with_one_and_two_threads(monkeypatch, method, task, duplicat
     if width:
         monkeypatch.setattr(coord, "FACTOR_BLOCK", width)
     d, _ = recsys(1, task=task, duplicate=duplicate)
-    a = train(method, d, 1, task)
-    b = train(method, d, TWO, task)
+    a = train(method, d, 1, task, k=K)
+    b = train(method, d, TWO, task, k=K)
     assert len(a.factor_blocks) >= 2 and a.has_duplicates == duplicate
     assert b._scratch[0].shape[0] == TWO
     np.testing.assert_array_equal(a.model.V, b.model.V)

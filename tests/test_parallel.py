@@ -45,13 +45,13 @@ def recsys(seed, n=2000, users=80, items=40, ctx=5, task="r", duplicate=False):
     return SparseData(indptr, indices, data, y.astype(np.float32), users + items + ctx + 1), rows
 
 
-def train(method, d, n_threads, task="r", iters=3, seed=5, groups=None):
+def train(method, d, n_threads, task="r", iters=3, seed=5, groups=None, k=4):
     cls = ALSLearner if method == "als" else MCMCLearner
-    opts = TrainOptions(task=task, method=method, dim=(1, 1, 4), regular=(0, 1, 1), seed=seed,
+    opts = TrainOptions(task=task, method=method, dim=(1, 1, k), regular=(0, 1, 1), seed=seed,
                         groups=groups)
     with threads(n_threads):
         rng = np.random.default_rng(seed)
-        lrn = cls(FMModel.init(d.n_features, 4, rng=rng), d, {"test": d}, opts, rng)
+        lrn = cls(FMModel.init(d.n_features, k, rng=rng), d, {"test": d}, opts, rng)
         for it in range(iters):
             lrn.step(it)
     return lrn
