@@ -11,28 +11,25 @@ import numpy as np
 CHUNK = 1 << 16   # rows per numpy step: temporaries stay small whatever the data size
 
 
-def _mean(term, pred, y, clip=None):
+def _mean(term, pred, y):
     """Mean of term(pred, y) over all rows, computed chunk by chunk (a 10M-row train set would
-    otherwise allocate several 80 MB temporaries per metric); clip: (lo, hi) applied to pred
-    first, chunk by chunk."""
+    otherwise allocate several 80 MB temporaries per metric). pred may be any object that
+    gives arrays for slices (a learner's lazily computed predictions)."""
     n = len(y)
     if n == 0:
         return float("nan")
     total = 0.0
     for a in range(0, n, CHUNK):
-        p = np.asarray(pred[a:a + CHUNK], np.float64)
-        if clip is not None:
-            p = np.clip(p, *clip)
-        total += float(np.sum(term(p, y[a:a + CHUNK])))
+        total += float(np.sum(term(np.asarray(pred[a:a + CHUNK], np.float64), y[a:a + CHUNK])))
     return total / n
 
 
-def rmse(pred, y, clip=None):
-    return float(np.sqrt(_mean(lambda p, t: (p - t) ** 2, pred, y, clip)))
+def rmse(pred, y):
+    return float(np.sqrt(_mean(lambda p, t: (p - t) ** 2, pred, y)))
 
 
-def mae(pred, y, clip=None):
-    return _mean(lambda p, t: np.abs(p - t), pred, y, clip)
+def mae(pred, y):
+    return _mean(lambda p, t: np.abs(p - t), pred, y)
 
 
 def accuracy(prob, y):
@@ -67,9 +64,8 @@ def auc(score, y):
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def evaluate(task, pred, y, clip=None):
-    """Ordered dict of metric name -> value for one prediction vector. clip: regression
-    predictions still to be clipped to (lo, hi), which is done chunk by chunk."""
+def evaluate(task, pred, y):
+    """Ordered dict of metric name -> value for one prediction vector."""
     if task == "r":
-        return {"rmse": rmse(pred, y, clip), "mae": mae(pred, y, clip)}
+        return {"rmse": rmse(pred, y), "mae": mae(pred, y)}
     return {"accuracy": accuracy(pred, y), "auc": auc(pred, y), "logloss": log_loss(pred, y)}

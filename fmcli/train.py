@@ -253,8 +253,8 @@ def _json_number(x):
     return float(x)
 
 
-def _metrics(task, pred, y, clip=None):
-    m = metrics.evaluate(task, pred, y, clip)
+def _metrics(task, pred, y):
+    m = metrics.evaluate(task, pred, y)
     if task == "c":
         m["ll10"] = metrics.libfm_ll(pred, y)
     return m
@@ -305,8 +305,8 @@ def _iterate(job, learner, train, test, test_labeled, rlog, console, stopper):
         t0 = time.perf_counter()
         learner.step(it)
         t_learn = time.perf_counter() - t0
-        train_pred, train_y, clip = learner.train_scores()
-        train_m = _metrics(opts.task, train_pred, train_y, clip)
+        train_pred, train_y = learner.train_scores()
+        train_m = _metrics(opts.task, train_pred, train_y)
         del train_pred
         test_pred = learner.eval_predictions("test") if test is not None else None
         # a NaN among the train predictions makes RMSE / log-loss NaN (AUC may be NaN anyway)

@@ -55,12 +55,12 @@ class Learner:
         raise NotImplementedError
 
     def train_scores(self):
-        """(predictions, targets, clip) of the train rows in any matching order, for the train
+        """(predictions, targets) of the train rows in any matching order, for the train
         metrics: learners that keep their rows reordered return them in their own order, which
-        spares a copy of the train set's predictions in the user's order. Regression
-        predictions may come unclipped with clip = (y_min, y_max), applied by the metrics chunk
-        by chunk (no second array of the train set's size); clip None: nothing to apply."""
-        return self.train_predictions(), self.train.y, None
+        spares a copy of the train set's predictions in the user's order. The predictions may
+        be an object that computes them for the slices the metrics ask for (fmcli.metrics
+        goes chunk by chunk), so that no array of the train set's size is made."""
+        return self.train_predictions(), self.train.y
 
     def eval_predictions(self, name):
         """Link-applied predictions of evals[name] as `-out` would write them now

@@ -755,17 +755,18 @@ class _RelationState:
 
 
 class _ScoresFromResiduals:
-    """ŷ = e + y of the train rows as slices are asked for (metrics go chunk by chunk), so no
-    array of the train set's size is made."""
+    """Regression predictions clip(e + y, lo, hi) of the train rows as slices are asked for
+    (the metrics go chunk by chunk), so no array of the train set's size is made. e is float32:
+    the predictions are exact to about 1e-7, for the printed metrics."""
 
-    def __init__(self, C, y):
-        self.C, self.y = C, y
+    def __init__(self, C, y, lo, hi):
+        self.C, self.y, self.lo, self.hi = C, y, lo, hi
 
     def __len__(self):
         return self.C.shape[0]
 
     def __getitem__(self, rows):
-        return self.C[rows, 0].astype(np.float64) + self.y[rows]
+        return np.clip(self.C[rows, 0].astype(np.float64) + self.y[rows], self.lo, self.hi)
 
 
 def _index_dtype(n):
@@ -1177,11 +1178,10 @@ class CoordinateLearner(Learner):
         return self._link(self.yhat)
 
     def train_scores(self):
-        # internal row order (no reordered copy); regression: ŷ = e + y chunk by chunk (e is
-        # float32: ŷ to about 1e-7, for the printed metrics) and clipped by the metrics
+        # internal row order (no reordered copy); regression: computed chunk by chunk from e
         if self.task == "r":
-            return _ScoresFromResiduals(self.C, self._y), self._y, (self.model.y_min, self.model.y_max)
-        return self._link(self._yhat), self._y, None
+            return _ScoresFromResiduals(self.C, self._y, self.model.y_min, self.model.y_max), self._y
+        return self._link(self._yhat), self._y
 
     def rejected_draws(self):
         """Non-finite draws or updates rejected so far, by parameter kind (libFM's #nans)."""

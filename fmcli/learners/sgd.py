@@ -106,7 +106,7 @@ class SGDLearner(Learner):
         return self.model.predict(*self.train.csr())
 
     def train_scores(self):
-        return self.model.predict(*self.rows), self.y, None
+        return self.model.predict(*self.rows), self.y
 
     def eval_predictions(self, name):
         return self.model.predict(*self.evals[name].csr())
