@@ -62,16 +62,16 @@ def transpose(indptr, indices, data, n_cols):
 
 
 def permute_rows(indptr, indices, data, perm, release_source=False):
-    """The CSR rows perm[0], perm[1], ... as a new CSR matrix. release_source: the source is
-    memory-mapped and will not be read again: it is read in file order, chunk by chunk, each
-    chunk's pages dropped once copied (fmcli.io.cache.release_pages), so the copy and the
-    whole source are never resident together."""
-    out_ptr = _permuted_ptr(indptr, perm)
-    if not release_source:
-        return (out_ptr,) + _gather_rows(indptr, indices, data, perm, out_ptr)
+    """The CSR rows perm[0], perm[1], ... as a new CSR matrix. The source is read in file
+    order, chunk by chunk (each row scattered to its place). release_source: the source is
+    memory-mapped and will not be read again: each chunk's pages are dropped once copied
+    (fmcli.io.cache.release_pages), so the copy and the whole source are never resident
+    together."""
     from fmcli.io.cache import release_pages
 
-    release_pages(indptr)       # read in perm's order above; below again in file order
+    out_ptr = _permuted_ptr(indptr, perm)
+    if release_source:
+        release_pages(indptr)   # read in perm's order above; below again in file order
     dest = _inverse(perm, np.int32 if len(perm) < 2**31 else np.int64)
     out_ind = np.empty(out_ptr[-1], indices.dtype)
     out_val = np.empty(out_ptr[-1], data.dtype)
@@ -79,9 +79,10 @@ def permute_rows(indptr, indices, data, perm, release_source=False):
     for a in range(0, len(perm), step):
         b = min(a + step, len(perm))
         _scatter_rows(indptr, indices, data, dest, out_ptr, out_ind, out_val, a, b)
-        release_pages(indices, indptr[a], indptr[b])
-        release_pages(data, indptr[a], indptr[b])
-        release_pages(indptr, a, b)
+        if release_source:
+            release_pages(indices, indptr[a], indptr[b])
+            release_pages(data, indptr[a], indptr[b])
+            release_pages(indptr, a, b)
     return out_ptr, out_ind, out_val
 
 
@@ -101,19 +102,6 @@ def _inverse(perm, dtype):
     for r in range(perm.shape[0]):
         dest[perm[r]] = r
     return dest
-
-
-@njit
-def _gather_rows(indptr, indices, data, perm, out_ptr):
-    n = perm.shape[0]
-    out_ind = np.empty(out_ptr[n], indices.dtype)
-    out_val = np.empty(out_ptr[n], data.dtype)
-    for r in range(n):
-        src = indptr[perm[r]]
-        for t in range(out_ptr[r + 1] - out_ptr[r]):
-            out_ind[out_ptr[r] + t] = indices[src + t]
-            out_val[out_ptr[r] + t] = data[src + t]
-    return out_ind, out_val
 
 
 @njit

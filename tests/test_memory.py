@@ -65,6 +65,9 @@ def test_permute_rows_from_a_released_memmap_equals_in_memory(tmp_path):
         assert w.dtype == g.dtype
         np.testing.assert_array_equal(w, g)
     assert want[0][-1] == indptr[-1]
+    rows = [np.arange(indptr[r], indptr[r + 1]) for r in perm]      # numpy reference, row by row
+    np.testing.assert_array_equal(want[1], indices[np.concatenate(rows)])
+    np.testing.assert_array_equal(want[2], data[np.concatenate(rows)])
     np.testing.assert_array_equal(want[1][want[0][1]:want[0][2]], indices[indptr[perm[1]]:indptr[perm[1] + 1]])
 
 
