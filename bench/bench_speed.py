@@ -207,7 +207,8 @@ def main():
     a = ap.parse_args()
     ensure_data(a.prefix)
     from fmcli.io import cache
-    from fmcli.io.libsvm import read_libfm
+    from fmcli.io.libsvm import iter_libfm_chunks, read_libfm
+    from fmcli.io.load import load_dataset
 
     trainf, testf = a.prefix + ".train.libfm", a.prefix + ".test.libfm"
     rows = []
@@ -219,8 +220,8 @@ def main():
     read_libfm(testf)   # compile the reader
     t_text = best(lambda: read_libfm(trainf))
     cpath = cache.cache_path(trainf)
-    t_build = best(lambda: cache.build_cache(trainf, cpath, cache.text_identity(trainf)), 1)
-    t_cache = best(lambda: cache.load_dataset(trainf))
+    t_build = best(lambda: cache.write_cache_chunks(cpath, iter_libfm_chunks(trainf), cache.text_identity(trainf)), 1)
+    t_cache = best(lambda: load_dataset(trainf))
     train = read_libfm(trainf)
     test = read_libfm(testf)
     yard = time_yardstick(train, 8)

@@ -18,10 +18,7 @@ Runs go through fmcli.train.run_train (the files above, as `fmcli train -relatio
 them); -meta groups user 0, item 1; the relation is group 2 (libFM's default: one group per
 relation, so rated,raters have groups 2 and 3). s/iter: wall time of learner.step (the sweep plus train and test predictions).
 The flat runs (the relation's features written into every row: what a user without relations
-would train on) are timed over --flat-iters iterations only, in fmcli's default sweep order and
-as the flat twin of the relation run (opts.extra["blocks"] = the relation's offset: the
-relation's sweep order, the same model to rounding; its coordinate-by-coordinate passes make
-it slower than the default order).
+would train on) are timed over --flat-iters iterations only, in fmcli's default sweep order.
 """
 
 import argparse
@@ -35,9 +32,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from fmcli import metrics  # noqa: E402
 from fmcli.console import Console  # noqa: E402
-from fmcli.data import block_groups, flatten  # noqa: E402
+from fmcli.data import flatten  # noqa: E402
 from fmcli.learners.base import TrainOptions  # noqa: E402
-from fmcli.train import TrainJob, build_model, load_data, learner_class  # noqa: E402
+from fmcli.plan import TrainJob, resolve, resolve_groups  # noqa: E402
+from fmcli.train import build_model, learner_class, load_data  # noqa: E402
 
 N_USERS, N_ITEMS = 943, 1682
 
@@ -72,27 +70,22 @@ def job(out, split, method, iters, seed, relations=(), regular=(0, 0, 0)):
 
 def run(j, flat=False):
     """(test RMSE, s/iter, set-up s, train nnz): the learner driven as run_train drives it.
-    flat: the relation written into every row; "twin" also sweeps in the relation's order."""
-    from fmcli.io.meta import read_meta
-
+    flat: the relations written into every row."""
     quiet = Console(quiet=True)
-    train, evals = load_data(j, 8, quiet)
-    j.opts.groups = read_meta(j.meta, max(train.n_features, evals["test"].n_features))
-    model, rng = build_model(j, train, evals, quiet)
+    plan = resolve(j)
+    train, evals = load_data(plan, quiet)
+    model, rng = build_model(plan, train, evals, quiet)
+    groups = resolve_groups(plan, train, evals, model.n_features)
     if flat:
-        rels = train.relations
-        j.opts.groups = block_groups(j.opts.groups, train.n_features, [r for r, _ in rels], train.n_model_features)
-        if flat == "twin":
-            j.opts.extra["blocks"] = [r.offset for r, _ in rels]
         train, evals = flatten(train), {k: flatten(d) for k, d in evals.items()}
     t0 = time.perf_counter()
-    lrn = learner_class(j.opts.method)(model, train, evals, j.opts, rng)
+    lrn = learner_class(plan.opts.method)(model, train, evals, groups, plan.opts, rng)
     t1 = time.perf_counter()
-    for it in range(j.opts.iterations):
+    for it in range(plan.opts.iterations):
         lrn.step(it)
     t2 = time.perf_counter()
     score = metrics.rmse(lrn.eval_predictions("test"), evals["test"].y)
-    return score, (t2 - t1) / j.opts.iterations, t1 - t0, train.nnz
+    return score, (t2 - t1) / plan.opts.iterations, t1 - t0, train.nnz
 
 
 def main(argv=None):
@@ -120,12 +113,9 @@ def main(argv=None):
                 ("als 0,10,10, -relation rated,raters",
                  job(a.out, split, "als", 100, a.seed, UI, (0, 10, 10)), False),
                 (f"mcmc, rated flat in every row ({fi} it)", job(a.out, split, "mcmc", fi, a.seed, U), True),
-                (f"mcmc, rated flat, relation's order ({fi} it)", job(a.out, split, "mcmc", fi, a.seed, U), "twin"),
                 (f"mcmc, -relation rated ({fi} it)", job(a.out, split, "mcmc", fi, a.seed, U), False),
                 (f"als, rated flat in every row ({fi} it)",
                  job(a.out, split, "als", fi, a.seed, U, (0, 10, 10)), True),
-                (f"als, rated flat, relation's order ({fi} it)",
-                 job(a.out, split, "als", fi, a.seed, U, (0, 10, 10)), "twin"),
                 (f"als, -relation rated ({fi} it)", job(a.out, split, "als", fi, a.seed, U, (0, 10, 10)), False)]
         for name, j, flat in rows:
             score, per_it, setup, nnz = run(j, flat)

@@ -171,19 +171,13 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
     """
     from fmcli.console import Console
     from fmcli.learners.base import TrainOptions
-    from fmcli.train import TrainJob, run_train
+    from fmcli.plan import TrainJob
+    from fmcli.train import run_train
 
-    method = method.lower()
-    if optimizer != "sgd" and method != "sgd":
-        raise UsageError(f"--optimizer {optimizer} applies to -method sgd only")
-    regular_values = parse_floats("-regular", regular, [1, 3, lambda n: n > 3 and n % 2 == 1])
-    if len(regular_values) == 1:
-        regular_values *= 3
-    if len(regular_values) > 3 and (method != "als" or meta is None):
-        raise UsageError("-regular with more than 3 values (one per group) needs -method als and -meta")
     rates = parse_floats("-learn_rate", learn_rate, [1, 3], strict=True)
-    opts = TrainOptions(task=task.lower(), method=method, dim=parse_dim(dim), iterations=iterations,
-                        learn_rate=rates[0] if len(rates) == 1 else rates, regular=regular_values,
+    opts = TrainOptions(task=task.lower(), method=method.lower(), dim=parse_dim(dim), iterations=iterations,
+                        learn_rate=rates[0] if len(rates) == 1 else rates,
+                        regular=parse_floats("-regular", regular, [lambda n: n >= 1]),
                         init_stdev=init_stdev, seed=seed, burn_in=burn_in, keep_samples=keep_samples,
                         threads=threads, optimizer=optimizer)
     job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, meta,

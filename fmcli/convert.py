@@ -594,7 +594,8 @@ def convert_format(inputs, outputs, to, console=None):
     """libFM text to fmcli's binary data file (to="binary"), or either back to libFM text
     (to="text"). The binary file loads memory-mapped in `fmcli train` and `fmcli predict`."""
     from fmcli.console import Console
-    from fmcli.io.cache import load_dataset, write_cache
+    from fmcli.io.cache import write_cache
+    from fmcli.io.load import load_dataset
     from fmcli.io.libsvm import write_libfm
 
     console = console or Console()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmcli.config import njit
+from fmcli.memory import release_pages
 
 
 @dataclass
@@ -65,10 +66,8 @@ def permute_rows(indptr, indices, data, perm, release_source=False):
     """The CSR rows perm[0], perm[1], ... as a new CSR matrix. The source is read in file
     order, chunk by chunk (each row scattered to its place). release_source: the source is
     memory-mapped and will not be read again: each chunk's pages are dropped once copied
-    (fmcli.io.cache.release_pages), so the copy and the whole source are never resident
+    (fmcli.memory.release_pages), so the copy and the whole source are never resident
     together."""
-    from fmcli.io.cache import release_pages
-
     out_ptr = _permuted_ptr(indptr, perm)
     if release_source:
         release_pages(indptr)   # read in perm's order above; below again in file order
@@ -173,7 +172,7 @@ def _append_block(indptr, indices, data, bptr, bind, bval, offset, links):
     return out_ptr, out_ind, out_val
 
 
-def block_groups(groups, n_main, relations, n):
+def feature_groups(groups, n_main, relations, n):
     """Group id of each of the n model features: the main features' `groups` (None: all 0),
     then each relation's own groups (R.groups, or one group per relation) numbered after the
     groups before it, as libFM does. `groups` of length n already covers everything."""

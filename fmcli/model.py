@@ -136,38 +136,49 @@ def relation_terms(relations, w, V, use_w):
 
 
 NO_MAP = np.empty((0, 0), np.int64)
+ROWS_PER_TASK = 4096   # rows of one parallel task in predict_rows
+
+
+@njit(inline="always")
+def row_sums(indices, data, start, end, acc, w, V, use_w, s):
+    """The sums of one row's entries start..end that its prediction is made of: returns acc +
+    Σ_j w_j x_j (the linear terms added to acc only when use_w) and sq = Σ_j Σ_f (v_jf x_j)²,
+    and adds Σ_j v_jf x_j to s[f] for every f < V.shape[1] (s is not zeroed here). Ids ≥
+    V.shape[0] contribute nothing. The one definition of this arithmetic: predict_rows, the
+    SGD kernels and the ALS/MCMC factor-block refresh call it."""
+    n_features, k = V.shape
+    sq = 0.0
+    for p in range(start, end):
+        j = indices[p]
+        if j >= n_features:
+            continue
+        x = np.float64(data[p])
+        if use_w:
+            acc += w[j] * x
+        for f in range(k):
+            vx = V[j, f] * x
+            s[f] += vx
+            sq += vx * vx
+    return acc, sq
 
 
 @njit(parallel=True)
 def predict_rows(indptr, indices, data, w0, w, V, use_w, out, C, rel_map, rel_terms):
-    """Raw scores of CSR rows into `out`, blocks of rows in parallel (each row's arithmetic is
-    fixed, so the result does not depend on the number of threads). If C has rows, also store
-    the factor sums C[i, 1 + f] = Σ_j v_{j,f} x_ij (the ALS/MCMC cache layout, e in column 0)
-    of the first C.shape[1] − 1 factors (all k, or the first factor block).
+    """Raw scores of CSR rows into `out`, ROWS_PER_TASK rows per parallel task (each row's
+    arithmetic is fixed, so the result does not depend on the number of threads). If C has
+    rows, also store the factor sums C[i, 1 + f] = Σ_j v_{j,f} x_ij (the ALS/MCMC cache layout,
+    e in column 0) of the first C.shape[1] − 1 factors (all k, or the first factor block).
     Ids ≥ n_features contribute nothing. Relations: row i adds the relation row terms
     rel_terms[rel_map[t, i]] of each relation t (relation_terms; rel_map (0, ·) for none)."""
     n_rows = indptr.shape[0] - 1
-    n_features, k = V.shape
+    k = V.shape[1]
     store = C.shape[0] > 0
     kc = C.shape[1] - 1
-    block = 4096
-    for b in prange((n_rows + block - 1) // block):
+    for b in prange((n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         s = np.empty(k)
-        for i in range(b * block, min(n_rows, (b + 1) * block)):
-            acc = w0
+        for i in range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK)):
             s[:] = 0.0
-            sq = 0.0
-            for p in range(indptr[i], indptr[i + 1]):
-                j = indices[p]
-                if j >= n_features:
-                    continue
-                x = np.float64(data[p])
-                if use_w:
-                    acc += w[j] * x
-                for f in range(k):
-                    vx = V[j, f] * x
-                    s[f] += vx
-                    sq += vx * vx
+            acc, sq = row_sums(indices, data, indptr[i], indptr[i + 1], w0, w, V, use_w, s)
             for t in range(rel_map.shape[0]):
                 a = rel_map[t, i]
                 acc += rel_terms[a, 0]

@@ -60,7 +60,8 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
 def _chunks(path, chunk_bytes):
     """Blocks of rows: parsed text, or slices of a memory-mapped binary data file."""
     from fmcli.data import SparseData
-    from fmcli.io.cache import is_binary, read_binary
+    from fmcli.io.cache import is_binary
+    from fmcli.io.load import read_binary
     from fmcli.io.libsvm import iter_libfm_chunks
 
     if path == "-" or not is_binary(path):

@@ -96,7 +96,7 @@ def test_warm_start_dim_mismatch(run, movies, tmp_path):
     (["-task", "r", "-train", "X", "-dim", "1,1,x"], "three non-negative integers"),
     (["-task", "r", "-train", "X", "-dim", "2,1,8"], "must be 0 or 1"),
     (["-task", "r", "-train", "X", "-iter", "abc"], "is not a valid integer"),
-    (["-task", "r", "-train", "X", "-regular", "0,1"], "wrong number of values"),
+    (["-task", "r", "-train", "X", "-regular", "0,1"], "-regular takes 1 or 3 values"),
     (["-task", "r", "-train", "X", "-learn_rate", "0"], "values must be finite and > 0"),
     (["-task", "x", "-train", "X"], "'x' is not one of 'r', 'c'"),
     (["-task", "r", "-train", "X", "--early-stop", "3"], "--early-stop needs -validation"),

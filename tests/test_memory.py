@@ -6,8 +6,7 @@ regression refresh give the same results as their whole-array forms."""
 import numpy as np
 import pytest
 
-from fmcli.io.cache import release_pages
-from fmcli.learners.coord import row_keys
+from fmcli.memory import release_pages
 
 
 def test_release_pages_keeps_memmap_readable(tmp_path):
@@ -19,19 +18,6 @@ def test_release_pages_keeps_memmap_readable(tmp_path):
     for arr in (m, m[10:], np.ones(3)):      # slices and heap arrays are fine too
         release_pages(arr)
     np.testing.assert_array_equal(m, a)
-
-
-def test_row_keys_matches_numpy():
-    rng = np.random.default_rng(0)
-    n_rows, n = 200, 30
-    lens = rng.integers(0, 5, n_rows)
-    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    indices = np.concatenate([rng.choice(n, l, replace=False) for l in lens]).astype(np.int32)
-    colour = rng.integers(0, 4, n).astype(np.int64)
-    key = np.full(n_rows, n, np.int64)
-    in_big = colour[indices] == 2
-    key[np.repeat(np.arange(n_rows), lens)[in_big]] = indices[in_big]
-    np.testing.assert_array_equal(row_keys(indptr, indices, colour, 2, n), key)
 
 
 def test_release_page_range_keeps_memmap_readable(tmp_path):

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from fmcli.config import MAX_FEATURE_ID
 from fmcli.data import SparseData
 from fmcli.errors import InputError
-from fmcli.io.libsvm import iter_libfm_chunks, open_input, read_libfm, write_libfm
+from fmcli.io.libsvm import iter_libfm_chunks, read_libfm, write_libfm
+from fmcli.io.sources import open_input
 
 
 # ---------------------------------------------------------------------------

@@ -1,140 +1,24 @@
-"""Relations (libFM's block structure, `-relation`): the same model as the flattened rows,
-prediction through the relation rows, libFM's text and binary relation files, end to end."""
+"""Relations (libFM's block structure, `-relation`): prediction through the relation rows,
+the group layout, libFM's text and binary relation files, end to end. (The relation sweeps
+against a dense reference: tests/test_coordinate.py.)"""
 
 import os
 
 import numpy as np
 import pytest
+from conftest import relation_problem
 
-from fmcli.data import Relation, SparseData, block_groups, flatten
+from fmcli.data import Relation, feature_groups, flatten
 from fmcli.errors import InputError, UsageError
-from fmcli.learners import coord
-from fmcli.learners.als import ALSLearner
 from fmcli.learners.base import TrainOptions
-from fmcli.learners.mcmc import MCMCLearner
 from fmcli.model import FMModel
-from fmcli.train import threads
 
-from naive import fm_predict_rows
-
-USERS, ITEMS = 50, 30
+ITEMS = 30
 
 
-def _csr(rows):
-    indptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
-    indices = np.array([j for r in rows for j, _ in r], np.int32)
-    data = np.array([x for r in rows for _, x in r], np.float32)
-    return indptr, indices, data
-
-
-def dataset(seed, n=2500, task="r", duplicate=False):
-    """Main rows: user and item one-hot plus a numeric feature in some rows. Relation 0: per
-    user, a set of items (normalised), some users with none, some relation rows that only the
-    test rows use; relation 1: per item, two 'genres'. Returns (train, test)."""
-    rng = np.random.default_rng(seed)
-    n_main = USERS + ITEMS + 1
-    hist = []
-    for u in range(USERS + 4):                  # rows USERS.. are linked by test rows only
-        its = rng.choice(ITEMS, int(rng.integers(0, 9)), replace=False)
-        hist.append([(int(i), 1.0 / max(len(its), 1)) for i in its])
-    if duplicate:
-        hist[0] = hist[0] + hist[0][:1]         # a (row, feature) entry twice
-    genres = [[(int(rng.integers(4)), 1.0), (4 + int(rng.integers(3)), 0.5)] for _ in range(ITEMS)]
-    r0 = Relation("hist", *_csr(hist), ITEMS, offset=n_main)
-    r1 = Relation("genre", *_csr(genres), 7, offset=n_main + ITEMS, groups=np.array([0, 0, 0, 0, 1, 1, 1]))
-
-    def part(m, users):
-        u = rng.integers(users, size=m)
-        it = rng.integers(ITEMS, size=m)
-        rows = [[(int(a), 1.0), (USERS + int(b), 1.0)] + ([(n_main - 1, float(rng.random()))] if rng.random() < 0.3 else [])
-                for a, b in zip(u, it)]
-        y = rng.normal(3, 1, m) + 0.3 * np.array([len(hist[a]) for a in u])
-        if task == "c":
-            y = np.where(y > 3.5, 1.0, -1.0)
-        return SparseData(*_csr(rows), y.astype(np.float32), n_main,
-                          relations=((r0, u.astype(np.int64)), (r1, it.astype(np.int64))))
-
-    return part(n, USERS), part(300, USERS + 4)
-
-
-MAIN_GROUPS = np.array([0] * USERS + [1] * ITEMS + [2])
-
-
-def learn(d, test, method, task="r", iters=3, seed=7, flat=False, use_w=True, n_threads=1):
-    cls = ALSLearner if method == "als" else MCMCLearner
-    opts = TrainOptions(task=task, method=method, dim=(1, int(use_w), 4), regular=(0, 2, 2), seed=seed,
-                        groups=MAIN_GROUPS)
-    n = d.n_model_features
-    if flat:
-        # the flat twin: the same group layout, the relation blocks swept as with relations
-        opts.groups = block_groups(MAIN_GROUPS, d.n_features, [r for r, _ in d.relations], n)
-        opts.extra["blocks"] = [r.offset for r, _ in d.relations]
-        d, test = flatten(d), flatten(test)
-    with threads(n_threads):
-        rng = np.random.default_rng(seed)
-        model = FMModel.init(n, 4, use_w=use_w, rng=rng)
-        lrn = cls(model, d, {"test": test}, opts, rng)
-        for it in range(iters):
-            lrn.step(it)
-    return lrn
-
-
-@pytest.mark.parametrize("method", ["als", "mcmc"])
-@pytest.mark.parametrize("variant", ["plain", "duplicate", "no_w", "classification"])
-def test_relations_give_the_flat_model(method, variant):
-    """Trained through the relation blocks or on the rows with the relations written out (same
-    groups, same seed, same sweep order): the same model, to the rounding of the float32 caches."""
-    task = "c" if variant == "classification" else "r"
-    d, test = dataset(1, task=task, duplicate=variant == "duplicate")
-    a = learn(d, test, method, task, use_w=variant != "no_w")
-    b = learn(d, test, method, task, use_w=variant != "no_w", flat=True)
-    assert a.G == b.G == 3 + 1 + 2
-    np.testing.assert_array_equal(a.cols, b.cols)
-    np.testing.assert_allclose(a.model.V, b.model.V, atol=2e-5)
-    np.testing.assert_allclose(a.model.w, b.model.w, atol=2e-5)
-    np.testing.assert_allclose(a.eval_predictions("test"), b.eval_predictions("test"), atol=2e-5)
-    np.testing.assert_allclose(a.train_predictions(), b.train_predictions(), atol=2e-5)
-    # and not by accident: the relation features were learned
-    assert np.abs(a.model.V[d.n_features:]).max() > 0.01
-
-
-def test_flat_twin_differs_from_default_order_only_in_order():
-    """Sanity of the comparison above: the default flat sweep order is another path."""
-    d, test = dataset(2)
-    a = learn(d, test, "als", flat=True)
-    b = learn(d, test, "als")
-    assert np.abs(a.model.V - b.model.V).max() < 2e-5
-    lrn = ALSLearner(FMModel.init(d.n_model_features, 4), flatten(d), {},
-                     TrainOptions(method="als", dim=(1, 1, 4), regular=(0, 2, 2)), np.random.default_rng(0))
-    assert not np.array_equal(lrn.pass_order, a.pass_order)
-
-
-@pytest.mark.parametrize("method", ["als", "mcmc"])
-def test_same_model_with_one_and_two_threads(method, monkeypatch):
-    monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)
-    d, test = dataset(3)
-    a = learn(d, test, method, n_threads=1)
-    b = learn(d, test, method, n_threads=2)
-    np.testing.assert_array_equal(a.model.V, b.model.V)
-    np.testing.assert_array_equal(a.model.w, b.model.w)
-    np.testing.assert_array_equal(a.eval_predictions("test"), b.eval_predictions("test"))
-
-
-@pytest.mark.parametrize("method", ["als", "mcmc"])
-def test_caches_exact_after_a_relation_sweep(method):
-    """e and q kept through the relation statistics equal a recomputation from the flat rows."""
-    d, test = dataset(4, duplicate=False)
-    lrn = learn(d, test, method, iters=1)
-    lrn._before_sweep()
-    lrn._sweep(3)
-    m = lrn.model
-    flat = flatten(d)
-    rows = [list(zip(flat.indices[flat.indptr[i]:flat.indptr[i + 1]].tolist(),
-                     flat.data[flat.indptr[i]:flat.indptr[i + 1]].astype(float).tolist())) for i in range(d.n_rows)]
-    yhat = fm_predict_rows(rows, lrn.w0a[0], m.w, m.V)
-    np.testing.assert_allclose(lrn.e, yhat - d.y, atol=5e-5)
-    q = np.array([[sum(m.V[j, f] * x for j, x in r) for f in range(m.k)] for r in rows])
-    np.testing.assert_allclose(lrn.q, q, atol=5e-5)
+def dataset(seed):
+    p = relation_problem(seed, n=2500, n_test=300, users=50, items=ITEMS)
+    return p.train, p.test
 
 
 def test_prediction_through_relation_rows_equals_flat_rows():
@@ -150,12 +34,12 @@ def test_prediction_through_relation_rows_equals_flat_rows():
                                model.predict(*flat.csr()), atol=1e-10)
 
 
-def test_block_groups_numbered_after_the_main_groups():
+def test_relation_groups_numbered_after_the_main_groups():
     r0 = Relation("a", np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), 3, offset=4)
     r1 = Relation("b", np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), 2, offset=7,
                   groups=np.array([1, 0]))
-    assert block_groups(np.array([0, 1, 1, 0]), 4, [r0, r1], 9).tolist() == [0, 1, 1, 0, 2, 2, 2, 4, 3]
-    assert block_groups(None, 4, [r0, r1], 9).tolist() == [0, 0, 0, 0, 1, 1, 1, 3, 2]
+    assert feature_groups(np.array([0, 1, 1, 0]), 4, [r0, r1], 9).tolist() == [0, 1, 1, 0, 2, 2, 2, 4, 3]
+    assert feature_groups(None, 4, [r0, r1], 9).tolist() == [0, 0, 0, 0, 1, 1, 1, 3, 2]
 
 
 # --- files ------------------------------------------------------------------------------
@@ -265,7 +149,7 @@ def test_relation_file_errors(tmp_path):
 # --- end to end -----------------------------------------------------------------------------
 
 def _job(tmp_path, method, **kw):
-    from fmcli.train import TrainJob
+    from fmcli.plan import TrainJob
 
     opts = TrainOptions(task="r", method=method, dim=(1, 1, 4), iterations=4, regular=(0, 2, 2), seed=3,
                         learn_rate=0.01)

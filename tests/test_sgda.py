@@ -2,12 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import random_csr
+from conftest import fit, make_learner, random_csr
 
 from fmcli.data import SparseData
-from fmcli.errors import UsageError
-from fmcli.learners.base import TrainOptions
-from fmcli.learners.sgda import SGDALearner, _sgda_epoch
+from fmcli.learners.sgda import _sgda_epoch
 from fmcli.model import FMModel
 
 
@@ -82,7 +80,7 @@ def test_epoch_matches_reference(rng, classify):
     assert (ref["lam_v"] != 0.02).any()   # the lambda-step really ran
 
 
-def test_learner_needs_validation_and_learns_lambdas(rng):
+def test_learner_learns_the_regularisation(rng):
     n = 30
     indptr, indices, data = random_csr(rng, 3000, n, max_nnz=4)
     truth = FMModel(0.5, rng.normal(0, 1, n), rng.normal(0, 0.5, (n, 2)))
@@ -90,15 +88,9 @@ def test_learner_needs_validation_and_learns_lambdas(rng):
     full = SparseData(indptr, indices, data, y, n)
     train = SparseData(indptr[:2701], indices, data, y[:2700], n)
     val = SparseData(indptr[2700:] - indptr[2700], indices[indptr[2700]:], data[indptr[2700]:], y[2700:], n)
-    opts = TrainOptions(method="sgda", learn_rate=0.01, dim=(1, 1, 2), iterations=15)
-    model = FMModel.init(n, 2, rng=np.random.default_rng(0))
-    with pytest.raises(UsageError, match="needs -validation"):
-        SGDALearner(model, train, {}, opts, np.random.default_rng(0))
-    learner = SGDALearner(model, train, {"validation": val, "test": full}, opts, np.random.default_rng(0))
-    for it in range(opts.iterations):
-        learner.step(it)
+    learner = fit(make_learner("sgda", train, {"validation": val, "test": full}, k=2, learn_rate=0.01), 15)
     logged = learner.log_values()
     assert set(logged) == {"regw[0]", "regv[0,0]", "regv[0,1]"}
-    assert all(v >= 0 for v in logged.values())
+    assert all(v >= 0 for v in logged.values()) and any(v > 0 for v in logged.values())
     pred = learner.eval_predictions("validation")
     assert np.sqrt(np.mean((pred - val.y) ** 2)) < 0.6

@@ -6,7 +6,8 @@ import pytest
 
 from fmcli.console import Console
 from fmcli.learners.base import TrainOptions
-from fmcli.train import TrainJob, load_data
+from fmcli.plan import TrainJob, resolve
+from fmcli.train import load_data
 
 
 def _write(path, rng, n_rows=300, n=40):
@@ -22,10 +23,10 @@ def test_first_run_rows_come_memory_mapped(tmp_path, cache):
     rng = np.random.default_rng(3)
     train = tmp_path / "t.libfm"
     _write(train, rng)
-    job = TrainJob(opts=TrainOptions(task="r", method="als", dim=(1, 1, 4)), train=str(train), cache=cache)
-    first, _ = load_data(job, 4, Console(quiet=True))
+    plan = resolve(TrainJob(opts=TrainOptions(task="r", method="als", dim=(1, 1, 4)), train=str(train), cache=cache))
+    first, _ = load_data(plan, Console(quiet=True))
     assert isinstance(first.indices, np.memmap) == cache      # cache written, then mapped
-    again, _ = load_data(job, 4, Console(quiet=True))
+    again, _ = load_data(plan, Console(quiet=True))
     from fmcli.io.libsvm import read_libfm
 
     ref = read_libfm(str(train))

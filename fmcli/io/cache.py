@@ -1,8 +1,7 @@
-"""Binary cache of a parsed libFM text file, memory-mapped on load.
+"""fmcli's binary data file: the parsed arrays of a libFM text file, memory-mapped on load.
 
-`load_dataset(path)` reuses `path + ".fmcache"` when it is valid for the text file as it is
-now, and otherwise reads the text and writes the cache beside it (atomically; silently
-skipped when the folder is not writable). Standard input is never cached.
+It serves as the cache `FILE.fmcache` beside a text file (fmcli.io.load decides when) and as
+the standalone file of `fmcli convert --binary`.
 
 File layout (little-endian):
 
@@ -13,14 +12,11 @@ File layout (little-endian):
             "sha256"}                         the header's own checksum (computed with "sha256": "")
     arrays indptr int64, indices int32, data float32, y float32, each at a 64-byte aligned offset
 
-Valid means: magic, version, header checksum and file size match, and the text file has the
-recorded size, modification time and SHA-256 of its first and last 64 KiB. Anything else is
-a miss: the cache is rebuilt from the text.
-
-The cache holds what the reader returns with optional targets and without class mapping;
-the checks of the caller's options (targets required, -1/0/+1 classes, largest feature id)
-run on the loaded arrays, and a failing check reads the text again, so that errors carry the
-reader's file:line messages.
+read_cache checks magic, version, header checksum and file size, and, when asked, that the
+text file still has the recorded size, modification time and SHA-256 of its first and last
+64 KiB (text_identity); anything else is a CacheMiss. The arrays hold what the text reader
+returns with optional targets and targets as written (no class mapping), so one file serves
+every option a later run may give.
 """
 
 import hashlib
@@ -91,23 +87,21 @@ def _write_file(path, n_rows, nnz, n_features, max_id_line, text, parts):
             write(f)
 
 
-def build_cache(path, cpath, text, max_feature_id=None, chunk_bytes=64 << 20):
-    """Parse the text file `path` chunk by chunk (iter_libfm_chunks) into the cache file
-    `cpath`, each array first appended to a temporary file beside it, so that neither the
-    text nor the parsed arrays are ever whole in memory (a 10M-row file: 0.5 GB of text and
-    0.5 GB of arrays). Parse errors are raised as by read_libfm."""
+def write_cache_chunks(cpath, chunks, text):
+    """Write the cache file `cpath` from an iterable of SparseData blocks of consecutive rows
+    (the text reader's chunks), each array first appended to a temporary file beside it, so
+    that neither the text nor the parsed arrays are ever whole in memory (a 10M-row file:
+    0.5 GB of text and 0.5 GB of arrays). An exception from `chunks` (a parse error) leaves
+    no file."""
     import shutil
     import tempfile
-
-    from fmcli.io.libsvm import iter_libfm_chunks
 
     folder = os.path.dirname(os.path.abspath(cpath))
     temps = [tempfile.TemporaryFile(dir=folder) for _ in _ARRAYS]
     try:
         n_rows = nnz = n_features = max_id_line = 0
         temps[0].write(np.zeros(1, "<i8").tobytes())
-        for d in iter_libfm_chunks(path, targets="optional", max_feature_id=max_feature_id,
-                                   chunk_bytes=chunk_bytes):
+        for d in chunks:
             pieces = (d.indptr[1:] + nnz, d.indices, d.data, d.y)
             for t, (_, dtype), a in zip(temps, _ARRAYS, pieces):
                 t.write(memoryview(np.ascontiguousarray(a, dtype)).cast("B"))
@@ -159,23 +153,6 @@ def read_cache(path, text=None, source=None):
                       header["n_features"], source or os.fspath(path), header["max_id_line"])
 
 
-def _fits(d, targets, classes, max_feature_id):
-    """`d` read with optional targets and no class mapping, checked against the caller's
-    options; None when the text reader has an error to report. Class targets are mapped."""
-    y = np.asarray(d.y)
-    if targets == "required" and np.isnan(y).any():
-        return None
-    if max_feature_id is not None and d.n_features - 1 > max_feature_id:
-        return None
-    if classes:
-        known = np.isnan(y) | (y == 1) | (y == 0) | (y == -1)
-        if not known.all():
-            return None
-        y = np.where(y == 0, np.float32(-1), y).astype(np.float32)
-        d = SparseData(d.indptr, d.indices, d.data, y, d.n_features, d.source, d.max_id_line)
-    return d
-
-
 def is_binary(path):
     """True for a file written by `fmcli convert --binary` (or a cache file given directly)."""
     try:
@@ -183,84 +160,3 @@ def is_binary(path):
             return f.read(len(MAGIC)) == MAGIC
     except OSError:
         return False
-
-
-def read_binary(path, *, targets="required", classes=False, max_feature_id=None):
-    """A binary data file given by name, checked against the caller's options."""
-    from fmcli.errors import InputError
-
-    try:
-        d = read_cache(path)
-    except CacheMiss as e:
-        raise InputError(path, None, f"corrupt binary data file ({e})") from None
-    checked = _fits(d, targets, classes, max_feature_id)
-    if checked is None:
-        what = {"required": "rows without a target"} if targets == "required" and np.isnan(d.y).any() else {}
-        raise InputError(path, None, what.get("required", "targets or feature ids do not fit the options "
-                                                          "(convert it to text with --to-text to find the row)"))
-    return checked
-
-
-def load_dataset(path, *, cache=True, targets="required", classes=False, max_feature_id=None):
-    """read_libfm(path, ...), through the binary cache beside the file when `cache` is true;
-    a binary data file (`fmcli convert --binary`) is read directly."""
-    from fmcli.io.libsvm import read_libfm
-
-    kw = {"targets": targets, "classes": classes, "max_feature_id": max_feature_id}
-    if path != "-" and os.path.isfile(path) and is_binary(path):
-        return read_binary(path, **kw)
-    if not cache or path == "-" or not os.path.isfile(path):
-        return read_libfm(path, **kw)
-    text = text_identity(path)
-    cpath = cache_path(path)
-    try:
-        d = _fits(read_cache(cpath, text, source=os.fspath(path)), targets, classes, max_feature_id)
-    except CacheMiss:
-        d = None
-        if os.access(os.path.dirname(os.path.abspath(cpath)), os.W_OK):
-            try:
-                # file-backed arrays: a learner that copies the rows can drop their pages
-                # (release_pages) instead of keeping a second heap copy
-                build_cache(path, cpath, text, max_feature_id)
-                d = read_cache(cpath, text, source=os.fspath(path))
-            except (OSError, CacheMiss):
-                pass    # a cache is an optimisation; a full disk must not fail the run
-        if d is None:
-            d = read_libfm(path, targets="optional", max_feature_id=max_feature_id)
-        d = _fits(d, targets, classes, max_feature_id)
-    return d if d is not None else read_libfm(path, **kw)
-
-
-def _mapping(a):
-    """The mmap object under a memory-mapped array (through views), or None for heap memory."""
-    import mmap
-
-    base = a
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "_mmap", None) if isinstance(base, np.memmap) else getattr(base, "base", None)
-    return base
-
-
-def release_pages(a, lo=0, hi=None):
-    """Drop the resident pages of elements lo..hi (of the flat array) of a memory-mapped
-    (read-only, file-backed) array: a learner that has copied them would otherwise keep them
-    in its peak RSS although it never reads them again (a later read faults them back in, so
-    this is only a hint). Heap arrays are left alone."""
-    import mmap
-
-    m = _mapping(a)
-    if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or a.size == 0 \
-            or not a.flags.c_contiguous:
-        return
-    hi = a.size if hi is None else hi       # element offsets in the (flat) array
-    base = np.frombuffer(m, np.uint8).ctypes.data
-    start = a.ctypes.data + lo * a.itemsize - base
-    end = a.ctypes.data + hi * a.itemsize - base
-    start = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE       # whole pages inside the range only
-    if end < len(m):        # (the mapping's last page may be released whole)
-        end = end // mmap.PAGESIZE * mmap.PAGESIZE
-    if end > start:
-        try:
-            m.madvise(mmap.MADV_DONTNEED, start, end - start)
-        except (OSError, ValueError):
-            pass

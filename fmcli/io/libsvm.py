@@ -20,9 +20,9 @@ import numpy as np
 from fmcli.config import INDEX_DTYPE, INDPTR_DTYPE, MAX_FEATURE_ID, VALUE_DTYPE, njit
 from fmcli.data import SparseData
 from fmcli.errors import InputError
-from fmcli.io.sources import _open, _read_errors, open_input, read_input  # noqa: F401 (re-exported)
+from fmcli.io.sources import open_source, read_errors, read_input
 
-__all__ = ["read_libfm", "iter_libfm_chunks", "write_libfm", "open_input", "read_input"]
+__all__ = ["read_libfm", "iter_libfm_chunks", "class_targets", "write_libfm"]
 
 # ---------------------------------------------------------------------------
 # kernels
@@ -188,11 +188,8 @@ def _parse(buf, first_line, optional_targets, classes, id_limit, max_supported,
             f = np.float32(v)
             if np.isinf(f):
                 return E_TARGET_RANGE, i, line, row, nnz, max_id, max_id_line, line
-            if classes:
-                if f == 0.0 or f == -1.0:
-                    f = np.float32(-1.0)
-                elif f != 1.0:
-                    return E_CLASS, i, line, row, nnz, max_id, max_id_line, line
+            if classes and not (f == 0.0 or f == -1.0 or f == 1.0):
+                return E_CLASS, i, line, row, nnz, max_id, max_id_line, line
             y[row] = f
             i = end
         # id:value pairs
@@ -385,7 +382,7 @@ def read_libfm(path, *, targets="required", classes=False, max_feature_id=None):
     """Read a whole libFM/libSVM text file ("-" = stdin; gzip/bz2/xz allowed) into SparseData.
 
     targets: "required" or "optional" (a row starting with id:value gets y = NaN).
-    classes: targets must be -1, 0 or 1; y is returned as -1/+1.
+    classes: targets must be -1, 0 or 1; y is returned as -1/+1 (class_targets).
     max_feature_id: ids above it are refused (the model would not fit in memory).
     """
     optional = _check_targets(targets)
@@ -396,7 +393,14 @@ def read_libfm(path, *, targets="required", classes=False, max_feature_id=None):
     del buf, content
     if sd.n_rows == 0:
         raise InputError(name, None, "no data rows (the file is empty or has only blank lines and comments)")
+    if classes:
+        sd.y = class_targets(sd.y)
     return sd
+
+
+def class_targets(y):
+    """Classification targets as -1/+1 (0 is negative, as libFM reads them); NaN stays NaN."""
+    return np.where(y == 0, np.float32(-1), y).astype(np.float32)
 
 
 def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_feature_id=None, classes=False):
@@ -404,15 +408,16 @@ def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_fea
 
     Line numbers in errors (and max_id_line) count from the start of the file;
     each block's n_features is its own largest id + 1. Memory stays bounded by
-    the block size (a single longer line grows the block to hold it).
+    the block size (a single longer line grows the block to hold it). classes: targets
+    must be -1, 0 or 1; they are returned as written (class_targets maps them).
     """
     optional = _check_targets(targets)
     id_limit = _id_limit(max_feature_id)
     chunk_bytes = max(1, int(chunk_bytes))
-    f, src = _open(path)
+    f, src = open_source(path)
     line = 1
     total_rows = 0
-    with f, _read_errors(src):
+    with f, read_errors(src):
         buf = bytearray(chunk_bytes)
         have = 0
         eof = False

@@ -113,7 +113,7 @@ def read_design(name, cache=True):
     if is_binary_sparse(head):
         indptr, indices, data, _, n_feat = read_binary_sparse(x)
         return Relation(name, indptr, indices, data, n_feat)
-    from fmcli.io.cache import load_dataset
+    from fmcli.io.load import load_dataset
 
     d = load_dataset(x, cache=cache, targets="optional")
     return Relation(name, np.asarray(d.indptr), np.asarray(d.indices), np.asarray(d.data), d.n_features)

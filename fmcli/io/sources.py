@@ -84,8 +84,9 @@ def _os_message(err):
     return f"cannot read file: {err.strerror or err}"
 
 
-def _open(path):
-    """Open `path` ("-" = stdin) and return (binary file object, _Source)."""
+def open_source(path):
+    """Open `path` ("-" = stdin) and return (binary file object, _Source: its name for
+    messages and compression kind)."""
     if path == "-":
         stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
         head = stdin.read(6) or b""
@@ -161,7 +162,7 @@ def open_input(path):
 
     Raises InputError for a missing file, a directory or an unreadable file.
     """
-    return _open(path)[0]
+    return open_source(path)[0]
 
 
 def read_input(path):
@@ -170,13 +171,14 @@ def read_input(path):
     Raises InputError for a missing file, a directory, an unreadable file or a truncated
     or corrupt compressed stream.
     """
-    f, src = _open(path)
-    with f, _read_errors(src):
+    f, src = open_source(path)
+    with f, read_errors(src):
         return f.read(), src.name
 
 
-def _read_errors(src):
-    """Context of exceptions raised while reading `src`, mapped to InputError."""
+def read_errors(src):
+    """Context of exceptions raised while reading `src` (an open_source result), mapped to
+    InputError."""
     return _ReadGuard(src)
 
 

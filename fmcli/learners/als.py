@@ -6,10 +6,11 @@ Every parameter is set in turn to the exact minimiser of the regularised squared
 
 along its own coordinate (t = y for regression; for classification t = z, the expected
 latent target of a probit model given the last sweep's ŷ). The kernels are shared with
-MCMC (`coord.py`): ALS is MCMC with sampling off, α = 1 and μ = 0.
+MCMC (coord.py, sweep.py): ALS is MCMC with sampling off, α = 1 and μ = 0.
 
-`-regular` (opts.regular): 1 value (all λ), 3 values (λ0, λw, λv) or 1 + 2G values
-(λ0, λw_0..λw_{G-1}, λv_0..λv_{G-1}) for G `-meta` groups; λv is the same for every factor.
+`-regular` (opts.regular): 3 values (λ0, λw, λv) or 1 + 2G values (λ0, λw_0..λw_{G-1},
+λv_0..λv_{G-1}) for G feature groups (fmcli.plan checks the count); λv is the same for every
+factor.
 
 Differences from libFM, on purpose:
 - `eval_predictions` is the current model (what `-out` writes). libFM's printed Test= is the
@@ -26,26 +27,16 @@ Differences from libFM, on purpose:
 
 import numpy as np
 
-from fmcli.errors import UsageError
 from fmcli.learners.coord import CoordinateLearner
 
 
 def als_lambdas(regular, G):
-    """(λ0, λw (G,), λv (G,)) from the 1, 3 or 1+2G values of -regular."""
+    """(λ0, λw (G,), λv (G,)) from the 3 or 1+2G values of -regular."""
     r = [float(v) for v in regular]
-    if len(r) == 1:
-        r = r * 3
     if len(r) == 3:
         lam0, lw, lv = r
-        lam_w, lam_v = np.full(G, lw), np.full(G, lv)
-    elif len(r) == 1 + 2 * G:
-        lam0, lam_w, lam_v = r[0], np.array(r[1:1 + G]), np.array(r[1 + G:])
-    else:
-        raise UsageError(f"-regular: ALS takes 1, 3 or 1+2G = {1 + 2 * G} values "
-                         f"(G = {G} groups), got {len(r)}")
-    if lam0 < 0 or (lam_w < 0).any() or (lam_v < 0).any() or not np.isfinite(r).all():
-        raise UsageError("-regular: values must be finite and non-negative")
-    return lam0, lam_w, lam_v
+        return lam0, np.full(G, lw), np.full(G, lv)
+    return r[0], np.array(r[1:1 + G]), np.array(r[1 + G:])
 
 
 def probit_expected_latent(yhat, y):

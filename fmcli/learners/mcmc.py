@@ -3,7 +3,7 @@
 Each iteration draws, in order: the noise precision α (regression), the per-group
 hyperparameters (λ then μ of w for every group; of every factor of V for every group), then
 w0 and every w_j, v_{j,f} from their conditional posteriors (kernels shared with ALS in
-coord.py). Priors as libFM: w0 ~ N(0, 1/r0) with r0 = opts.regular[0] (0 = flat); w_j ~
+sweep.py, driven by coord.py). Priors as libFM: w0 ~ N(0, 1/r0) with r0 = opts.regular[0] (0 = flat); w_j ~
 N(μw_g, 1/λw_g), v_{j,f} ~ N(μv_{g,f}, 1/λv_{g,f}); hyperpriors α0 = γ0 = β0 = 1, μ0 = 0:
 
     α    ~ Gamma((α0 + N)/2, rate (γ0 + Σ e²)/2)
@@ -11,8 +11,8 @@ N(μw_g, 1/λw_g), v_{j,f} ~ N(μv_{g,f}, 1/λv_{g,f}); hyperpriors α0 = γ0 = 
     μ_g  ~ N((Σ_{j∈g} θ_j + β0 μ0)/(n_g + β0), 1/((n_g + β0) λ_g))
 
 Classification (probit): after each sweep the latent targets are drawn,
-z_i ~ N(ŷ_i, 1) truncated to z ≥ 0 (y = +1) or z < 0 (y = −1) (numba sampler, coord._tn_lower);
-the first sweep uses z = y.
+z_i ~ N(ŷ_i, 1) truncated to z ≥ 0 (y = +1) or z < 0 (y = −1) (draw_latent); the first sweep
+uses z = y.
 
 Predictions. `eval_predictions` averages the link-applied predictions of the samples of
 iterations burn_in, burn_in+1, ... (opts.burn_in, default 0 = libFM: every sample counts,
@@ -34,17 +34,117 @@ Differences from libFM, on purpose:
   sizes n_g either (libFM counts them): they carry no information about the group's prior.
   On a warm start they keep their loaded values.
 - Classification fixes α = 1 (standard probit: z ~ N(ŷ, 1)); libFM also draws α for
-  classification, which makes the posterior over-confident. opts.extra["probit_alpha"] =
-  "sample" restores libFM's behaviour.
+  classification, which makes the posterior over-confident.
 - opts.burn_in (libFM has none) and the per-feature sweep order (see coord.py).
 - The sampler is seeded per iteration from the learner's numpy Generator, so a run is
   reproducible and independent of other learners in the same process.
 """
 
+import math
+
 import numpy as np
 
+from fmcli.config import njit
+from fmcli.learners.coord import CoordinateLearner
+from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU
 from fmcli.model import FMModel
-from fmcli.learners.coord import CoordinateLearner, draw_alpha, draw_hyper, draw_latent
+
+# libFM's fixed hyperprior parameters
+ALPHA0 = 1.0
+GAMMA0 = 1.0
+BETA0 = 1.0
+MU0 = 0.0
+
+
+@njit
+def draw_alpha(e, alpha_old, rejected):
+    """Noise precision α ~ Gamma((α0 + N)/2, rate (γ0 + Σ e²)/2)."""
+    ss = 0.0
+    for i in range(e.shape[0]):
+        x = np.float64(e[i])
+        ss += x * x
+    a = np.random.gamma((ALPHA0 + e.shape[0]) / 2.0, 2.0 / (GAMMA0 + ss))
+    if not (math.isfinite(a) and a > 0.0):
+        rejected[REJ_ALPHA] += 1
+        return alpha_old
+    return a
+
+
+@njit
+def _draw_pair(n, s, ss, mu_old, lam_old, rejected, rej_mu, rej_lam):
+    """(μ, λ): λ ~ Gamma((α0 + n + 1)/2, rate [γ0 + β0(μ_old − μ0)² + Σ(θ − μ_old)²]/2), then
+    μ ~ N((Σθ + β0 μ0)/(n + β0), 1/((n + β0) λ)). s = Σθ, ss = Σ(θ − μ_old)²."""
+    lam = np.random.gamma((ALPHA0 + n + 1.0) / 2.0,
+                          2.0 / (GAMMA0 + BETA0 * (mu_old - MU0) ** 2 + ss))
+    if not (math.isfinite(lam) and lam > 0.0):
+        rejected[rej_lam] += 1
+        lam = lam_old
+    prec = (n + BETA0) * lam
+    mu = (s + BETA0 * MU0) / (n + BETA0) + np.random.standard_normal() / math.sqrt(prec)
+    if not math.isfinite(mu):
+        rejected[rej_mu] += 1
+        mu = mu_old
+    return mu, lam
+
+
+@njit
+def draw_hyper(cols, groups, w, V, use_w, mu_w, lam_w, mu_v, lam_v, rejected):
+    """Gibbs draws of the per-group hyperparameters (μ, λ) of w and of each factor of V,
+    each λ with the previous μ (as libFM). Group sizes n_g count the features in `cols`
+    (those with train entries)."""
+    G = mu_w.shape[0]
+    k = V.shape[1]
+    n = np.zeros(G)
+    sw = np.zeros(G)
+    ssw = np.zeros(G)
+    sv = np.zeros((G, k))
+    ssv = np.zeros((G, k))
+    for c in range(cols.shape[0]):
+        j = cols[c]
+        g = groups[j]
+        n[g] += 1.0
+        if use_w:
+            t = w[j]
+            sw[g] += t
+            ssw[g] += (t - mu_w[g]) ** 2
+        for f in range(k):
+            t = V[j, f]
+            sv[g, f] += t
+            ssv[g, f] += (t - mu_v[g, f]) ** 2
+    if use_w:
+        for g in range(G):
+            mu_w[g], lam_w[g] = _draw_pair(n[g], sw[g], ssw[g], mu_w[g], lam_w[g],
+                                           rejected, REJ_WMU, REJ_WLAMBDA)
+    for f in range(k):
+        for g in range(G):
+            mu_v[g, f], lam_v[g, f] = _draw_pair(n[g], sv[g, f], ssv[g, f], mu_v[g, f], lam_v[g, f],
+                                                 rejected, REJ_VMU, REJ_VLAMBDA)
+
+
+@njit
+def truncated_normal_lower(a):
+    """One draw of N(0, 1) truncated to [a, ∞): plain rejection for a ≤ 0 (acceptance ≥ 1/2),
+    otherwise Robert's (1995) exponential proposal with the optimal rate (acceptance ≥ 0.76)."""
+    if a <= 0.0:
+        while True:
+            x = np.random.standard_normal()
+            if x >= a:
+                return x
+    lam = 0.5 * (a + math.sqrt(a * a + 4.0))
+    while True:
+        x = a + np.random.exponential(1.0 / lam)
+        if np.random.random() <= math.exp(-0.5 * (x - lam) ** 2):
+            return x
+
+
+@njit
+def draw_latent(yhat, y, z):
+    """Probit latent targets: z_i ~ N(ŷ_i, 1) truncated to z ≥ 0 (y > 0) or z < 0 (y ≤ 0)."""
+    for i in range(yhat.shape[0]):
+        if y[i] > 0:
+            z[i] = yhat[i] + truncated_normal_lower(-yhat[i])
+        else:
+            z[i] = yhat[i] - truncated_normal_lower(yhat[i])
 
 
 class MCMCLearner(CoordinateLearner):
@@ -53,7 +153,7 @@ class MCMCLearner(CoordinateLearner):
     def _init_hyper(self):
         self.lam_w[:] = float(self.opts.regular[1]) if len(self.opts.regular) > 1 else 0.0
         self.lam_v[:] = float(self.opts.regular[-1]) if len(self.opts.regular) > 1 else 0.0
-        self.sample_alpha = self.task == "r" or self.opts.extra.get("probit_alpha") == "sample"
+        self.sample_alpha = self.task == "r"
         self.burn_in = max(0, int(self.opts.burn_in or 0))
         self.keep = max(1, int(self.opts.keep_samples or 1))
         self.n_avg = 0
@@ -63,7 +163,7 @@ class MCMCLearner(CoordinateLearner):
     def _before_sweep(self):
         m = self.model
         if self.sample_alpha:
-            self.alpha = draw_alpha(self.C[:, 0], self.alpha, self.rejected)
+            self.alpha = draw_alpha(self.cache[:, 0], self.alpha, self.rejected)
         draw_hyper(self.cols, self.groups, m.w, m.V, self.use_w, self.mu_w, self.lam_w,
                    self.mu_v, self.lam_v, self.rejected)
 
@@ -84,7 +184,7 @@ class MCMCLearner(CoordinateLearner):
 
     def _snapshot(self):
         m = self.model
-        return (float(self.w0a[0]), m.w.astype(np.float32), m.V.astype(np.float32))
+        return (float(self._w0[0]), m.w.astype(np.float32), m.V.astype(np.float32))
 
     def eval_predictions(self, name):
         if self.n_avg == 0:
@@ -96,7 +196,7 @@ class MCMCLearner(CoordinateLearner):
         m = self.model
         # w and V are the learner's own arrays, as ALS's final_model (copy before stepping on:
         # EarlyStop does); a copy here cost n k 8 bytes at the end of every run
-        out = FMModel(float(self.w0a[0]), m.w, m.V, m.use_w0, m.use_w, m.task,
+        out = FMModel(float(self._w0[0]), m.w, m.V, m.use_w0, m.use_w, m.task,
                       m.link, m.y_min, m.y_max, dict(m.meta))
         kept = self.kept or ([self.last_sample] if self.n_avg and self.opts.save_samples else [])
         if kept:

@@ -4,10 +4,10 @@ and the step rules AdaGrad and Adam (`--optimizer`).
 Differences from libFM, each on purpose:
 - rows are visited in a seeded random order each epoch (libFM walks the file in
   order and tells the user to shuffle it first). To keep memory access mostly sequential,
-  the rows are shuffled once into a private copy (seeded), and each epoch visits blocks of
-  BLOCK consecutive rows of that copy in a new seeded random order: each epoch is a
-  different order, and rows that were neighbours in the file are not neighbours here.
-  (A full permutation each epoch made a 1M-row pass 3-4x slower: random row access);
+  the rows are shuffled once into a private copy (seeded), and each epoch visits runs of
+  RUN consecutive rows of that copy in a new seeded random order: each epoch is a
+  different order, and rows that were neighbours in the file are not neighbours here
+  (a full permutation each epoch is several times slower: random row access, bench/notes.md);
 - the regression gradient uses the unclipped prediction, so a prediction above
   the target range is still pulled back (libFM's clipped gradient is zero there);
 - `-learn_rate a,b,c` really gives w0, w and V their own rates (libFM's 3-value
@@ -32,8 +32,7 @@ own stream of gradients, bias correction included. (The alternative, decaying m 
 moments of rare features decay to nothing between their rows: a feature met once an epoch
 then steps by about η (1-β1)/√(1-β2) ≈ 3.2 η in the sign of its gradient, whatever its size.)
 Plain SGD runs the same kernel (one row loop: prediction and loss gradient shared; the
-update loop chosen by the mode) and gives the same bits as before the optimizers came.
-The optimizer state lives in the learner only: model files do not keep it, and a warm
+update loop chosen by the mode). The optimizer state lives in the learner only: model files do not keep it, and a warm
 start (-load_model) starts it again from zero.
 """
 
@@ -41,11 +40,12 @@ import numpy as np
 
 from fmcli.config import njit
 from fmcli.data import permute_rows
-from fmcli.errors import TrainingError, UsageError
-from fmcli.io.cache import release_pages
+from fmcli.errors import TrainingError
 from fmcli.learners.base import Learner
+from fmcli.memory import release_pages
+from fmcli.model import row_sums
 
-BLOCK = 64   # rows visited together; small against any data set that needs shuffling
+RUN = 64   # consecutive rows visited together; small against any data set that needs shuffling
 
 OPTIMIZERS = {"sgd": 0, "adagrad": 1, "adam": 2}
 SGD, ADAGRAD, ADAM = 0, 1, 2
@@ -56,21 +56,14 @@ ADAM_EPS = 1e-8
 
 
 class SGDLearner(Learner):
-    def __init__(self, model, train, evals, opts, rng):
+    def __init__(self, model, train, evals, groups, opts, rng):
         self.model, self.train, self.evals, self.opts, self.rng = model, train, evals, opts, rng
-        model.link = "identity" if opts.task == "r" else "logistic"
         rates = tuple(opts.learn_rate) if np.ndim(opts.learn_rate) else (opts.learn_rate,) * 3
         self.rates = np.array(rates, np.float64)
         self.reg = np.array(opts.regular[:3], np.float64)
         self._w0 = np.array([model.w0])
-        optimizer = getattr(opts, "optimizer", "sgd") or "sgd"
-        if optimizer not in OPTIMIZERS:
-            raise UsageError(f"unknown optimizer {optimizer!r} (sgd, adagrad or adam)")
-        if optimizer != "sgd" and type(self).step is not SGDLearner.step:
-            # a subclass with its own epoch (sgda) keeps libFM's plain steps
-            raise UsageError(f"--optimizer {optimizer} applies to -method sgd only")
-        self.optimizer = optimizer
-        self.state = optimizer_state(OPTIMIZERS[optimizer], model.n_features, model.k)
+        self.optimizer = opts.optimizer
+        self.state = optimizer_state(OPTIMIZERS[self.optimizer], model.n_features, model.k)
         shuffle = rng.permutation(train.n_rows).astype(np.int64, copy=False)
         # the epochs and the train metrics read the shuffled copy only: a memory-mapped
         # original need not stay resident (SGDA's epochs read it in file order)
@@ -80,7 +73,7 @@ class SGDLearner(Learner):
         del shuffle
         if own_epochs:
             release_pages(train.y)
-        if not opts.extra.get("warm_start"):
+        if not opts.warm_start:
             seen = np.zeros(model.n_features, bool)
             seen[self.rows[1]] = True       # (np.bincount would copy the ids to int64 first)
             model.V[~seen] = 0.0
@@ -88,22 +81,23 @@ class SGDLearner(Learner):
     def step(self, it):
         m = self.model
         n = self.train.n_rows
-        blocks = self.rng.permutation((n + BLOCK - 1) // BLOCK)
-        index = np.int32 if n < 2**31 - BLOCK else np.int64    # half the memory of int64
-        order = (blocks.astype(index)[:, None] * index(BLOCK) + np.arange(BLOCK, dtype=index)).ravel()
-        del blocks
-        if n % BLOCK:
+        runs = self.rng.permutation((n + RUN - 1) // RUN)
+        index = np.int32 if n < 2**31 - RUN else np.int64    # half the memory of int64
+        order = (runs.astype(index)[:, None] * index(RUN) + np.arange(RUN, dtype=index)).ravel()
+        del runs
+        if n % RUN:
             order = order[order < n]
         self._w0[0] = m.w0
         _fm_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
                   self.opts.task == "c", self.rates, self.reg, OPTIMIZERS[self.optimizer], *self.state)
         m.w0 = float(self._w0[0])
-        if not (np.isfinite(m.w0) and np.isfinite(m.w).all() and np.isfinite(m.V).all()):
-            raise TrainingError(f"SGD ({self.optimizer}) diverged in epoch {it} (NaN or inf in the model): "
-                                f"lower -learn_rate (now {','.join('%g' % r for r in self.rates)})")
+        self._check_finite(f"SGD ({self.optimizer}) diverged in epoch {it} (NaN or inf in the model): "
+                           f"lower -learn_rate (now {','.join('%g' % r for r in self.rates)})")
 
-    def train_predictions(self):
-        return self.model.predict(*self.train.csr())
+    def _check_finite(self, message):
+        m = self.model
+        if not (np.isfinite(m.w0) and np.isfinite(m.w).all() and np.isfinite(m.V).all()):
+            raise TrainingError(message)
 
     def train_scores(self):
         return self.model.predict(*self.rows), self.y
@@ -143,23 +137,11 @@ def _adam(theta, grad, eta, m, v, c1, c2):
 
 @njit
 def row_score(indices, data, start, end, bias, w, V, use_w, s):
-    """y(x) of the row whose entries are start..end; its factor sums s_f = sum_j v_jf x_j go into s
-    (SGD's updates use them)."""
-    k = V.shape[1]
-    pred = bias
-    sq = 0.0
-    for f in range(k):
-        s[f] = 0.0
-    for p in range(start, end):
-        j = indices[p]
-        x = data[p]
-        if use_w:
-            pred += w[j] * x
-        for f in range(k):
-            vx = V[j, f] * x
-            s[f] += vx
-            sq += vx * vx
-    for f in range(k):
+    """y(x) of the row whose entries are start..end (model.row_sums); its factor sums
+    s_f = Σ_j v_jf x_j go into s (SGD's updates use them)."""
+    s[:] = 0.0
+    pred, sq = row_sums(indices, data, start, end, bias, w, V, use_w, s)
+    for f in range(V.shape[1]):
         pred += 0.5 * s[f] * s[f]
     return pred - 0.5 * sq
 
@@ -229,10 +211,3 @@ def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify
                     v = V[j, f]
                     V[j, f], a_V[j, f], b_V[j, f] = _adam(v, gx * (s[f] - v * x) + r2 * v, eta2,
                                                           a_V[j, f], b_V[j, f], c1, c2)
-
-
-def _sgd_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg):
-    """Plain SGD's epoch (libFM): _fm_epoch in mode SGD. (A plain function on purpose: a
-    compiled wrapper lets LLVM fold the mode in and contract the arithmetic differently.)"""
-    _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg,
-              SGD, *optimizer_state(SGD, len(w), V.shape[1]))

@@ -16,23 +16,17 @@ The validation rows are visited in file order, restarting each epoch, as in libF
 import numpy as np
 
 from fmcli.config import njit
-from fmcli.errors import TrainingError, UsageError
 from fmcli.learners.sgd import SGDLearner, row_score
 
 
 class SGDALearner(SGDLearner):
-    def __init__(self, model, train, evals, opts, rng):
-        if "validation" not in evals:
-            raise UsageError("-method sgda needs -validation (rows used to adapt the regularisation)")
-        super().__init__(model, train, evals, opts, rng)
-        if not opts.extra.get("warm_start"):
+    def __init__(self, model, train, evals, groups, opts, rng):
+        super().__init__(model, train, evals, groups, opts, rng)
+        if not opts.warm_start:
             model.w[:] = 0.0
         n = model.n_features
-        groups = np.zeros(n, np.int32) if opts.groups is None else np.asarray(opts.groups, np.int32)
-        if len(groups) < n:
-            raise UsageError(f"-meta gives groups for {len(groups)} features, the data have {n}")
-        self.groups = groups[:n]
-        n_groups = int(self.groups.max()) + 1 if n else 1
+        self.groups = groups
+        n_groups = int(groups.max()) + 1 if n else 1
         self.lam_w = np.zeros(n_groups)
         self.lam_v = np.zeros((n_groups, model.k))
         self.grad_w = np.zeros(n)
@@ -47,8 +41,7 @@ class SGDALearner(SGDLearner):
                     self._w0, m.w, m.V, m.use_w0, m.use_w, self.opts.task == "c", self.eta,
                     self.groups, self.lam_w, self.lam_v, self.grad_w, self.grad_v)
         m.w0 = float(self._w0[0])
-        if not (np.isfinite(m.w0) and np.isfinite(m.w).all() and np.isfinite(m.V).all()):
-            raise TrainingError(f"SGDA diverged in epoch {it} (NaN or inf in the model): lower -learn_rate")
+        self._check_finite(f"SGDA diverged in epoch {it} (NaN or inf in the model): lower -learn_rate")
 
     def log_values(self):
         out = {f"regw[{g}]": v for g, v in enumerate(self.lam_w)}
@@ -95,7 +88,9 @@ def _sgda_epoch(indptr, indices, data, y, order, vindptr, vindices, vdata, vy, a
                 V[j, f] = v - eta * (grad_v[j, f] + 2.0 * lam_v[grp, f] * v)
         if not adapt or n_val == 0:
             continue
-        # lambda-step on the next validation row, at the look-ahead parameters
+        # lambda-step on the next validation row, predicted at the look-ahead parameters
+        # θ' = θ − η(∇θ + 2λθ) (the FM prediction of fmcli.model.row_sums, fused with the
+        # look-ahead: through row_sums on stored θ' the last bits differ, bench/notes.md)
         r = v_pos
         v_pos = (v_pos + 1) % n_val
         vs, ve = vindptr[r], vindptr[r + 1]

@@ -1,0 +1,171 @@
+"""The relation kernels of ALS and MCMC: the features of a relation (libFM's block structure,
+libfm-behaviour §4), swept coordinate by coordinate from per-relation-row statistics of the
+linked rows' caches (fmcli.learners.sweep describes the caches and the update).
+
+The features of relation row r are shared by the m_r train rows linked to it, so a relation
+feature's column in the flat data is the union of those rows. Its updates need only per-relation-row sums of the linked
+rows' caches: with a_i = q_{i,f} − Q_{r,f} (the part of q not from this relation, fixed
+while the relation's v_{·,f} are updated) and Q' = Q_{r,f} − x v_{j,f}:
+
+    w_j:     Σ_i h_i² = x² m_r,                            Σ_i h_i e_i = x E_r
+    v_{j,f}: Σ_i h_i² = x² (Q'² m_r + 2 Q' A_r + AA_r),     Σ_i h_i e_i = x (Q' E_r + AE_r)
+
+(m = Σ1, A = Σa, AA = Σa², E = Σe, AE = Σae over the linked rows). A change Δ moves every
+linked e_i by x Δ (Q' + a_i): E and AE follow in O(1) per relation entry, and the change is
+kept per relation row (D0 + D1 a_i) and written into the rows' caches after the
+coordinate's pass. Feature by feature this would need the k×k moments Σ a_f a_g per
+relation row (the e changes of v_{j,f} move Σ a_g e); coordinate by coordinate, as libFM
+sweeps relation features (all w_j, then all v_{j,0}, ...), one factor's moments suffice.
+Cost of a relation per sweep: O(k (train rows + relation entries)).
+"""
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from fmcli.config import njit
+from fmcli.learners.streams import stream_normals
+from fmcli.learners.sweep import REJ_V, REJ_W, solve
+
+# columns of the per-relation-row statistics array `stats`
+_M, _A, _AA, _E, _AE, _D0, _D1, _Q0 = range(8)
+
+
+@njit
+def _relation_w(j, J, cptr, crow, cval, stats, w, lam, mu, alpha, z, rej):
+    """w_J (J = offset + j, the model id of relation feature j) from the relation rows'
+    statistics; the change goes into E and D0."""
+    old = w[J]
+    s1 = 0.0
+    s2 = 0.0
+    for p in range(cptr[j], cptr[j + 1]):
+        r = crow[p]
+        x = np.float64(cval[p])
+        s2 += x * x * stats[r, _M]
+        s1 += x * (old * x * stats[r, _M] - stats[r, _E])
+    new = solve(alpha * s1 + lam * mu, lam + alpha * s2, z)
+    if not math.isfinite(new):
+        rej[REJ_W] += 1
+        return
+    d = new - old
+    for p in range(cptr[j], cptr[j + 1]):
+        r = crow[p]
+        xd = np.float64(cval[p]) * d
+        stats[r, _E] += xd * stats[r, _M]
+        stats[r, _D0] += xd
+    w[J] = new
+
+
+@njit
+def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
+    """v_{J,f} from the relation rows' statistics of factor f; Q[r, f] follows the change."""
+    old = V[J, f]
+    s1 = 0.0
+    s2 = 0.0
+    for p in range(cptr[j], cptr[j + 1]):
+        r = crow[p]
+        x = np.float64(cval[p])
+        qp = Q[r, f] - x * old
+        hh = x * x * (qp * qp * stats[r, _M] + 2.0 * qp * stats[r, _A] + stats[r, _AA])
+        s2 += hh
+        s1 += old * hh - x * (qp * stats[r, _E] + stats[r, _AE])
+    new = solve(alpha * s1 + lam * mu, lam + alpha * s2, z)
+    if not math.isfinite(new):
+        rej[REJ_V] += 1
+        return
+    d = new - old
+    for p in range(cptr[j], cptr[j + 1]):
+        # entry by entry, as sweep._column_in_place: a duplicated entry sees the earlier one's change
+        r = crow[p]
+        x = np.float64(cval[p])
+        qp = Q[r, f] - x * old
+        xd = x * d
+        stats[r, _E] += xd * (qp * stats[r, _M] + stats[r, _A])
+        stats[r, _AE] += xd * (qp * stats[r, _A] + stats[r, _AA])
+        stats[r, _D0] += xd * qp
+        stats[r, _D1] += xd
+        Q[r, f] += xd
+    V[J, f] = new
+
+
+@njit
+def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha, lam_w, mu_w,
+                      lam_v, mu_v, sample, seed, z, rej):
+    """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j)."""
+    J = offset + j
+    g = groups[J]
+    if sample:
+        stream_normals(seed, J, z)
+    if c == 0:
+        _relation_w(j, J, cptr, crow, cval, stats, w, lam_w[g], mu_w[g], alpha, z[0], rej)
+    else:
+        _relation_v(j, J, c - 1, cptr, crow, cval, stats, Q, V, lam_v[g, c - 1], mu_v[g, c - 1],
+                    alpha, z[c], rej)
+
+
+@njit(parallel=True)
+def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr, link_rows,
+                   groups, cache, Q, stats, w, V, use_w, alpha, lam_w, mu_w, lam_v, mu_v, sample, seed,
+                   Z, rej):
+    """The features of one relation, coordinate by coordinate (w, then v_{·,0}, ...); for each:
+    the statistics of the linked train rows per relation row (rows link_rows[link_ptr[r] :
+    link_ptr[r+1]] of the cache), the colour classes in parallel lanes (lane_ptr as in
+    sweep.sweep; the features of a class share no linked relation row), then the changes
+    written into the cache (in the same pass over the rows as the next coordinate's
+    statistics).
+    cptr/crow/cval: the relation's CSC over its linked rows, local feature ids (model id =
+    offset + id); Q (relation rows, k): the rows' factor sums, current on entry."""
+    k = V.shape[1]
+    n_rows = Q.shape[0]
+    n_classes = (lane_ptr.shape[0] - 1) // n_lanes
+    first = 0 if use_w else 1
+    for c in range(first, k + 2):
+        # one pass over the linked rows: the previous coordinate's changes into the cache, then the
+        # statistics of this one (none after the last)
+        f = c - 1
+        for r in prange(n_rows):
+            d0 = stats[r, _D0] if c > first else 0.0
+            d1 = stats[r, _D1] if c > first else 0.0
+            qold = stats[r, _Q0]
+            m = 0.0
+            sa = 0.0
+            saa = 0.0
+            se = 0.0
+            sae = 0.0
+            q0 = Q[r, f] if 0 <= f < k else 0.0
+            for t in range(link_ptr[r], link_ptr[r + 1]):
+                i = link_rows[t]
+                if c == 1:                  # after w
+                    cache[i, 0] += d0
+                elif c > first:             # after v_{·,c−2}: cache column c − 1
+                    a = np.float64(cache[i, c - 1]) - qold
+                    cache[i, 0] += d0 + d1 * a
+                    cache[i, c - 1] += d1
+                if c <= k:
+                    e = np.float64(cache[i, 0])
+                    m += 1.0
+                    se += e
+                    if f >= 0:
+                        a = np.float64(cache[i, 1 + f]) - q0
+                        sa += a
+                        saa += a * a
+                        sae += a * e
+            stats[r, _M], stats[r, _A], stats[r, _AA], stats[r, _E], stats[r, _AE] = m, sa, saa, se, sae
+            stats[r, _D0], stats[r, _D1], stats[r, _Q0] = 0.0, 0.0, q0
+        if c > k:
+            break
+        if n_lanes == 1:
+            # one lane: the classes one after the other without a parallel launch per class
+            # (a relation of long rows has hundreds of small classes)
+            for t in range(lane_ptr[0], lane_ptr[n_classes]):
+                _relation_feature(order[t], offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha,
+                                  lam_w, mu_w, lam_v, mu_v, sample, seed, Z[0], rej[0])
+        else:
+            for cl in range(n_classes):
+                for lane in prange(n_lanes):
+                    tid = numba.get_thread_id()
+                    for t in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
+                        _relation_feature(order[t], offset, c, cptr, crow, cval, stats, Q, groups, w, V,
+                                          alpha, lam_w, mu_w, lam_v, mu_v, sample, seed, Z[tid], rej[tid])

@@ -1,0 +1,168 @@
+"""The order and the parallel lanes of an ALS/MCMC sweep.
+
+Features are coloured once per data set so that two features of one colour never occur in
+the same row (colour_features); a sweep visits the colour classes in turn, and within a class
+the features touch disjoint rows of the caches, so they run in parallel lanes of about equal
+work (lanes), one per thread. The train rows are reordered inside the learner by their
+feature of the largest colour class (typically the users: row_order), so that each such
+feature's rows are contiguous and the gathers of the sweep nearly sequential; within a
+class, features are visited in order of their first row (class_order). A relation is
+coloured on its own, over the relation rows some train row links to (relation_schedule).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmcli.config import njit
+from fmcli.data import transpose
+from fmcli.learners.sweep import CACHE_DTYPE
+
+
+@njit
+def colour_features(cptr, crow, indptr, indices, cols):
+    """Greedy colouring of the co-occurrence graph: features sharing a row get different
+    colours. Visits `cols` in the given order (Welsh-Powell: longest columns first), giving
+    each the smallest colour none of its co-occurring features has. Returns colour per
+    feature (-1 for features not in `cols`). Cost Σ_rows nnz_i², without building the graph."""
+    n = cptr.shape[0] - 1
+    colour = np.full(n, -1, np.int64)
+    seen = np.full(n + 1, -1, np.int64)     # seen[c] == j: colour c is taken by a neighbour of j
+    for t in range(cols.shape[0]):
+        j = cols[t]
+        for p in range(cptr[j], cptr[j + 1]):
+            i = crow[p]
+            for r in range(indptr[i], indptr[i + 1]):
+                c = colour[indices[r]]
+                if c >= 0:
+                    seen[c] = j
+        c = 0
+        while seen[c] == j:
+            c += 1
+        colour[j] = c
+    return colour
+
+
+@njit
+def row_keys(indptr, indices, colour, big, n):
+    """Per row: its (last) feature of colour class `big`, n for none (the row-order key)."""
+    key = np.full(indptr.shape[0] - 1, n, np.int64)
+    for i in range(indptr.shape[0] - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            if colour[indices[p]] == big:
+                key[i] = indices[p]
+    return key
+
+
+def index_dtype(n):
+    """int32 for indices below n when they fit: half the memory of int64 (perm, indptr)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def colouring(indptr, indices, data, n):
+    """(cols, colour): the features with entries, longest column first, and the colour of
+    each of the n features (-1: no entries)."""
+    cptr, crow, cval = transpose(indptr, indices, data, n)
+    del cval
+    counts = np.diff(cptr)
+    cols = np.flatnonzero(counts).astype(np.int64)
+    cols = cols[np.argsort(-counts[cols], kind="stable")]
+    colour = colour_features(cptr, crow, indptr, indices, cols) if len(cols) else np.full(n, -1, np.int64)
+    return cols, colour
+
+
+def row_order(indptr, indices, cols, colour, n):
+    """perm (internal row -> row of the file): rows sorted by their feature in the colour
+    class with the most features."""
+    n_rows = len(indptr) - 1
+    if not len(cols):
+        return np.arange(n_rows, dtype=index_dtype(n_rows))
+    big = np.bincount(colour[cols]).argmax()
+    key = row_keys(indptr, indices, colour, big, n)
+    return np.argsort(key, kind="stable").astype(index_dtype(n_rows))
+
+
+def class_order(cols, colour, cptr, crow):
+    """(order, class_ptr): the features of class c are order[class_ptr[c]:class_ptr[c+1]],
+    each class by the features' first row (over the reordered rows' CSC)."""
+    counts = np.diff(cptr)
+    first = np.where(counts > 0, crow[np.minimum(cptr[:-1], len(crow) - 1)], 0)
+    order = cols[np.lexsort((first[cols], colour[cols]))]
+    n_classes = int(colour[cols].max()) + 1 if len(cols) else 0
+    class_ptr = np.searchsorted(colour[order], np.arange(n_classes + 1)).astype(np.int64)
+    return order.astype(np.int64), class_ptr
+
+
+def lanes(order, class_ptr, work, n_lanes):
+    """Cut each class order[class_ptr[c]:class_ptr[c+1]] into n_lanes contiguous pieces of about
+    equal total `work` (per feature); returns lane_ptr (n_classes * n_lanes + 1,)."""
+    cum = np.concatenate([[0.0], np.cumsum(work[order], dtype=np.float64)])
+    ptr = [0]
+    for c in range(len(class_ptr) - 1):
+        a, b = class_ptr[c], class_ptr[c + 1]
+        cuts = cum[a] + (cum[b] - cum[a]) * np.arange(1, n_lanes) / n_lanes
+        ptr.extend(np.clip(np.searchsorted(cum, cuts), a, b).tolist() + [b])
+    return np.array(ptr, np.int64)
+
+
+def lane_buffers(col_length, order, lane_ptr, n_lanes, width):
+    """The sweep's gather buffers, one per lane, flat: (buf, buf_off) with buf[buf_off[l]:
+    buf_off[l+1]] lane l's (width, cap_l), cap_l the longest column lane l gets in any class:
+    the longest column (e.g. a numeric feature in half the rows) is paid for once, not once per
+    thread. col_length None: no buffers (the in-place layout)."""
+    caps = np.zeros(n_lanes, np.int64)
+    if col_length is not None:
+        length = col_length[order]
+        for t in range(len(lane_ptr) - 1):
+            a, b = lane_ptr[t], lane_ptr[t + 1]
+            if b > a:
+                caps[t % n_lanes] = max(caps[t % n_lanes], int(length[a:b].max()))
+    buf_off = np.concatenate([[0], np.cumsum(caps * width)]).astype(np.int64)
+    return np.empty(buf_off[-1], CACHE_DTYPE), buf_off
+
+
+@dataclass
+class RelationSchedule:
+    """One relation as the relation sweep needs it (fmcli.learners.relation_sweep)."""
+    relation: object        # fmcli.data.Relation
+    links: np.ndarray       # relation row of each train row, internal row order
+    cols: np.ndarray        # the relation's features in linked rows (local ids, ascending)
+    cptr: np.ndarray        # CSC of the relation over its linked rows
+    crow: np.ndarray
+    cval: np.ndarray
+    order: np.ndarray       # cols by colour class
+    class_ptr: np.ndarray
+    link_ptr: np.ndarray    # train rows of relation row r: link_rows[link_ptr[r]:link_ptr[r+1]]
+    link_rows: np.ndarray
+    work: np.ndarray        # per feature, for the lanes
+    stats: np.ndarray       # (relation rows, 8) statistics scratch of the relation sweep
+
+    @property
+    def offset(self):
+        return self.relation.offset
+
+
+def relation_schedule(rel, links):
+    """The train rows grouped by their relation row (links: internal row order), the relation's
+    CSC over the rows some train row links to, and its colour classes (visiting the features
+    with the most flat entries first)."""
+    links = np.asarray(links, np.int64)
+    m = np.bincount(links, minlength=rel.n_rows)
+    link_rows = np.argsort(links, kind="stable").astype(np.int64)
+    link_ptr = np.concatenate([[0], np.cumsum(m)]).astype(np.int64)
+    # the relation rows no train row links to take no part in training
+    keep = np.repeat(m > 0, np.diff(rel.indptr))
+    lens = np.where(m > 0, np.diff(rel.indptr), 0)
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    indices, data = rel.indices[keep], rel.data[keep]
+    cptr, crow, cval = transpose(indptr, indices, data, rel.n_features)
+    flat_count = np.bincount(indices, weights=m[np.repeat(np.arange(rel.n_rows), lens)],
+                             minlength=rel.n_features)
+    cols = np.flatnonzero(np.diff(cptr)).astype(np.int64)
+    cols = cols[np.argsort(-flat_count[cols], kind="stable")]
+    colour = colour_features(cptr, crow, indptr, indices, cols)
+    order = cols[np.argsort(colour[cols], kind="stable")]
+    class_ptr = np.searchsorted(colour[order], np.arange(colour.max() + 2)).astype(np.int64) \
+        if len(cols) else np.zeros(1, np.int64)
+    return RelationSchedule(rel, links, np.sort(cols), cptr, crow, cval, order, class_ptr, link_ptr,
+                            link_rows, np.diff(cptr) + 8.0, np.zeros((rel.n_rows, 8)))

@@ -1,0 +1,275 @@
+"""The coordinate kernels shared by ALS and MCMC (libFM behaviour §6.3): one sweep over the
+features of the main rows, in parallel colour classes.
+
+Caches, as libFM keeps them, float32, side by side in one array `cache` (rows, 1 + kb):
+
+    column 0:          e[i]    = ŷ_i − t_i            (t = y, or the probit latent target z)
+    columns 1 .. kb:   q[i, f] = Σ_j v_{j,f} x_ij     (the factors of the current factor block)
+
+The model is linear in each single parameter θ with h_i = ∂ŷ_i/∂θ (1 for w0, x_ij for w_j,
+x_ij (q_{i,f} − x_ij v_{j,f}) for v_{j,f}). With noise precision α and prior N(μ, 1/λ):
+
+    P = λ + α Σ_i h_i²,    m = [α Σ_i h_i (θ h_i − e_i) + λ μ] / P
+
+ALS sets θ = m (α = 1, μ = 0: the exact minimiser of ½Σe² + ½λθ²); MCMC draws θ ~ N(m, 1/P).
+After a change by Δ: e_i += h_i Δ, and for v also q_{i,f} += x_ij Δ. P = 0 (no data and no
+prior) sets θ = 0, as libFM. A non-finite result is rejected (the old value is kept) and
+counted in `rejected` (indices REJ_*).
+
+A column (feature j) is updated in one of two layouts with the same arithmetic (_w_terms,
+_v_terms, _w_change, _v_change): in place, entry by entry (exact with duplicated (row,
+feature) entries: each later entry sees the earlier ones' updates), or gathered: its rows'
+caches copied into a contiguous buffer, updated there and scattered back, which makes two
+random passes over the cache per column instead of 2(k+1).
+"""
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from fmcli.config import njit
+from fmcli.learners.prefetch import prefetch_row
+from fmcli.learners.streams import stream_normals
+from fmcli.model import row_sums
+
+# indices into the `rejected` counter array
+REJ_ALPHA, REJ_W0, REJ_W, REJ_V, REJ_WMU, REJ_WLAMBDA, REJ_VMU, REJ_VLAMBDA = range(8)
+REJ_NAMES = ("alpha", "w0", "w", "v", "w_mu", "w_lambda", "v_mu", "v_lambda")
+
+CACHE_DTYPE = np.float32   # e and q: half the memory traffic of float64; reset exactly every sweep
+PREFETCH_AHEAD = 16        # cache rows requested ahead of the column kernels' gathers and scatters
+
+
+@njit
+def solve(num, P, z):
+    """θ = num/P + z/√P: the ALS minimiser (z = 0) or a draw from N(num/P, 1/P) (z ~ N(0, 1));
+    0 when P = 0."""
+    if P == 0.0:
+        return 0.0
+    return num / P + z / math.sqrt(P)
+
+
+@njit
+def _update_w0(cache, w0, lam0, alpha, z, rej):
+    """The global bias w0[0] (prior N(0, 1/lam0)); h_i = 1."""
+    n = cache.shape[0]
+    old = w0[0]
+    s1 = 0.0
+    for i in range(n):
+        s1 += old - cache[i, 0]
+    new = solve(alpha * s1, lam0 + alpha * n, z)
+    if not math.isfinite(new):
+        rej[REJ_W0] += 1
+        return
+    d = new - old
+    if d != 0.0:
+        for i in range(n):
+            cache[i, 0] += d
+    w0[0] = new
+
+
+@njit(inline="always")
+def _w_terms(x, e, old):
+    """One entry's (h², h (θ h − e)) for w_j: h = x."""
+    return x * x, x * (old * x - e)
+
+
+@njit(inline="always")
+def _v_terms(x, q, e, old):
+    """One entry's (h², h (θ h − e)) for v_{j,f}: h = x (q − x θ)."""
+    h = x * (q - x * old)
+    return h * h, h * (old * h - e)
+
+
+@njit(inline="always")
+def _v_change(x, q, old, d):
+    """The changes (of e, of q) of one entry after v_{j,f} moved by d."""
+    return x * (q - x * old) * d, x * d
+
+
+@njit
+def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej):
+    """w_j and v_{j,0..k−1} of feature j, reading and updating the cache entry by entry."""
+    p0, p1 = cptr[j], cptr[j + 1]
+    if use_w:
+        old = w[j]
+        s1 = 0.0
+        s2 = 0.0
+        for p in range(p0, p1):
+            a, b = _w_terms(np.float64(cval[p]), cache[crow[p], 0], old)
+            s2 += a
+            s1 += b
+        new = solve(alpha * s1 + lam_w * mu_w, lam_w + alpha * s2, z[0])
+        if math.isfinite(new):
+            d = new - old
+            for p in range(p0, p1):
+                cache[crow[p], 0] += cval[p] * d
+            w[j] = new
+        else:
+            rej[REJ_W] += 1
+    for f in range(V.shape[1]):
+        old = V[j, f]
+        s1 = 0.0
+        s2 = 0.0
+        for p in range(p0, p1):
+            i = crow[p]
+            a, b = _v_terms(np.float64(cval[p]), cache[i, 1 + f], cache[i, 0], old)
+            s2 += a
+            s1 += b
+        new = solve(alpha * s1 + lam_v[f] * mu_v[f], lam_v[f] + alpha * s2, z[1 + f])
+        if math.isfinite(new):
+            d = new - old
+            for p in range(p0, p1):
+                i = crow[p]
+                de, dq = _v_change(np.float64(cval[p]), cache[i, 1 + f], old, d)
+                cache[i, 0] += de
+                cache[i, 1 + f] += dq
+            V[j, f] = new
+        else:
+            rej[REJ_V] += 1
+
+
+@njit
+def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
+                     lx, buf, jn):
+    """_column_in_place for columns without duplicated rows: the rows' caches are gathered into
+    the contiguous buffers buf (k+1, m) and lx (m,), updated there, and scattered back; both
+    passes prefetch the row PREFETCH_AHEAD entries ahead, and the first rows of the lane's next
+    column jn (-1: none) are prefetched before the arithmetic (hints only: the same bits)."""
+    k = V.shape[1]
+    p0 = cptr[j]
+    m = cptr[j + 1] - p0
+    last = p0 + m - 1
+    for t in range(m):
+        i = crow[p0 + t]
+        prefetch_row(cache, crow[min(p0 + t + PREFETCH_AHEAD, last)], False)
+        lx[t] = cval[p0 + t]
+        for c in range(k + 1):
+            buf[c, t] = cache[i, c]
+    if jn >= 0:
+        # the next column's first rows arrive while this one is computed
+        for p in range(cptr[jn], min(cptr[jn] + PREFETCH_AHEAD, cptr[jn + 1])):
+            prefetch_row(cache, crow[p], False)
+    if use_w:
+        old = w[j]
+        s1 = 0.0
+        s2 = 0.0
+        for t in range(m):
+            a, b = _w_terms(np.float64(lx[t]), buf[0, t], old)
+            s2 += a
+            s1 += b
+        new = solve(alpha * s1 + lam_w * mu_w, lam_w + alpha * s2, z[0])
+        if math.isfinite(new):
+            d = new - old
+            for t in range(m):
+                buf[0, t] += lx[t] * d
+            w[j] = new
+        else:
+            rej[REJ_W] += 1
+    for f in range(k):
+        old = V[j, f]
+        s1 = 0.0
+        s2 = 0.0
+        for t in range(m):
+            a, b = _v_terms(np.float64(lx[t]), buf[1 + f, t], buf[0, t], old)
+            s2 += a
+            s1 += b
+        new = solve(alpha * s1 + lam_v[f] * mu_v[f], lam_v[f] + alpha * s2, z[1 + f])
+        if math.isfinite(new):
+            d = new - old
+            for t in range(m):
+                de, dq = _v_change(np.float64(lx[t]), buf[1 + f, t], old, d)
+                buf[0, t] += de
+                buf[1 + f, t] += dq
+            V[j, f] = new
+        else:
+            rej[REJ_V] += 1
+    for t in range(m):
+        i = crow[p0 + t]
+        prefetch_row(cache, crow[min(p0 + t + PREFETCH_AHEAD, last)], True)
+        for c in range(k + 1):
+            cache[i, c] = buf[c, t]
+
+
+@njit(parallel=True)
+def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
+          alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, gathered, lx, buf, buf_off, Z, rej):
+    """One sweep: w0, then the colour classes in turn, each feature's w_j and v_{j,0..k−1}.
+    The features of one class never share a row, so they touch disjoint rows of the cache and
+    are updated in parallel: class c is cut into n_lanes lanes of about equal work, lane l =
+    order[lane_ptr[c*n_lanes + l] : ... + 1], one lane per thread. With each feature's draws
+    from its own stream (of `seed`), the result is the same for any number of lanes and
+    threads. gathered: the columns have no duplicated rows (the gathered layout). lx, Z, rej:
+    one slice per thread (scratch, normals, rejection counts); buf: one (k+1, cap_l) gather
+    buffer per lane l, buf[buf_off[l]:buf_off[l+1]], sized by the longest column lane l ever
+    gets (schedule.lane_buffers). Factor blocks: V, lam_v and mu_v may be the column views
+    [:, f0:f1] of one block, and the cache then holds e and that block's q in its first
+    1 + f1 − f0 columns (further columns, if any, are not touched); k below is the block's width."""
+    k = V.shape[1]
+    if use_w0:
+        z0 = 0.0
+        if sample:
+            stream_normals(seed, w.shape[0], Z[0, :1])
+            z0 = Z[0, 0]
+        _update_w0(cache, w0, lam0, alpha, z0, rej[0])
+    n_classes = (lane_ptr.shape[0] - 1) // n_lanes
+    for c in range(n_classes):
+        for lane in prange(n_lanes):
+            tid = numba.get_thread_id()
+            cap = (buf_off[lane + 1] - buf_off[lane]) // (k + 1)
+            lane_buf = buf[buf_off[lane]:buf_off[lane + 1]].reshape((k + 1, cap))
+            t1 = lane_ptr[c * n_lanes + lane + 1]
+            for t in range(lane_ptr[c * n_lanes + lane], t1):
+                j = order[t]
+                g = groups[j]
+                z = Z[tid, :k + 1]
+                if sample:
+                    stream_normals(seed, j, z)
+                if gathered:
+                    _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g],
+                                     mu_v[g], alpha, use_w, z, rej[tid], lx[tid], lane_buf,
+                                     order[t + 1] if t + 1 < t1 else -1)
+                else:
+                    _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g],
+                                     mu_v[g], alpha, use_w, z, rej[tid])
+
+
+@njit(parallel=True)
+def factor_block_sums(indptr, indices, data, V, f0, f1, cache):
+    """The cache's q of factor block [f0, f1) from the CSR rows: cache[i, 1 + f − f0] =
+    Σ_j v_{j,f} x_ij (model.row_sums in float64, stored as float32), 4096 rows per parallel
+    task (each row's arithmetic is fixed: the same for any number of threads). The cache's
+    columns after the block's are left alone. (Block 0 and the exact ŷ come from
+    model.predict_rows, in the train refresh.)"""
+    n_rows = indptr.shape[0] - 1
+    Vb = V[:, f0:f1]
+    rows = 4096
+    no_w = np.empty(0)
+    for r in prange((n_rows + rows - 1) // rows):
+        s = np.empty(f1 - f0)
+        for i in range(r * rows, min(n_rows, (r + 1) * rows)):
+            s[:] = 0.0
+            row_sums(indices, data, indptr[i], indptr[i + 1], 0.0, no_w, Vb, False, s)
+            for f in range(f1 - f0):
+                cache[i, 1 + f] = s[f]
+
+
+@njit(parallel=True)
+def set_residuals(cache, yhat, t):
+    """e_i = ŷ_i − t_i into the cache's column 0; returns how many ŷ_i are not finite."""
+    bad = 0
+    for i in prange(cache.shape[0]):
+        cache[i, 0] = yhat[i] - t[i]
+        bad += 0 if math.isfinite(yhat[i]) else 1
+    return bad
+
+
+@njit
+def count_nonfinite(a):
+    c = 0
+    for x in a.ravel():
+        if not math.isfinite(x):
+            c += 1
+    return c

@@ -1,0 +1,156 @@
+"""A training run resolved before any data is read: every rule on the options checked once,
+here, and the options settled into one frozen TrainOptions (fmcli.learners.base).
+
+    plan = resolve(job)                  options, outputs, the loaded model (warm start)
+    train, evals = load_data(plan)       (fmcli.train)
+    groups = resolve_groups(plan, train, evals)    the -meta and relation groups, and the
+                                                   -regular count that depends on them
+
+What a run settles before reading data: the loaded model's dimensions (when -dim is not
+given), hence the largest feature id that fits in memory; whether MCMC keeps its samples
+(only for a model that will be written); warm start; -regular expanded to three values.
+Learners trust the result (fmcli.learners.base).
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmcli.errors import UsageError
+from fmcli.io.atomic import check_writable
+from fmcli.learners.base import TrainOptions
+
+METHODS = ("sgd", "sgda", "als", "mcmc")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What was asked for: the options as given and the files (the CLI fills it)."""
+    opts: TrainOptions
+    train: str
+    test: str = None
+    out: str = None
+    rlog: str = None
+    save_model: str = None
+    load_model: str = None
+    meta: str = None
+    dim_given: bool = True       # False: -dim was left at its default (a loaded model's dim wins)
+    log_json: str = None         # one JSON object per iteration
+    checkpoint: str = None       # the model so far, saved every `checkpoint_every` iterations
+    checkpoint_every: int = 10
+    validation: str = None       # rows for SGDA's regularisation and for early stopping
+    early_stop: int = 0          # stop after this many iterations without a better validation score
+    cache: bool = True           # read and write the binary cache beside text inputs
+    relations: tuple = ()        # libFM block-structure relation names (-relation)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A job with its options settled: `opts` is what the learner gets."""
+    job: TrainJob
+    opts: TrainOptions
+    loaded: object = None        # the -load_model FMModel (warm start), or None
+    feature_limit: int = 0       # largest feature id whose model fits in memory
+
+
+def feature_id_limit(k):
+    """Largest feature id whose model (w, V and the learners' per-feature arrays) fits in memory."""
+    from fmcli.config import MAX_FEATURE_ID
+
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        memory = 1 << 40
+    bytes_per_feature = 8 * (k + 1) * 5 + 32   # parameters, a copy, learner state (Adam: two moments)
+    return int(min(MAX_FEATURE_ID, memory // bytes_per_feature))
+
+
+def _check_outputs(job):
+    for path, what in ((job.out, "-out"), (job.save_model, "-save_model"), (job.rlog, "-rlog"),
+                       (job.log_json, "--log-json"), (job.checkpoint, "--checkpoint")):
+        check_writable(path, what)
+        if path == "-" and what != "-out":
+            raise UsageError(f"{what} needs a file name, not - (stdout carries only predictions)")
+
+
+def _check_options(job):
+    opts = job.opts
+    if opts.method not in METHODS:
+        raise UsageError(f"unknown method {opts.method!r} (expected one of {', '.join(METHODS)})")
+    if job.out and not job.test:
+        raise UsageError("-out needs -test (the rows to predict)")
+    if job.early_stop and not job.validation:
+        raise UsageError("--early-stop needs -validation (the rows that decide when to stop)")
+    if opts.method == "sgda" and not job.validation:
+        raise UsageError("-method sgda needs -validation (the rows that adapt the regularisation)")
+    if job.relations and opts.method in ("sgd", "sgda"):
+        raise UsageError(f"relations are not supported with {opts.method.upper()} "
+                         "(use -method als or mcmc, or write the relation's features into the rows)")
+    if opts.optimizer != "sgd" and opts.method != "sgd":
+        raise UsageError(f"--optimizer {opts.optimizer} applies to -method sgd only")
+    n = len(opts.regular)
+    if n not in (1, 3) and (n < 3 or n % 2 == 0 or opts.method != "als" or job.meta is None):
+        raise UsageError("-regular takes 1 or 3 values, or with -method als and -meta "
+                         "1 + 2G values (r0, one per group for w, one per group for V)")
+
+
+def _load_model(job):
+    """The -load_model model and its dim, checked against -dim when that was given."""
+    from fmcli.io.modelfile import load_model
+
+    model = load_model(job.load_model, task=job.opts.task)
+    dim = (int(model.use_w0), int(model.use_w), model.k)
+    if job.dim_given and tuple(job.opts.dim) != dim:
+        raise UsageError(f"-dim {','.join(map(str, job.opts.dim))} does not match the loaded model's "
+                         f"{','.join(map(str, dim))} ({job.load_model})")
+    model.samples = None  # continue from the last state, not from an average
+    return model, dim
+
+
+def resolve(job):
+    """The TrainPlan of `job`: every check that needs no data, and the settled options."""
+    _check_outputs(job)
+    _check_options(job)
+    opts = job.opts
+    loaded, dim = None, tuple(opts.dim)
+    if job.load_model:
+        loaded, dim = _load_model(job)
+    regular = tuple(opts.regular) * 3 if len(opts.regular) == 1 else tuple(opts.regular)
+    settled = dataclasses.replace(
+        opts, dim=dim, regular=regular, warm_start=loaded is not None,
+        # MCMC's samples are kept only for a model that will be written (4 n (k+1) bytes each)
+        save_samples=bool(job.save_model or job.checkpoint or job.early_stop))
+    return TrainPlan(job, settled, loaded, feature_id_limit(dim[2]))
+
+
+def model_groups(main_groups, train, n):
+    """The group id of each of the n model features (int64): `main_groups` for the main
+    features (-meta; None: one group), then each relation's own groups (data.feature_groups)."""
+    from fmcli.data import feature_groups
+
+    rels = [r for r, _ in train.relations]
+    if main_groups is None and not rels:
+        return np.zeros(n, np.int64)
+    groups = feature_groups(main_groups, min([r.offset for r in rels] + [n]), rels, n)
+    if len(groups) < n:
+        raise UsageError(f"-meta gives {len(groups)} group ids but the data have {n} features")
+    return np.ascontiguousarray(groups[:n], np.int64)
+
+
+def resolve_groups(plan, train, evals, n):
+    """model_groups with -meta's groups (read for the main features only: relation features
+    take theirs from R.groups); checks the ALS per-group -regular count against them."""
+    main = None
+    if plan.job.meta:
+        from fmcli.io.meta import read_meta
+
+        main = read_meta(plan.job.meta, max([train.n_features] + [d.n_features for d in evals.values()]))
+    groups = model_groups(main, train, n)
+    G = int(groups.max()) + 1 if n else 1
+    r = plan.opts.regular
+    if plan.opts.method == "als" and len(r) not in (3, 1 + 2 * G):
+        raise UsageError(f"-regular: ALS takes 1, 3 or 1+2G = {1 + 2 * G} values "
+                         f"(G = {G} groups), got {len(r)}")
+    return groups
