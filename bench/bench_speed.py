@@ -161,18 +161,14 @@ def time_yardstick(train, k):
 
 def time_learner(method, train, test, k, threads, iters):
     from fmcli.learners.base import TrainOptions
-    from fmcli.model import FMModel
-    from fmcli.train import _metrics as train_metrics, learner_class, threads as use_threads
+    from fmcli.train import _metrics as train_metrics, build_learner, threads as use_threads
 
     opts = TrainOptions(task="r", method=method, dim=(1, 1, k), seed=1,
                         regular=(0, 10, 10) if method == "als" else (0, 0.01, 0.01) if method == "sgd" else (0, 0, 0),
                         learn_rate=0.01)
     with use_threads(threads):
-        rng = np.random.default_rng(1)
-        model = FMModel.init(max(train.n_features, test.n_features), k, rng=rng)
-        model.y_min, model.y_max = float(train.y.min()), float(train.y.max())
         t0 = time.perf_counter()
-        lrn = learner_class(method)(model, train, {"test": test}, opts, rng)
+        lrn = build_learner(opts, train, {"test": test})
         setup = time.perf_counter() - t0
         times = []
         for it in range(iters):

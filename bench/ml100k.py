@@ -29,7 +29,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from fmcli.data import SparseData  # noqa: E402
 from fmcli.learners.base import TrainOptions  # noqa: E402
 from fmcli import metrics  # noqa: E402
-from fmcli.model import FMModel  # noqa: E402
 
 N_USERS, N_ITEMS = 943, 1682
 AGE_EDGES = [18, 25, 35, 45, 50, 56]
@@ -92,20 +91,13 @@ def write_libfm(path, rows, y):
 
 
 def run(method, task, train, test, dim=(1, 1, 8), iters=100, regular=(0, 0, 0), groups=None,
-        seed=1, init_stdev=0.1, learn_rate=0.01, extra=None):
-    from fmcli.train import learner_class
+        seed=1, init_stdev=0.1, learn_rate=0.01):
+    from fmcli.train import build_learner
 
-    n = max(train.n_features, test.n_features)
     opts = TrainOptions(task=task, method=method, dim=dim, iterations=iters, regular=regular,
-                        init_stdev=init_stdev, seed=seed, groups=groups, learn_rate=learn_rate,
-                        extra=dict(extra or {}))
-    rng = np.random.default_rng(seed)
-    model = FMModel.init(n, dim[2], use_w0=bool(dim[0]), use_w=bool(dim[1]),
-                         init_stdev=init_stdev, rng=rng)
-    model.y_min, model.y_max = (float(train.y.min()), float(train.y.max())) if task == "r" else (-1.0, 1.0)
-    cls = learner_class(method)
+                        init_stdev=init_stdev, seed=seed, learn_rate=learn_rate)
     t0 = time.perf_counter()
-    learner = cls(model, train, {"test": test}, opts, rng)
+    learner = build_learner(opts, train, {"test": test}, groups)
     t1 = time.perf_counter()
     for it in range(iters):
         learner.step(it)

@@ -34,8 +34,8 @@ from fmcli import metrics  # noqa: E402
 from fmcli.console import Console  # noqa: E402
 from fmcli.data import flatten  # noqa: E402
 from fmcli.learners.base import TrainOptions  # noqa: E402
-from fmcli.plan import TrainJob, resolve, resolve_groups  # noqa: E402
-from fmcli.train import build_model, learner_class, load_data  # noqa: E402
+from fmcli.plan import TrainJob, main_groups, resolve  # noqa: E402
+from fmcli.train import build_learner, load_data  # noqa: E402
 
 N_USERS, N_ITEMS = 943, 1682
 
@@ -74,12 +74,15 @@ def run(j, flat=False):
     quiet = Console(quiet=True)
     plan = resolve(j)
     train, evals = load_data(plan, quiet)
-    model, rng = build_model(plan, train, evals, quiet)
-    groups = resolve_groups(plan, train, evals, model.n_features)
+    groups = main_groups(plan, train, evals)
     if flat:
+        # the same feature groups: the relations' own (feature_groups) after -meta's
+        from fmcli.plan import model_groups
+
+        groups = model_groups(groups, train, train.n_model_features)
         train, evals = flatten(train), {k: flatten(d) for k, d in evals.items()}
     t0 = time.perf_counter()
-    lrn = learner_class(plan.opts.method)(model, train, evals, groups, plan.opts, rng)
+    lrn = build_learner(plan.opts, train, evals, groups)
     t1 = time.perf_counter()
     for it in range(plan.opts.iterations):
         lrn.step(it)

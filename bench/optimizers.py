@@ -28,8 +28,7 @@ from ml100k import N_ITEMS, N_USERS, convert, to_sparse  # noqa: E402
 
 from fmcli import metrics  # noqa: E402
 from fmcli.learners.base import TrainOptions  # noqa: E402
-from fmcli.learners.sgd import SGDLearner  # noqa: E402
-from fmcli.model import FMModel  # noqa: E402
+from fmcli.train import build_learner  # noqa: E402
 
 PLAIN = ("sgd", 0.005, 0.12)          # libFM's ml-100k settings
 GRID = {"adagrad": ([0.01, 0.03, 0.1], [0.05, 0.12, 0.2, 0.3]),
@@ -50,10 +49,7 @@ def curve(train, test, optimizer, learn_rate, reg, epochs, seed=1, init_stdev=0.
     """Test RMSE after each epoch, and the mean seconds of one compiled pass."""
     opts = TrainOptions(task="r", method="sgd", dim=dim, iterations=epochs, learn_rate=learn_rate,
                         regular=(0.0, reg, reg), init_stdev=init_stdev, seed=seed, optimizer=optimizer)
-    rng = np.random.default_rng(seed)
-    model = FMModel.init(train.n_features, dim[2], init_stdev=init_stdev, rng=rng)
-    model.y_min, model.y_max = float(train.y.min()), float(train.y.max())
-    learner = SGDLearner(model, train, {"test": test}, opts, rng)
+    learner = build_learner(opts, train, {"test": test})
     rmse, seconds = [], 0.0
     for it in range(epochs):
         t0 = time.perf_counter()

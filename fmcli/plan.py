@@ -3,8 +3,8 @@ here, and the options settled into one frozen TrainOptions (fmcli.learners.base)
 
     plan = resolve(job)                  options, outputs, the loaded model (warm start)
     train, evals = load_data(plan)       (fmcli.train)
-    groups = resolve_groups(plan, train, evals)    the -meta and relation groups, and the
-                                                   -regular count that depends on them
+    main_groups(plan, train, evals)      -meta's groups; model_groups adds the relations' and
+                                         check_regular_count checks -regular against them
 
 What a run settles before reading data: the loaded model's dimensions (when -dim is not
 given), hence the largest feature id that fits in memory; whether MCMC keeps its samples
@@ -139,18 +139,20 @@ def model_groups(main_groups, train, n):
     return np.ascontiguousarray(groups[:n], np.int64)
 
 
-def resolve_groups(plan, train, evals, n):
-    """model_groups with -meta's groups (read for the main features only: relation features
-    take theirs from R.groups); checks the ALS per-group -regular count against them."""
-    main = None
-    if plan.job.meta:
-        from fmcli.io.meta import read_meta
+def main_groups(plan, train, evals):
+    """-meta's groups of the main features (None without -meta): read for the main features
+    only, relation features take theirs from R.groups."""
+    if not plan.job.meta:
+        return None
+    from fmcli.io.meta import read_meta
 
-        main = read_meta(plan.job.meta, max([train.n_features] + [d.n_features for d in evals.values()]))
-    groups = model_groups(main, train, n)
-    G = int(groups.max()) + 1 if n else 1
-    r = plan.opts.regular
-    if plan.opts.method == "als" and len(r) not in (3, 1 + 2 * G):
+    return read_meta(plan.job.meta, max([train.n_features] + [d.n_features for d in evals.values()]))
+
+
+def check_regular_count(opts, groups):
+    """ALS's per-group -regular form has 1 + 2G values for the G groups the features have."""
+    G = int(groups.max()) + 1 if len(groups) else 1
+    r = opts.regular
+    if opts.method == "als" and len(r) not in (3, 1 + 2 * G):
         raise UsageError(f"-regular: ALS takes 1, 3 or 1+2G = {1 + 2 * G} values "
                          f"(G = {G} groups), got {len(r)}")
-    return groups

@@ -17,7 +17,7 @@ import numpy as np
 from fmcli import metrics
 from fmcli.console import Console
 from fmcli.errors import TrainingError, UsageError
-from fmcli.plan import resolve, resolve_groups
+from fmcli.plan import main_groups, resolve
 from fmcli.runlog import RunLog, iteration_line
 
 
@@ -80,33 +80,41 @@ def load_data(plan, console):
     return train, evals
 
 
-def build_model(plan, train, evals, console):
-    """A fresh model, or the -load_model one (warm start) widened to the data's features, with
-    the task, link and target range of this run; and the run's random generator."""
-    from fmcli.model import FMModel
+def check_warm_start(plan, train, evals, console):
+    """A loaded model's relation layout must be the data's: the relations' features sit after
+    the main ones."""
+    from fmcli.io.relation import relations_meta
 
-    opts, job = plan.opts, plan.job
+    model, job = plan.loaded, plan.job
+    n_features = max([train.n_model_features] + [d.n_model_features for d in evals.values()])
+    had = [(r["offset"], r["n_features"]) for r in model.meta.get("relations", [])]
+    now = [(r["offset"], r["n_features"]) for r in relations_meta(train.relations)]
+    if had != now and (had or model.n_features > (now[0][0] if now else n_features)):
+        raise UsageError(f"{job.load_model}: the model was trained with relation blocks "
+                         f"(offset, features) {had or 'none'}, the data give {now or 'none'}")
+    console.info(f"Warm start: continuing from {job.load_model} ({max(model.n_features, n_features)} "
+                 f"features, dim {','.join(map(str, plan.opts.dim))})")
+
+
+def build_learner(opts, train, evals, main_groups=None, model=None):
+    """The learner of a run on loaded data: a fresh model sized for every feature of train and
+    evals (libFM's initialisation, from the run's generator seeded by opts.seed) or `model`
+    widened to them (a warm start), settled for the run (settle_model), with the groups of
+    fmcli.plan.model_groups (main_groups: -meta's)."""
+    from fmcli.model import FMModel
+    from fmcli.plan import check_regular_count, model_groups
+
     n_features = max([train.n_model_features] + [d.n_model_features for d in evals.values()])
     rng = np.random.default_rng(opts.seed % 2**64)  # negative seeds are valid too
-    if plan.loaded is not None:
-        from fmcli.io.relation import relations_meta
-
-        model = plan.loaded
-        had = [(r["offset"], r["n_features"]) for r in model.meta.get("relations", [])]
-        now = [(r["offset"], r["n_features"]) for r in relations_meta(train.relations)]
-        if had != now and (had or model.n_features > (now[0][0] if now else n_features)):
-            # the relations' features sit after the main ones: the layouts must agree
-            raise UsageError(f"{job.load_model}: the model was trained with relation blocks "
-                             f"(offset, features) {had or 'none'}, the data give {now or 'none'}")
-        model = model.resized(n_features)
-        console.info(f"Warm start: continuing from {job.load_model} ({model.n_features} features, dim "
-                     f"{','.join(map(str, opts.dim))})")
-    else:
+    if model is None:
         k0, k1, k = opts.dim
-        model = FMModel.init(n_features, k, use_w0=bool(k0), use_w=bool(k1),
-                             init_stdev=opts.init_stdev, rng=rng)
+        model = FMModel.init(n_features, k, use_w0=bool(k0), use_w=bool(k1), init_stdev=opts.init_stdev, rng=rng)
+    else:
+        model = model.resized(n_features)
     settle_model(model, opts, train)
-    return model, rng
+    groups = model_groups(main_groups, train, model.n_features)
+    check_regular_count(opts, groups)
+    return learner_class(opts.method)(model, train, evals, groups, opts, rng)
 
 
 def settle_model(model, opts, train):
@@ -217,12 +225,13 @@ def run_train(job, console=None):
 def _run_train(plan, console):
     opts, job = plan.opts, plan.job
     train, evals = load_data(plan, console)
-    model, rng = build_model(plan, train, evals, console)
-    groups = resolve_groups(plan, train, evals, model.n_features)
+    if plan.loaded is not None:
+        check_warm_start(plan, train, evals, console)
+    learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
+    model = learner.model
     console.detail(f"num_attributes={model.n_features}\tuse w0={model.use_w0}\tuse w={model.use_w}\t"
                    f"dim v={model.k}\treg={','.join('%g' % r for r in opts.regular)}\t"
                    f"init ~ N(0,{opts.init_stdev:g})\tmethod={opts.method}\tseed={opts.seed}")
-    learner = learner_class(opts.method)(model, train, evals, groups, opts, rng)
     test = evals.get("test")
     test_labeled = test is not None and test.n_rows > 0 and np.isfinite(test.y).all()
     rlog = RunLog(job.rlog, job.log_json, opts.task, opts.method)

@@ -131,22 +131,16 @@ def dense_problem(seed, n=40, p=12, density=0.3, task="r", n_features=None):
 
 def make_learner(method, train, evals=None, *, k=3, seed=0, task="r", groups=None, dim01=(1, 1),
                  init_stdev=0.1, model=None, regular=(0.0, 1.0, 1.0), **options):
-    """A learner as `fmcli train` builds one (fmcli.train.settle_model, fmcli.plan.model_groups),
-    on in-memory data. evals default: {"test": train}."""
+    """A learner as `fmcli train` builds one (fmcli.train.build_learner), on in-memory data;
+    groups: -meta's groups of the main features; model: a warm start. evals default:
+    {"test": train}."""
     from fmcli.learners.base import TrainOptions
-    from fmcli.model import FMModel
-    from fmcli.plan import model_groups
-    from fmcli.train import learner_class, settle_model
+    from fmcli.train import build_learner
 
     evals = {"test": train} if evals is None else evals
     opts = TrainOptions(task=task, method=method, dim=(*dim01, k), seed=seed, init_stdev=init_stdev,
                         regular=tuple(regular), warm_start=model is not None, **options)
-    rng = np.random.default_rng(seed)
-    n = max([train.n_model_features] + [d.n_model_features for d in evals.values()])
-    if model is None:
-        model = FMModel.init(n, k, use_w0=bool(dim01[0]), use_w=bool(dim01[1]), init_stdev=init_stdev, rng=rng)
-    settle_model(model, opts, train)
-    return learner_class(method)(model, train, evals, model_groups(groups, train, n), opts, rng)
+    return build_learner(opts, train, evals, groups, model)
 
 
 def fit(learner, iterations):

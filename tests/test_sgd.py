@@ -8,7 +8,7 @@ from conftest import fit, make_learner, random_csr, recsys
 
 from fmcli import metrics
 from fmcli.errors import TrainingError
-from fmcli.learners.sgd import (ADAGRAD, ADAGRAD_EPS, ADAM, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, OPTIMIZERS,
+from fmcli.learners.sgd import (ADAGRAD, ADAGRAD_EPS, ADAM, ADAM_BETA1, ADAM_BETA2, ADAM_EPS,
                                 SGD, _fm_epoch, optimizer_state)
 
 
