@@ -142,21 +142,21 @@ def flatten(d):
     data the relations avoid."""
     if not d.relations:
         return d
-    blocks = [(r.indptr, r.indices, r.data, np.int64(r.offset), np.asarray(links, np.int64))
+    parts = [(r.indptr, r.indices, r.data, np.int64(r.offset), np.asarray(links, np.int64))
               for r, links in d.relations]
     indptr, indices, data = d.indptr, d.indices, d.data
-    for bptr, bind, bval, off, links in blocks:
-        indptr, indices, data = _append_block(indptr, indices, data, bptr, bind, bval, off, links)
+    for rptr, rind, rval, off, links in parts:
+        indptr, indices, data = _append_relation(indptr, indices, data, rptr, rind, rval, off, links)
     return SparseData(indptr, indices, data, d.y, d.n_model_features, d.source)
 
 
 @njit
-def _append_block(indptr, indices, data, bptr, bind, bval, offset, links):
-    """Each CSR row followed by the entries of block row links[i], ids + offset."""
+def _append_relation(indptr, indices, data, rptr, rind, rval, offset, links):
+    """Each CSR row followed by the entries of relation row links[i], ids + offset."""
     n = indptr.shape[0] - 1
     out_ptr = np.zeros(n + 1, np.int64)
     for i in range(n):
-        out_ptr[i + 1] = out_ptr[i] + indptr[i + 1] - indptr[i] + bptr[links[i] + 1] - bptr[links[i]]
+        out_ptr[i + 1] = out_ptr[i] + indptr[i + 1] - indptr[i] + rptr[links[i] + 1] - rptr[links[i]]
     out_ind = np.empty(out_ptr[n], np.int32)
     out_val = np.empty(out_ptr[n], np.float32)
     for i in range(n):
@@ -165,9 +165,9 @@ def _append_block(indptr, indices, data, bptr, bind, bval, offset, links):
             out_ind[t] = indices[p]
             out_val[t] = data[p]
             t += 1
-        for p in range(bptr[links[i]], bptr[links[i] + 1]):
-            out_ind[t] = bind[p] + offset
-            out_val[t] = bval[p]
+        for p in range(rptr[links[i]], rptr[links[i] + 1]):
+            out_ind[t] = rind[p] + offset
+            out_val[t] = rval[p]
             t += 1
     return out_ptr, out_ind, out_val
 
@@ -183,13 +183,13 @@ def feature_groups(groups, n_main, relations, n):
     nxt = int(g[:n_main].max()) + 1 if n_main else 0
     end = n_main
     for r in sorted(relations, key=lambda r: r.offset):
-        if r.offset > end:   # ids between blocks (none when the offsets come from the loader)
+        if r.offset > end:   # ids between relations (none when the offsets come from the loader)
             parts.append(np.zeros(r.offset - end, np.int64))
         rg = np.zeros(r.n_features, np.int64) if r.groups is None else np.asarray(r.groups, np.int64)
         parts.append(rg + nxt)
         nxt += int(rg.max()) + 1 if len(rg) else 1
         end = r.offset + r.n_features
     out = np.concatenate(parts)
-    if len(out) < n:    # features after the last block (none when the offsets come from the loader)
+    if len(out) < n:    # features after the last relation (none when the offsets come from the loader)
         out = np.concatenate([out, np.zeros(n - len(out), np.int64)])
     return out

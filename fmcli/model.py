@@ -9,7 +9,7 @@ Relations (libFM's block structure, fmcli.data.Relation): the features of a rela
 shared by every main row linked to it, so their part of the sums is computed once per
 relation row (relation_terms: b_r = Σ_j w_j x_rj − ½ Σ_{j,f} v_jf² x_rj² and
 Q_{r,f} = Σ_j v_jf x_rj) and added to each linked row: O(k (nnz + relation nnz + rows)),
-not O(k × rows × block width).
+not O(k × rows × relation width).
 """
 
 from dataclasses import dataclass, field
@@ -124,13 +124,13 @@ def relation_terms(relations, w, V, use_w):
     agg = np.empty((sum(rel.n_rows for rel, _ in relations), k + 1))
     start = 0
     for rel, _ in relations:
-        block = agg[start:start + rel.n_rows]
+        terms = agg[start:start + rel.n_rows]
         lo, hi = rel.offset, min(rel.offset + rel.n_features, V.shape[0])
         out = np.empty(rel.n_rows)
-        predict_rows(rel.indptr, rel.indices, rel.data, 0.0, w[lo:hi], V[lo:hi], use_w, out, block,
+        predict_rows(rel.indptr, rel.indices, rel.data, 0.0, w[lo:hi], V[lo:hi], use_w, out, terms,
                      NO_MAP, np.empty((0, k + 1)))
         # out_r = lin_r + ½(Σ_f Q_rf² − sq_r): keep lin_r − ½ sq_r, the part that adds up per row
-        block[:, 0] = out - 0.5 * np.einsum("ij,ij->i", block[:, 1:], block[:, 1:])
+        terms[:, 0] = out - 0.5 * np.einsum("ij,ij->i", terms[:, 1:], terms[:, 1:])
         start += rel.n_rows
     return agg
 

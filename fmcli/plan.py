@@ -43,7 +43,7 @@ class TrainJob:
     validation: str = None       # rows for SGDA's regularisation and for early stopping
     early_stop: int = 0          # stop after this many iterations without a better validation score
     cache: bool = True           # read and write the binary cache beside text inputs
-    relations: tuple = ()        # libFM block-structure relation names (-relation)
+    relations: tuple = ()        # relation names (-relation: libFM's block structure)
 
 
 @dataclass(frozen=True)

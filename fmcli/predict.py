@@ -1,8 +1,8 @@
 """`fmcli predict`: score rows with a saved model, streaming in chunks.
 
 Memory stays flat whatever the input size: rows are parsed, scored and
-written one block at a time. A file output is written to a temporary file and
-renamed at the end; standard output receives each block as it is scored.
+written one chunk at a time. A file output is written to a temporary file and
+renamed at the end; standard output receives each chunk as it is scored.
 """
 
 import numpy as np
@@ -58,7 +58,7 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
 
 
 def _chunks(path, chunk_bytes):
-    """Blocks of rows: parsed text, or slices of a memory-mapped binary data file."""
+    """Chunks of rows: parsed text, or slices of a memory-mapped binary data file."""
     from fmcli.data import SparseData
     from fmcli.io.cache import is_binary
     from fmcli.io.load import read_binary

@@ -90,7 +90,7 @@ def check_warm_start(plan, train, evals, console):
     had = [(r["offset"], r["n_features"]) for r in model.meta.get("relations", [])]
     now = [(r["offset"], r["n_features"]) for r in relations_meta(train.relations)]
     if had != now and (had or model.n_features > (now[0][0] if now else n_features)):
-        raise UsageError(f"{job.load_model}: the model was trained with relation blocks "
+        raise UsageError(f"{job.load_model}: the model was trained with relations "
                          f"(offset, features) {had or 'none'}, the data give {now or 'none'}")
     console.info(f"Warm start: continuing from {job.load_model} ({max(model.n_features, n_features)} "
                  f"features, dim {','.join(map(str, plan.opts.dim))})")

@@ -228,7 +228,7 @@ def test_relations_predict_what_the_flat_rows_predict(method):
 
 def caches_exact(lrn, rows, t):
     m = lrn.model
-    f0, f1 = lrn.block
+    f0, f1 = lrn.cached_factors
     yhat = fm_predict_rows(rows, m.w0, m.w, m.V)
     q = np.array([[sum(m.V[j, f] * x for j, x in r) for f in range(f0, f1)] for r in rows])
     np.testing.assert_allclose(lrn.residuals(), yhat - t, atol=5e-5)
@@ -258,10 +258,10 @@ def test_caches_are_exact_after_a_sweep(method, layout, monkeypatch):
     lrn.sweep(3)
     caches_exact(lrn, rows, lrn.latent_targets())
     if layout == "factor_blocks":
-        assert lrn.block == lrn.factor_blocks[-1] == (6, 8)
+        assert lrn.cached_factors == lrn.factor_blocks[-1] == (6, 8)
     # a step ends with the train refresh: exact ŷ, and q of block 0 ready for the next sweep
     lrn.step(1)
-    assert lrn.block == lrn.factor_blocks[0]
+    assert lrn.cached_factors == lrn.factor_blocks[0]
     m = lrn.model
     np.testing.assert_allclose(lrn.train_raw(), fm_predict_rows(rows, m.w0, m.w, m.V), atol=1e-9)
     caches_exact(lrn, rows, lrn.latent_targets())

@@ -88,7 +88,7 @@ def _write_file(path, n_rows, nnz, n_features, max_id_line, text, parts):
 
 
 def write_cache_chunks(cpath, chunks, text):
-    """Write the cache file `cpath` from an iterable of SparseData blocks of consecutive rows
+    """Write the cache file `cpath` from an iterable of SparseData chunks of consecutive rows
     (the text reader's chunks), each array first appended to a temporary file beside it, so
     that neither the text nor the parsed arrays are ever whole in memory (a 10M-row file:
     0.5 GB of text and 0.5 GB of arrays). An exception from `chunks` (a parse error) leaves

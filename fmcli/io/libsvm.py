@@ -72,6 +72,16 @@ def _is_end(buf, i, n):
 
 
 @_kernel
+def _colon_in_token(buf, i, n):
+    """The offset of the first ':' in the token starting at i, or -1."""
+    while not _is_end(buf, i, n):
+        if buf[i] == 58:
+            return i
+        i += 1
+    return -1
+
+
+@_kernel
 def _parse_float(buf, i, n):
     """Parse a decimal float at i: returns (ok, value as float64, end offset)."""
     neg = False
@@ -170,14 +180,7 @@ def _parse(buf, first_line, optional_targets, classes, id_limit, max_supported,
                 i += 1
             continue
         # a data row: does the first token hold ':'?
-        j = i
-        has_colon = False
-        while not _is_end(buf, j, n):
-            if buf[j] == 58:
-                has_colon = True
-                break
-            j += 1
-        if has_colon:
+        if _colon_in_token(buf, i, n) >= 0:
             if not optional_targets:
                 return E_NO_TARGET, i, line, row, nnz, max_id, max_id_line, line
             y[row] = np.nan
@@ -214,14 +217,8 @@ def _parse(buf, first_line, optional_targets, classes, id_limit, max_supported,
                 i += 1
             if nd == 0 or i >= n or buf[i] != 58:
                 # diagnose: no ':' at all, a negative id or a malformed id
-                j = tok
-                colon = False
-                while not _is_end(buf, j, n):
-                    if buf[j] == 58:
-                        colon = True
-                        break
-                    j += 1
-                if not colon:
+                j = _colon_in_token(buf, tok, n)
+                if j < 0:
                     return E_NO_COLON, tok, line, row, nnz, max_id, max_id_line, line
                 if buf[tok] == 45 and j > tok + 1:
                     k = tok + 1
@@ -348,7 +345,7 @@ def _id_limit(max_feature_id):
     return max(-1, min(int(max_feature_id), MAX_FEATURE_ID))
 
 
-def _parse_block(buf, src_name, first_line, optional, classes, id_limit):
+def _parse_chunk(buf, src_name, first_line, optional, classes, id_limit):
     """Parse a uint8 buffer; returns (SparseData with max_id_line, next line number)."""
     nl, colons = _count(buf)
     rows_ub = nl + 1
@@ -389,7 +386,7 @@ def read_libfm(path, *, targets="required", classes=False, max_feature_id=None):
     id_limit = _id_limit(max_feature_id)
     content, name = read_input(path)
     buf = _as_u8(content)
-    sd, _ = _parse_block(buf, name, 1, optional, bool(classes), id_limit)
+    sd, _ = _parse_chunk(buf, name, 1, optional, bool(classes), id_limit)
     del buf, content
     if sd.n_rows == 0:
         raise InputError(name, None, "no data rows (the file is empty or has only blank lines and comments)")
@@ -404,11 +401,11 @@ def class_targets(y):
 
 
 def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_feature_id=None, classes=False):
-    """Yield SparseData blocks of whole lines, reading about `chunk_bytes` of text at a time.
+    """Yield SparseData chunks of whole lines, reading about `chunk_bytes` of text at a time.
 
     Line numbers in errors (and max_id_line) count from the start of the file;
-    each block's n_features is its own largest id + 1. Memory stays bounded by
-    the block size (a single longer line grows the block to hold it). classes: targets
+    each chunk's n_features is its own largest id + 1. Memory stays bounded by
+    the chunk size (a single longer line grows the chunk to hold it). classes: targets
     must be -1, 0 or 1; they are returned as written (class_targets maps them).
     """
     optional = _check_targets(targets)
@@ -422,7 +419,7 @@ def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_fea
         have = 0
         eof = False
         while not eof:
-            if have == len(buf):  # one line longer than the block: grow
+            if have == len(buf):  # one line longer than the chunk: grow
                 buf.extend(bytes(len(buf)))
             view = memoryview(buf)
             while have < len(buf):
@@ -441,7 +438,7 @@ def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_fea
             if cut == 0:
                 break
             arr = _as_u8(buf)[:cut]
-            sd, line = _parse_block(arr, src.name, line, optional, bool(classes), id_limit)
+            sd, line = _parse_chunk(arr, src.name, line, optional, bool(classes), id_limit)
             del arr
             rest = have - cut
             if len(buf) > chunk_bytes and rest < chunk_bytes:  # shrink after a long line

@@ -23,7 +23,7 @@ with k = 1 (its reader splits V lines on spaces) — fmcli can.
 Then fmcli's trailer, which libFM ignores:
 
     #fmcli samples S                 (only for a model with samples: MCMC)
-    #sample 0                        S blocks: the w0 line (if used), n w lines (if used),
+    #sample 0                        S sections: the w0 line (if used), n w lines (if used),
     ...                              n V lines, without section headers
     #fmcli-meta {one-line JSON}
     #fmcli-sha256 <hex>              SHA-256 of every byte before this line
@@ -76,11 +76,9 @@ edited digit) cannot be detected there.
 Every problem with the file (missing, a directory, unreadable, garbage bytes, broken zip,
 invalid UTF-8, bad JSON, ...) is reported as InputError.
 
-Speed: number blocks are parsed whole by numpy's (correctly rounding) text parser, never
-value by value in Python; a malformed block falls back to a line-by-line parse that names
-the bad line. A 200-sample MCMC model with 2625 x 8 factors (~4.7M values, ~93 MB) loads
-in about 1.5 s; writing it takes about 4 s (Python's repr of every value dominates). Use a
-.npz name for big MCMC models.
+Speed: runs of number lines are parsed whole by numpy's (correctly rounding) text parser,
+never value by value in Python; a malformed run falls back to a line-by-line parse that
+names the bad line (bench/notes.md has the figures).
 """
 
 import hashlib
@@ -500,7 +498,7 @@ _BAD_FAST = (b"\t", b"\r", b"\x0b", b"\x0c", b"#")
 
 def _parse_rows(path, L, start, nrows, ncols, what):
     """Parse lines start .. start+nrows-1 as an (nrows, ncols) float array; errors name
-    the line. Fast path: numpy checks the layout and parses the whole block at once;
+    the line. Fast path: numpy checks the layout and parses the whole run at once;
     anything unusual goes to the line-by-line parser, which finds the exact problem."""
     arr = None
     if nrows == 0:

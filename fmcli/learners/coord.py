@@ -118,7 +118,7 @@ class CoordinateLearner(Learner):
         # factor blocks (module docs): all k factors in one block with relations or k <= FACTOR_BLOCK
         kb = self.k if self.relations or self.k <= FACTOR_BLOCK else FACTOR_BLOCK
         self.factor_blocks = [(f0, min(f0 + kb, self.k)) for f0 in range(0, self.k, max(kb, 1))] or [(0, 0)]
-        self.block = self.factor_blocks[0]     # the factors whose q the cache holds now
+        self.cached_factors = self.factor_blocks[0]     # the factor block whose q the cache holds now
         # e (column 0) and q of the block's factors (columns 1..kb) of a row side by side: one
         # gather per row
         self.cache = np.zeros((train.n_rows, kb + 1), CACHE_DTYPE)
@@ -223,10 +223,10 @@ class CoordinateLearner(Learner):
         numba.set_num_threads(threads)
         try:
             for b, (f0, f1) in enumerate(self.factor_blocks):
-                if (f0, f1) != self.block:
+                if (f0, f1) != self.cached_factors:
                     # the block's q from the CSR rows (e is carried over from the last block)
                     factor_block_sums(self.indptr, self.indices, self.data, m.V, f0, f1, self.cache)
-                    self.block = (f0, f1)
+                    self.cached_factors = (f0, f1)
                 # a narrower last block: the same lane buffers, cut for its width
                 off = s.buf_off if f1 - f0 == kb else s.buf_off // (kb + 1) * (f1 - f0 + 1)
                 # block 0 updates w0 and w too; the slices are the whole arrays with one block
@@ -268,7 +268,7 @@ class CoordinateLearner(Learner):
                          self.cache[a:b], np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
             if self._yhat is None:
                 self._nonfinite += set_residuals(self.cache[a:b], out, self._z[a:b])
-        self.block = self.factor_blocks[0]
+        self.cached_factors = self.factor_blocks[0]
 
     def _predict(self, d):
         out = np.empty(d.n_rows)
@@ -354,7 +354,7 @@ class CoordinateLearner(Learner):
 
     def factor_sums(self):
         """The factor sums the cache holds: q[i, f] = Σ_j v_{j,f0+f} x_ij for the factors
-        [f0, f1) = self.block: all k factors without factor blocks; with them block 0's after a
+        [f0, f1) = self.cached_factors: all k factors without factor blocks; with them block 0's after a
         step (the train refresh), the last block's after a bare sweep()."""
-        f0, f1 = self.block
+        f0, f1 = self.cached_factors
         return self._file_order(self.cache[:, 1:1 + f1 - f0])
