@@ -291,6 +291,45 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
     run_convert(job, Console(quiet=quiet))
 
 
+@cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@opt("-out", required=True, metavar="FILE",
+     help="The image: FILE.png or FILE.svg; '-' writes PNG (or --format svg) to stdout.")
+@click.option("--format", "fmt", type=click.Choice(["png", "svg"]),
+              help="Image format when -out does not say (-out -, a name without .png/.svg).")
+@click.option("--metric", metavar="NAME",
+              help="rmse, mae (regression), accuracy, auc, logloss, ll (classification), or any other "
+                   "-rlog column or --log-json hyper key. [default: rmse or accuracy, the first file's]")
+@click.option("--x", "x_axis", type=click.Choice(["iteration", "elapsed"]),
+              help="Learning curves against the iteration or the elapsed seconds. [default: iteration]")
+@click.option("--label", "labels", multiple=True, metavar="TEXT",
+              help="Legend name of each file, once per file in order. [default: the file names]")
+@click.option("--title", metavar="TEXT", help="A title above the chart.")
+@click.option("--width", default=800, show_default=True, type=click.IntRange(64, 10000), help="Pixels.")
+@click.option("--height", default=500, show_default=True, type=click.IntRange(64, 10000), help="Pixels.")
+@click.option("--dpi", default=96, show_default=True, type=click.IntRange(10, 1200),
+              help="Text is sized in points: a higher dpi makes text and lines larger on the same canvas.")
+def plot(files, out, fmt, metric, x_axis, labels, title, width, height, dpi):
+    """Draw learning curves or tune results as PNG or SVG (needs matplotlib: fmcli[plot]).
+
+    Each FILE is an -rlog table or a --log-json file of fmcli train (libFM's -rlog
+    tables too), or the result of a tune run; the kind is read from the content.
+    Learning curves: one colour per file, line style per split (test solid, train
+    dashed, validation dotted). Tune results: the score against each hyperparameter,
+    one panel each, error bars from sd.
+
+    \b
+    Example:
+      fmcli plot sgd.rlog als.rlog --label SGD --label ALS -out curves.png
+      fmcli plot run.jsonl --metric auc --x elapsed -out - --format svg > auc.svg
+      fmcli plot tune.json -out tune.png --width 1200 --height 400
+    """
+    from fmcli.plot import PlotJob, run_plot
+
+    run_plot(PlotJob(inputs=list(files), out=out, fmt=fmt, metric=metric, x_axis=x_axis, labels=labels,
+                     title=title, width=width, height=height, dpi=dpi))
+
+
 # ---- entry point --------------------------------------------------------------------------------
 
 def main(argv=None):

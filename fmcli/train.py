@@ -18,7 +18,7 @@ from fmcli import metrics
 from fmcli.console import Console
 from fmcli.errors import TrainingError, UsageError
 from fmcli.plan import main_groups, resolve
-from fmcli.runlog import RunLog, iteration_line
+from fmcli.io.runlog import RunLog, iteration_line
 
 
 def learner_class(method):

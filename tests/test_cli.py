@@ -170,8 +170,10 @@ def test_version_and_help(run):
 
 def test_help_does_not_import_numba():
     code = ("import sys; from fmcli.cli import main\n"
-            "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'numba' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'\n")
+            "for args in (['train', '--help'], ['plot', '--help']):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+            "heavy = {'numba', 'numpy', 'matplotlib'} & set(sys.modules)\n"
+            "assert not heavy, f'heavy import: {heavy}'\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
 
