@@ -5,6 +5,7 @@ never loads numba; each command imports the library in its body.
 Every option has libFM's single-dash spelling and a GNU `--long` one.
 """
 
+import difflib
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import sys
 import click
 
 from fmcli import __version__
-from fmcli.errors import FmcliError, UsageError
+from fmcli.errors import FmcliError, Terminated, UsageError
 
 EXIT_CODES = """\b
 Exit codes:
@@ -24,10 +25,6 @@ Exit codes:
 No output file is left half-written: outputs appear whole or not at all."""
 
 CONTEXT = {"help_option_names": ["-h", "--help", "-help"], "max_content_width": 100}
-
-
-class Terminated(Exception):
-    """SIGTERM arrived: stop like Ctrl-C, with exit code 143."""
 
 
 def _on_sigterm(signum, frame):
@@ -45,6 +42,9 @@ def parse_dim(text):
     k0, k1, k2 = (int(p) for p in re.split(r"[,;]", text))
     if k0 > 1 or k1 > 1:
         raise UsageError(f"-dim {text!r}: k0 (use bias) and k1 (use linear terms) must be 0 or 1")
+    if not (k0 or k1 or k2):
+        raise UsageError(f"-dim {text!r}: the model would have no parameters (no bias, no linear terms, "
+                         "no factors)")
     return (k0, k1, k2)
 
 
@@ -73,6 +73,46 @@ def opt(short, *decls, **kw):
     return click.option(short, "-" + short, *decls, **kw)
 
 
+class LibfmCommand(click.Command):
+    """A command whose single-dash long options (libFM's spelling, `-train`) get the same help for
+    a typo as the `--long` ones: click reads an unknown `-tset` as the short option `-t`."""
+
+    def parse_args(self, ctx, args):
+        _check_single_dash(self, ctx, args)
+        return super().parse_args(ctx, args)
+
+
+def _check_single_dash(command, ctx, args):
+    """Raise click's NoSuchOption, with suggestions, for an unknown single-dash word among args."""
+    takes_value = {}
+    for param in command.get_params(ctx):
+        if isinstance(param, click.Option):
+            for name in param.opts + param.secondary_opts:
+                takes_value[name] = not (param.is_flag or param.count)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return
+        name = arg.split("=", 1)[0]
+        if name in takes_value:
+            i += 2 if takes_value[name] and "=" not in arg else 1
+            continue
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1 and not _is_number(arg) \
+                and not all(takes_value.get("-" + c) is False for c in arg[1:]):  # a cluster like -qh
+            single = sorted(n for n in takes_value if not n.startswith("--"))
+            raise click.NoSuchOption(name, possibilities=difflib.get_close_matches(name, single, n=3), ctx=ctx)
+        i += 1
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 # ---- commands -----------------------------------------------------------------------------------
 
 @click.group(context_settings=CONTEXT, epilog=EXIT_CODES)
@@ -88,7 +128,7 @@ def cli():
     """
 
 
-@cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)
+@cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)
 @opt("-task", required=True, type=click.Choice(["r", "c"], case_sensitive=False),
      help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive).")
 @opt("-train", "train_path", required=True, metavar="FILE",
@@ -190,7 +230,7 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
     run_train(job, console)
 
 
-@cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)
+@cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)
 @opt("-model", "-load_model", "--load_model", "model_path", required=True, metavar="FILE",
      help="A model saved by fmcli train -save_model, or by libFM's -save_model.")
 @opt("-test", "test_path", required=True, metavar="FILE",
@@ -222,7 +262,7 @@ def predict(model_path, test_path, out, task, quiet, relation):
                 relations=split_names(relation))
 
 
-@cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)
+@cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)
 @opt("-in", "inputs", multiple=True, required=True, metavar="FILE",
      help="Delimited input (CSV, TSV, blank-separated; gzip/bz2/xz detected); '-' reads stdin. "
           "Repeat for several files (train, test) that share one id space.")
@@ -291,7 +331,7 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
     run_convert(job, Console(quiet=quiet))
 
 
-@cli.command(context_settings=CONTEXT, epilog=EXIT_CODES)
+@cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @opt("-out", required=True, metavar="FILE",
      help="The image: FILE.png or FILE.svg; '-' writes PNG (or --format svg) to stdout.")
@@ -340,20 +380,25 @@ def main(argv=None):
         code = 0
     except click.exceptions.Exit as e:
         code = e.exit_code
+    except click.exceptions.NoArgsIsHelpError as e:  # `fmcli` alone: the help, on stderr
+        print(e.ctx.get_help(), file=sys.stderr, flush=True)
+        code = 2
     except click.exceptions.UsageError as e:
         hint = f"Try '{e.ctx.command_path} --help' for help." if e.ctx else None
-        _error(e.format_message(), hint)
+        # click lays some messages out on several lines ("Choose from:\n\tr,\n\tc"): one line here
+        _error(re.sub(r"\s*\n\s*", " ", e.format_message()), hint)
         code = 2
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt outside a training loop
+        _error("interrupted; no output written")
         code = 130
     except FmcliError as e:
         _error(str(e))
         code = e.exit_code
     except KeyboardInterrupt:
-        _error("interrupted; predictions and model not written")
+        _error("interrupted; no output written")
         code = 130
     except Terminated:
-        _error("terminated; predictions and model not written")
+        _error("terminated; no output written")
         code = 143
     except BrokenPipeError:
         # the reader of our stdout went away (e.g. `| head`): stop quietly

@@ -31,3 +31,15 @@ class TrainingError(FmcliError):
     """Training failed (e.g. diverged): exit code 1, nothing written."""
 
     exit_code = 1
+
+
+class Interrupted(FmcliError):
+    """SIGINT or SIGTERM stopped the run; the message says what was kept."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: the run stops as for Ctrl-C, with exit code 143."""

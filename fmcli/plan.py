@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmcli.errors import UsageError
+from fmcli.errors import InputError, UsageError
 from fmcli.io.atomic import check_writable
 from fmcli.learners.base import TrainOptions
 
@@ -53,6 +53,7 @@ class TrainPlan:
     opts: TrainOptions
     loaded: object = None        # the -load_model FMModel (warm start), or None
     feature_limit: int = 0       # largest feature id whose model fits in memory
+    first_iteration: int = 0     # a warm start numbers its iterations on from the loaded model's
 
 
 def feature_id_limit(k):
@@ -79,6 +80,10 @@ def _check_options(job):
     opts = job.opts
     if opts.method not in METHODS:
         raise UsageError(f"unknown method {opts.method!r} (expected one of {', '.join(METHODS)})")
+    stdin = [what for path, what in ((job.train, "-train"), (job.test, "-test"), (job.validation, "-validation"),
+                                      (job.meta, "-meta"), (job.load_model, "-load_model")) if path == "-"]
+    if len(stdin) > 1:
+        raise UsageError(f"{' and '.join(stdin)} are both '-': only one input can be standard input")
     if job.out and not job.test:
         raise UsageError("-out needs -test (the rows to predict)")
     if job.early_stop and not job.validation:
@@ -106,7 +111,10 @@ def _load_model(job):
         raise UsageError(f"-dim {','.join(map(str, job.opts.dim))} does not match the loaded model's "
                          f"{','.join(map(str, dim))} ({job.load_model})")
     model.samples = None  # continue from the last state, not from an average
-    return model, dim
+    done = model.meta.get("iterations_done", 0)  # absent from libFM's and older fmcli files
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        raise InputError(job.load_model, None, f"bad iterations_done {done!r} in metadata")
+    return model, dim, done
 
 
 def resolve(job):
@@ -114,15 +122,15 @@ def resolve(job):
     _check_outputs(job)
     _check_options(job)
     opts = job.opts
-    loaded, dim = None, tuple(opts.dim)
+    loaded, dim, first = None, tuple(opts.dim), 0
     if job.load_model:
-        loaded, dim = _load_model(job)
+        loaded, dim, first = _load_model(job)
     regular = tuple(opts.regular) * 3 if len(opts.regular) == 1 else tuple(opts.regular)
     settled = dataclasses.replace(
         opts, dim=dim, regular=regular, warm_start=loaded is not None,
         # MCMC's samples are kept only for a model that will be written (4 n (k+1) bytes each)
         save_samples=bool(job.save_model or job.checkpoint or job.early_stop))
-    return TrainPlan(job, settled, loaded, feature_id_limit(dim[2]))
+    return TrainPlan(job, settled, loaded, feature_id_limit(dim[2]), first)
 
 
 def model_groups(main_groups, train, n):

@@ -16,7 +16,7 @@ import numpy as np
 
 from fmcli import metrics
 from fmcli.console import Console
-from fmcli.errors import TrainingError, UsageError
+from fmcli.errors import Interrupted, Terminated, TrainingError, UsageError
 from fmcli.plan import main_groups, resolve
 from fmcli.io.runlog import RunLog, iteration_line
 
@@ -181,12 +181,20 @@ class EarlyStop:
         return m, bool(self.patience) and it - self.best_it >= self.patience
 
 
-def _iterate(plan, learner, test, test_labeled, rlog, console, stopper):
+@dataclasses.dataclass
+class Progress:
+    """How far the iterations got: what an interrupted run reports as kept."""
+    done: int = 0                 # iterations completed (and logged)
+    checkpointed: int = None      # the iteration number the --checkpoint file holds
+
+
+def _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress):
     """The iterations: step, evaluate, report, log, checkpoint, stop early. Returns the last metrics."""
     opts, job = plan.opts, plan.job
     start = time.perf_counter()
     train_m = test_m = None
     for it in range(opts.iterations):
+        number = plan.first_iteration + it  # as printed and logged
         t0 = time.perf_counter()
         learner.step(it)
         t_learn = time.perf_counter() - t0
@@ -197,22 +205,47 @@ def _iterate(plan, learner, test, test_labeled, rlog, console, stopper):
         # a NaN among the train predictions makes RMSE / log-loss NaN (AUC may be NaN anyway)
         if (len(train_y) and not np.isfinite(train_m["rmse" if opts.task == "r" else "logloss"])) \
                 or (test_pred is not None and not np.isfinite(test_pred).all()):
-            raise TrainingError(f"{opts.method} diverged in iteration {it}: predictions are NaN or inf")
+            raise TrainingError(f"{opts.method} diverged in iteration {number}: predictions are NaN or inf")
         test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
         val_m, stop = stopper.update(it, learner) if stopper else (None, False)
-        line = iteration_line(it, opts.task, train_m, test_m)
+        line = iteration_line(number, opts.task, train_m, test_m)
         console.info(line + (f"\tValidation={val_m['rmse' if opts.task == 'r' else 'accuracy']:.6g}" if val_m else ""))
-        rlog.add(it, time.perf_counter() - start, train_m, test_m, val_m, t_learn, learner.log_values())
+        rlog.add(number, time.perf_counter() - start, train_m, test_m, val_m, t_learn, learner.log_values())
+        progress.done = it + 1
         if job.checkpoint and ((it + 1) % job.checkpoint_every == 0 or it + 1 == opts.iterations):
             from fmcli.io.modelfile import save_model
 
-            save_model(job.checkpoint, learner.final_model())
+            save_model(job.checkpoint, _numbered(learner.final_model(), plan, it + 1))
+            progress.checkpointed = number
         console.advance()
         if stop:
             console.info(f"Early stop: no better validation score for {stopper.patience} iterations; "
-                         f"keeping the model of iteration {stopper.best_it}")
+                         f"keeping the model of iteration {plan.first_iteration + stopper.best_it}")
             break
     return train_m, test_m
+
+
+def _numbered(model, plan, done):
+    """The model, recording how many iterations it has had (a warm start from it numbers on)."""
+    model.meta["iterations_done"] = plan.first_iteration + done
+    return model
+
+
+def _interrupted(stop, plan, progress):
+    """What an interrupted run says: where it stopped and which outputs hold what."""
+    job = plan.job
+    kept = [f"{what} {path} holds the {progress.done} iterations done"
+            for path, what in ((job.rlog, "-rlog"), (job.log_json, "--log-json")) if path and progress.done]
+    if progress.checkpointed is not None:
+        kept.append(f"--checkpoint {job.checkpoint} holds the model of iteration {progress.checkpointed}")
+    lost = [what for path, what in ((job.out, "-out"), (job.save_model, "-save_model")) if path]
+    signal = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated"
+    message = f"{signal} after {progress.done} of {plan.opts.iterations} iterations"
+    if lost:
+        message += f"; {' and '.join(lost)} not written"
+    if kept:
+        message += "; " + "; ".join(kept)
+    return Interrupted(message, 130 if isinstance(stop, KeyboardInterrupt) else 143)
 
 
 def run_train(job, console=None):
@@ -237,8 +270,11 @@ def _run_train(plan, console):
     rlog = RunLog(job.rlog, job.log_json, opts.task, opts.method)
     console.progress(opts.iterations, f"{opts.method}")
     stopper = EarlyStop(job.early_stop, opts.task, evals["validation"]) if "validation" in evals else None
+    progress = Progress()
     try:
-        train_m, test_m = _iterate(plan, learner, test, test_labeled, rlog, console, stopper)
+        train_m, test_m = _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress)
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise _interrupted(stop, plan, progress) from None
     finally:
         console.close()
     if opts.method in ("sgd", "sgda") and train_m is not None:  # libFM's closing line for SGD
@@ -248,10 +284,10 @@ def _run_train(plan, console):
     if any(rejected.values()):
         console.warn("non-finite draws rejected (old value kept): "
                      + ", ".join(f"{k}={v}" for k, v in rejected.items() if v))
-    final = learner.final_model()
+    final, done = learner.final_model(), progress.done
     test_pred = None
     if stopper and stopper.best_model is not None:
-        final = stopper.best_model
+        final, done = stopper.best_model, stopper.best_it + 1
         test_pred = final.predict(*test.csr(), relations=test.relations) if test is not None else None
     elif test is not None:
         test_pred = learner.eval_predictions("test") if opts.iterations \
@@ -265,7 +301,7 @@ def _run_train(plan, console):
     if job.save_model:
         from fmcli.io.modelfile import save_model
 
-        save_model(job.save_model, final)
+        save_model(job.save_model, _numbered(final, plan, done))
         size = os.path.getsize(job.save_model) / 1e6
         kept = f", {len(final.samples[0])} MCMC samples" if final.samples is not None else ""
         console.info(f"Writing FM model to {job.save_model} ({size:.1f} MB{kept})")

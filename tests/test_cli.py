@@ -75,11 +75,23 @@ def test_warm_start_continues(run, movies, tmp_path):
                        "-load_model", m1, "-save_model", m2)
     assert code == 0, err
     assert "Warm start" in err
-    first = [l for l in err.splitlines() if l.startswith("#Iter=  0")][0]
+    first = [l for l in err.splitlines() if l.startswith("#Iter=")][0]
     cold = run("train", "-task", "r", "-train", movies[0], "-test", movies[1], *SGD)[2]
     cold_first = [l for l in cold.splitlines() if l.startswith("#Iter=  0")][0]
     rmse = lambda line: float(line.split("Train=")[1].split()[0])  # noqa: E731
     assert rmse(first) < rmse(cold_first)  # it started from the trained model
+
+
+def test_warm_start_numbers_iterations_on(run, movies, tmp_path):
+    m1, m2, m3 = tmp_path / "m1.fm", tmp_path / "m2.fm", tmp_path / "m3.fm"
+    run("train", "-task", "r", "-train", movies[0], *SGD, "-save_model", m1)
+    code, _, err = run("train", "-task", "r", "-train", movies[0], *SGD[:-6], "-iter", "2", "-load_model", m1,
+                       "-save_model", m2)
+    assert code == 0, err
+    assert [l.split("\t")[0] for l in err.splitlines() if l.startswith("#Iter=")] == ["#Iter=  5", "#Iter=  6"]
+    code, _, err = run("train", "-task", "r", "-train", movies[0], *SGD[:-6], "-iter", "1", "-load_model", m2,
+                       "-save_model", m3)
+    assert [l.split("\t")[0] for l in err.splitlines() if l.startswith("#Iter=")] == ["#Iter=  7"]
 
 
 def test_warm_start_dim_mismatch(run, movies, tmp_path):
@@ -104,12 +116,49 @@ def test_warm_start_dim_mismatch(run, movies, tmp_path):
     (["-task", "r", "-train", "X", "-method", "sgd", "-relation", "u"], "relations are not supported with SGD"),
     (["-task", "r", "-train", "X", "-method", "sgda"], "sgda needs -validation"),
     (["-task", "r", "-train", "X", "-bogus", "1"], "No such option"),
+    # libFM's single-dash spelling gets click's suggestions, not "No such option '-t'"
+    (["-task", "r", "-train", "X", "-tset", "Y"], "No such option '-tset'. (Did you mean one of: '-seed', '-task', '-test'?)"),
+    (["-task", "r", "-train", "X", "-iterr", "3"], "No such option '-iterr'. Did you mean '-iter'?"),
+    (["-train", "X"], "Missing option '-task' / '--task'. Choose from: r, c\n"),
+    (["-task", "r", "-train", "-", "-test", "-"], "-train and -test are both '-': only one input can be standard input"),
+    (["-task", "r", "-train", "X", "-dim", "0,0,0"], "the model would have no parameters"),
     (["-task", "r", "-train", "X", "-out", "o"], "-out needs -test"),
 ])
 def test_usage_errors_exit_2(run, args, message):
     code, stdout, err = run("train", *args)
     assert code == 2 and stdout == ""
     assert err.startswith("fmcli: error: ") and message in err, err
+
+
+def test_single_dash_values_and_flag_clusters_are_not_typos(run):
+    code, stdout, err = run("train", "-seed", "-3", "-regular", "-0", "-qh")  # -q -h: the help
+    assert code == 0 and stdout.startswith("Usage: fmcli train"), err
+
+
+def test_no_arguments_prints_the_help_on_stderr(run):
+    code, stdout, err = run()
+    assert code == 2 and stdout == ""
+    assert err.startswith("Usage: fmcli [OPTIONS] COMMAND") and "\\n" not in err and "\n  train " in err
+
+
+def test_sigint_says_what_was_kept(movies, tmp_path):
+    import signal
+
+    rlog, out = tmp_path / "log.tsv", tmp_path / "pred"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "fmcli", "train", "-task", "r", "-train", movies[0],
+                             "-test", movies[1], "-method", "sgd", "-dim", "1,1,4", "-iter", "100000",
+                             "-rlog", str(rlog), "-out", str(out)], stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stderr:
+        if line.startswith("#Iter=  2"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("fmcli: error: interrupted after ") and "; -out not written; -rlog " in last, last
+    assert files_in(tmp_path) == ["log.tsv"]
 
 
 def test_negative_seed_is_a_value(run, movies):
@@ -352,7 +401,11 @@ def test_sigterm_keeps_last_complete_checkpoint_and_log(movies, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert err.strip().endswith("fmcli: error: terminated; predictions and model not written")
+    last = err.strip().splitlines()[-1]
+    done = int(last.split("terminated after ")[1].split()[0])
+    assert done >= 3 and last == (f"fmcli: error: terminated after {done} of 100000 iterations; -out not written; "
+                                  f"-rlog {rlog} holds the {done} iterations done; "
+                                  f"--checkpoint {ckpt} holds the model of iteration {done - 1}")
     assert files_in(tmp_path) == ["ckpt.fm", "log.tsv"]          # no -out, no temporary file
     header, *rows = rlog.read_text().splitlines()
     assert len(rows) >= 3 and all(len(r.split("\t")) == len(header.split("\t")) for r in rows)
