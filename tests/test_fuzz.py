@@ -214,3 +214,26 @@ def test_convert_edge_cases(tmp_path):
     src.write_text(f"{long_value}\ti1\t5\n")
     code, stdout, err = run_cli(["convert", "-in", src, "-out", "-", "--target", "2"])
     assert code == 0 and stdout == "5 0:1 1:1\n", err
+
+
+# ---- the harness of bench/fuzz.py, a fixed-seed sample ------------------------------------------
+
+def test_fuzz_cases_fixed_sample():
+    """Every kind of case of tests/fuzz_cases.py (corrupted caches and binary files, models,
+    -meta and relation files, options, outputs that are inputs, a full disk): no violation."""
+    from fuzz_cases import COUNTS, run_cases
+
+    counts, per_target, failures = run_cases(150, seed=20261203)
+    assert counts["cases"] == 150 and len(per_target) == 15
+    assert not failures, failures[:5]
+    assert all(counts[n] == 0 for n in COUNTS if n != "cases")
+
+
+def test_fault_trials_fixed_sample():
+    """Two runs stopped by SIGKILL or SIGTERM, closed and full streams, a reader that goes away,
+    concurrent runs: every destination old or complete, from one run; silence on a broken pipe."""
+    from fuzz_cases import fault_trials
+
+    counts, failures = fault_trials(2, seed=7)
+    assert counts["cases"] >= 14
+    assert not failures, failures
