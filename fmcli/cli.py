@@ -15,6 +15,7 @@ import click
 
 from fmcli import __version__
 from fmcli.errors import FmcliError, Terminated, UsageError
+from fmcli.options import parse_dim, parse_floats, split_names
 
 EXIT_CODES = """\b
 Exit codes:
@@ -29,43 +30,6 @@ CONTEXT = {"help_option_names": ["-h", "--help", "-help"], "max_content_width": 
 
 def _on_sigterm(signum, frame):
     raise Terminated()
-
-
-# ---- option values ------------------------------------------------------------------------------
-
-def parse_dim(text):
-    """'k0,k1,k2' strictly: three non-negative integers, k0 and k1 being 0 or 1."""
-    if text is None:
-        return (1, 1, 8)
-    if not re.fullmatch(r"\s*\d+\s*[,;]\s*\d+\s*[,;]\s*\d+\s*", text):
-        raise UsageError(f"-dim {text!r}: expected three non-negative integers k0,k1,k2 such as 1,1,8")
-    k0, k1, k2 = (int(p) for p in re.split(r"[,;]", text))
-    if k0 > 1 or k1 > 1:
-        raise UsageError(f"-dim {text!r}: k0 (use bias) and k1 (use linear terms) must be 0 or 1")
-    if not (k0 or k1 or k2):
-        raise UsageError(f"-dim {text!r}: the model would have no parameters (no bias, no linear terms, "
-                         "no factors)")
-    return (k0, k1, k2)
-
-
-def parse_floats(name, text, counts, minimum=0.0, strict=False):
-    """A list of finite numbers, ',' or ';' separated, whose length is one of `counts`."""
-    parts = [p for p in re.split(r"[,;]", text.strip()) if p.strip()]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"{name} {text!r}: not a list of numbers") from None
-    if not any(c(len(values)) if callable(c) else len(values) == c for c in counts):
-        raise UsageError(f"{name} {text!r}: wrong number of values")
-    for v in values:
-        if not (v == v and abs(v) != float("inf")) or v < minimum or (strict and v <= minimum):
-            raise UsageError(f"{name} {text!r}: values must be finite and {'>' if strict else '>='} {minimum:g}")
-    return values
-
-
-def split_names(text):
-    """'a,b;c' -> ('a', 'b', 'c'), as libFM splits list values."""
-    return tuple(n for n in re.split(r"[,;]", text) if n.strip())
 
 
 def opt(short, *decls, **kw):
@@ -128,39 +92,75 @@ def cli():
     """
 
 
+# ---- the learner's options: fmcli train, cv and tune ----------------------------------------------
+
+LEARNER_OPTIONS = (
+    opt("-task", required=True, type=click.Choice(["r", "c"], case_sensitive=False),
+         help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive)."),
+    opt("-method", default="mcmc", show_default=True, type=click.Choice(["sgd", "als", "mcmc", "sgda"], case_sensitive=False),
+         help="Learner: sgd (stochastic gradient descent), sgda (SGD with regularisation adapted on "
+              "-validation), als (alternating least squares), mcmc (Gibbs sampling)."),
+    opt("-dim", metavar="K0,K1,K2",
+         help="Use bias (0/1), use linear terms (0/1), number of factors. [default: 1,1,8]"),
+    opt("-iter", "iterations", default=100, show_default=True, type=click.IntRange(min=0),
+         help="Epochs (sgd), sweeps (als) or samples (mcmc)."),
+    opt("-learn_rate", default="0.01", show_default=True, metavar="ETA[,ETA0,ETA1,ETA2]",
+         help="SGD step size: one value for all, or three for bias, linear terms and factors."),
+    opt("-regular", default="0", show_default=True, metavar="R|R0,R1,R2",
+         help="L2 regularisation: one value for all, or bias,linear,factors "
+              "(ALS with -meta: r0 then one per group for w, then one per group for V)."),
+    opt("-init_stdev", default=0.1, show_default=True, type=click.FloatRange(min=0),
+         help="Standard deviation of the random initial factors."),
+    opt("-seed", default=0, show_default=True, type=int,
+         help="Random seed: same seed, data and options give the identical model (libFM uses the clock)."),
+    opt("-meta", metavar="FILE", help="Feature groups, one integer per feature (MCMC hyperpriors, ALS -regular per group)."),
+    click.option("--burn-in", "burn_in", default=0, show_default=True, type=click.IntRange(min=0),
+                  help="MCMC: leave the first N samples out of the averaged predictions."),
+    click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adagrad", "adam"]),
+                  help="Step rule of -method sgd: plain SGD (libFM), AdaGrad or Adam. -learn_rate is the rule's "
+                       "base rate (typical: sgd 0.001-0.05, adagrad 0.01-0.1, adam 0.001-0.01). Per-parameter "
+                       "state, updated lazily (an epoch stays O(k nnz)); not saved in model files."),
+    click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+                  help="Threads for the compiled kernels (0: all cores). Results do not depend on it."),
+    opt("-verbosity", default=0, type=click.IntRange(min=0), help="1: print more detail about data and model."),
+    click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
+    click.option("--no-cache", "no_cache", is_flag=True,
+                  help="Neither read nor write the binary cache FILE.fmcache beside text inputs."),
+)
+
+
+def learner_options(command):
+    """The options that set up a learner, in the same spelling on every command that trains."""
+    for option in reversed(LEARNER_OPTIONS):
+        command = option(command)
+    return command
+
+
+def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev, seed, burn_in, threads,
+                  optimizer, keep_samples=1, **_):
+    """TrainOptions from the learner options' values (the other options of a command are ignored)."""
+    from fmcli.learners.base import TrainOptions
+
+    rates = parse_floats("-learn_rate", learn_rate, [1, 3], strict=True)
+    return TrainOptions(task=task.lower(), method=method.lower(), dim=parse_dim(dim), iterations=iterations,
+                        learn_rate=rates[0] if len(rates) == 1 else rates,
+                        regular=parse_floats("-regular", regular, [lambda n: n >= 1]),
+                        init_stdev=init_stdev, seed=seed, burn_in=burn_in, keep_samples=keep_samples,
+                        threads=threads, optimizer=optimizer)
+
+
 @cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)
-@opt("-task", required=True, type=click.Choice(["r", "c"], case_sensitive=False),
-     help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive).")
+@learner_options
 @opt("-train", "train_path", required=True, metavar="FILE",
      help="Training data, libFM/libsvm text (gzip, bz2 or xz detected automatically); '-' reads stdin.")
 @opt("-test", "test_path", metavar="FILE",
      help="Rows to evaluate each iteration and to predict with -out (optional; libFM requires it).")
-@opt("-method", default="mcmc", show_default=True, type=click.Choice(["sgd", "als", "mcmc", "sgda"], case_sensitive=False),
-     help="Learner: sgd (stochastic gradient descent), sgda (SGD with regularisation adapted on "
-          "-validation), als (alternating least squares), mcmc (Gibbs sampling).")
-@opt("-dim", metavar="K0,K1,K2",
-     help="Use bias (0/1), use linear terms (0/1), number of factors. [default: 1,1,8]")
-@opt("-iter", "iterations", default=100, show_default=True, type=click.IntRange(min=0),
-     help="Epochs (sgd), sweeps (als) or samples (mcmc).")
-@opt("-learn_rate", default="0.01", show_default=True, metavar="ETA[,ETA0,ETA1,ETA2]",
-     help="SGD step size: one value for all, or three for bias, linear terms and factors.")
-@opt("-regular", default="0", show_default=True, metavar="R|R0,R1,R2",
-     help="L2 regularisation: one value for all, or bias,linear,factors "
-          "(ALS with -meta: r0 then one per group for w, then one per group for V).")
-@opt("-init_stdev", default=0.1, show_default=True, type=click.FloatRange(min=0),
-     help="Standard deviation of the random initial factors.")
-@opt("-seed", default=0, show_default=True, type=int,
-     help="Random seed: same seed, data and options give the identical model (libFM uses the clock).")
 @opt("-out", metavar="FILE", help="Write one prediction per -test row ('-' = stdout): clipped values (r) or "
                                   "probabilities of class +1 (c).")
 @opt("-rlog", metavar="FILE", help="Per-iteration measurements, tab-separated with a header line.")
 @opt("-save_model", metavar="FILE",
      help="Save the trained model: libFM's text layout plus fmcli's checked trailer; FILE.npz saves binary.")
 @opt("-load_model", metavar="FILE", help="Start from this model (warm start) instead of a random one.")
-@opt("-meta", metavar="FILE", help="Feature groups, one integer per feature (MCMC hyperpriors, ALS -regular per group).")
-@opt("-verbosity", default=0, type=click.IntRange(min=0), help="1: print more detail about data and model.")
-@click.option("--burn-in", "burn_in", default=0, show_default=True, type=click.IntRange(min=0),
-              help="MCMC: leave the first N samples out of the averaged predictions.")
 @click.option("--keep-samples", "keep_samples", default=1, show_default=True, type=click.IntRange(min=1),
               help="MCMC: store every N-th sample in the saved model (1 = exact reproduction of -out).")
 @click.option("--log-json", "log_json", metavar="FILE",
@@ -171,31 +171,20 @@ def cli():
                    "that is stopped keeps its last complete model.")
 @click.option("--checkpoint-every", "checkpoint_every", default=10, show_default=True,
               type=click.IntRange(min=1), help="Iterations between checkpoints.")
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Threads for the compiled kernels (0: all cores). Results do not depend on it.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @opt("-validation", "validation_path", metavar="FILE",
      help="Held-out rows: adapt the regularisation (sgda) and decide --early-stop; their metric is "
           "printed as Validation=.")
 @click.option("--early-stop", "early_stop", default=0, show_default=True, type=click.IntRange(min=0),
               help="Stop after N iterations without a better -validation score (RMSE, or log-loss for "
                    "classification) and keep the best model; for MCMC, stop adding samples. 0: off.")
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adagrad", "adam"]),
-              help="Step rule of -method sgd: plain SGD (libFM), AdaGrad or Adam. -learn_rate is the rule's "
-                   "base rate (typical: sgd 0.001-0.05, adagrad 0.01-0.1, adam 0.001-0.01). Per-parameter "
-                   "state, updated lazily (an epoch stays O(k nnz)); not saved in model files.")
-@click.option("--no-cache", "no_cache", is_flag=True,
-              help="Neither read nor write the binary cache FILE.fmcache beside text inputs.")
 @opt("-relation", "relation", default="", metavar="NAMES",
      help="Relations (libFM's block structure), comma-separated base names R: R.xt (libFM binary) or R.x "
           "(libFM text or binary) holds the relation's rows; R.train, R.test (R.validation) give the 0-based "
           "relation row of each train, test (validation) row; optional R.groups. ALS and MCMC only.")
 @opt("-cache_size", metavar="BYTES", type=int,
      help="Accepted for libFM scripts and ignored: fmcli memory-maps its binary cache (a note says so).")
-def train(task, train_path, test_path, method, dim, iterations, learn_rate, regular, init_stdev, seed,
-          out, rlog, save_model, load_model, meta, verbosity, burn_in, keep_samples, log_json, checkpoint,
-          checkpoint_every, threads, quiet, validation_path, early_stop, optimizer, no_cache, cache_size,
-          relation):
+def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples, log_json, checkpoint,
+          checkpoint_every, validation_path, early_stop, cache_size, relation, **learner):
     """Train a factorization machine; optionally predict -test and save the model.
 
     Takes libFM's options in either spelling (-train f or --train f). Prints
@@ -210,21 +199,15 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
           --regular 0,0.05,0.05 --save_model m.fm --quiet
     """
     from fmcli.console import Console
-    from fmcli.learners.base import TrainOptions
     from fmcli.plan import TrainJob
     from fmcli.train import run_train
 
-    rates = parse_floats("-learn_rate", learn_rate, [1, 3], strict=True)
-    opts = TrainOptions(task=task.lower(), method=method.lower(), dim=parse_dim(dim), iterations=iterations,
-                        learn_rate=rates[0] if len(rates) == 1 else rates,
-                        regular=parse_floats("-regular", regular, [lambda n: n >= 1]),
-                        init_stdev=init_stdev, seed=seed, burn_in=burn_in, keep_samples=keep_samples,
-                        threads=threads, optimizer=optimizer)
-    job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, meta,
-                   dim_given=dim is not None, log_json=log_json, checkpoint=checkpoint,
+    opts = train_options(keep_samples=keep_samples, **learner)
+    job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, learner["meta"],
+                   dim_given=learner["dim"] is not None, log_json=log_json, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, validation=validation_path, early_stop=early_stop,
-                   cache=not no_cache, relations=split_names(relation))
-    console = Console(quiet=quiet, verbosity=verbosity)
+                   cache=not learner["no_cache"], relations=split_names(relation))
+    console = Console(quiet=learner["quiet"], verbosity=learner["verbosity"])
     if cache_size is not None:
         console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")
     run_train(job, console)
