@@ -129,6 +129,22 @@ LEARNER_OPTIONS = (
 )
 
 
+EXECUTOR_OPTIONS = (
+    click.option("--workers", type=click.IntRange(min=1), metavar="N",
+                 help="Run the tasks on a new Dask LocalCluster of N worker processes (needs fmcli[dask]). "
+                      "[default: local processes, one per core]"),
+    click.option("--scheduler", metavar="ADDRESS",
+                 help="Run the tasks on the Dask cluster of this scheduler (tcp://HOST:PORT; default: "
+                      "$DASK_SCHEDULER_ADDRESS when set). Workers must see the same files."),
+)
+
+
+def executor_options(command):
+    for option in reversed(EXECUTOR_OPTIONS):
+        command = option(command)
+    return command
+
+
 def learner_options(command):
     """The options that set up a learner, in the same spelling on every command that trains."""
     for option in reversed(LEARNER_OPTIONS):
@@ -225,7 +241,11 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
      help="The relations the model was trained with (then required), comma-separated base names; each "
           "row's relation row comes from R.test.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def predict(model_path, test_path, out, task, quiet, relation):
+@click.option("--shards", type=click.IntRange(min=1), metavar="N",
+              help="Score the file as N independent tasks on local processes (or Dask: --workers, --scheduler); "
+                   "the output is the same bytes.")
+@executor_options
+def predict(model_path, test_path, out, task, quiet, relation, shards, workers, scheduler):
     """Score rows with a saved model, streaming in chunks with flat memory use.
 
     Writes one line per input row, in input order: values clipped to the
@@ -241,8 +261,90 @@ def predict(model_path, test_path, out, task, quiet, relation):
     from fmcli.console import Console
     from fmcli.predict import run_predict
 
+    if (workers or scheduler) and not shards:
+        raise UsageError("--workers and --scheduler need --shards N (the number of tasks)")
     run_predict(model_path, test_path, out, task.lower() if task else None, Console(quiet=quiet),
-                relations=split_names(relation))
+                relations=split_names(relation), shards=shards, workers=workers, scheduler=scheduler)
+
+
+@cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)
+@learner_options
+@opt("-train", "train_path", required=True, metavar="FILE", help="The rows to cross-validate (text or binary).")
+@opt("-k", "k", default=5, show_default=True, type=click.IntRange(min=2), help="Number of folds.")
+@click.option("--fold-seed", "fold_seed", type=int, help="Seed of the fold assignment. [default: -seed]")
+@click.option("--group-by", "group_by", type=click.IntRange(min=0), metavar="G",
+              help="Keep rows that share their feature of -meta group G (e.g. the user's one-hot) in one fold.")
+@click.option("--stratify", is_flag=True, help="Give every fold the same mix of targets.")
+@opt("-out", metavar="FILE", help="Out-of-fold predictions, one per row in input order ('-' = stdout).")
+@click.option("--summary", metavar="FILE", help="Per-fold and mean/sd metrics as JSON ('-' = stdout).")
+@click.option("--work-dir", "work_dir", metavar="DIR",
+              help="Write the fold files foldI.train.fmbin / foldI.test.fmbin here and keep them (on a cluster: a "
+                   "folder every worker sees). [default: a temporary folder, removed]")
+@executor_options
+def cv(train_path, k, fold_seed, group_by, stratify, out, summary, work_dir, workers, scheduler, **learner):
+    """Cross-validate: train and score k folds as independent tasks, in parallel.
+
+    Each fold is a plain fmcli train run with the given options and seed, on the
+    fold's binary data files, so its result equals that run's whatever the number
+    of workers. Prints each fold's metrics and their mean and standard deviation
+    on stderr.
+
+    \b
+    Example:
+      fmcli cv -task r -train ratings.libfm -k 5 -method mcmc -dim 1,1,8 -iter 200 --summary cv.json
+      fmcli cv -task r -train ratings.libfm -meta r.meta --group-by 0 -out oof.txt --workers 4
+    """
+    from fmcli.console import Console
+    from fmcli.cv import CvJob, run_cv
+
+    job = CvJob(train_options(**learner), train_path, k=k, seed=fold_seed, group_by=group_by, stratify=stratify,
+                meta=learner["meta"], out=out, summary=summary, work_dir=work_dir, workers=workers,
+                scheduler=scheduler, cache=not learner["no_cache"])
+    run_cv(job, Console(quiet=learner["quiet"], verbosity=learner["verbosity"]))
+
+
+@cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)
+@learner_options
+@opt("-train", "train_path", required=True, metavar="FILE", help="The rows to train every candidate on.")
+@click.option("--grid", required=True, metavar="GRID",
+              help="NAME=VALUES words: dim, regular, init_stdev, learn_rate, iter, method, optimizer, burn_in; "
+                   "values separated by ';' when there is one, else by ','. E.g. 'dim=8,16 regular=0,10,10;0,20,20'.")
+@opt("-validation", "validation_path", metavar="FILE", help="Score each candidate on these rows ...")
+@opt("-k", "k", type=click.IntRange(min=2), help="... or by k-fold cross-validation of -train.")
+@click.option("--random", "random_n", type=click.IntRange(min=1), metavar="N",
+              help="Try N candidates drawn from the grid (seeded by --grid-seed) instead of all.")
+@click.option("--grid-seed", "grid_seed", default=0, show_default=True, type=int,
+              help="Seed of --random's draw and of the folds.")
+@click.option("--metric", help="What ranks the candidates: rmse, mae (r); logloss, accuracy, auc (c). "
+                               "[default: rmse or logloss]")
+@click.option("--early-stop", "early_stop", default=0, show_default=True, type=click.IntRange(min=0),
+              help="With -validation: stop each candidate after N iterations without a better score.")
+@click.option("--json", "json_out", metavar="FILE",
+              help="The result as JSON ('-' = stdout): every candidate's params, score and sd, the best one's "
+                   "fmcli train command line. fmcli plot draws it.")
+@click.option("--save-best", "save_best", metavar="FILE",
+              help="Train the best candidate on all of -train and save the model here.")
+@executor_options
+def tune(train_path, grid, validation_path, k, random_n, grid_seed, metric, early_stop, json_out, save_best,
+         workers, scheduler, **learner):
+    """Search training options: score every candidate of a grid, in parallel.
+
+    Prints the candidates ranked, and the best one as a ready fmcli train
+    command line, on stderr. Options not in the grid keep their values.
+
+    \b
+    Example:
+      fmcli tune -task r -train tr.libfm -validation va.libfm -method als \\
+          --grid 'dim=8,16,32 regular=0,10,10;0,20,20' --json tune.json
+      fmcli tune -task r -train tr.libfm -k 5 --grid 'init_stdev=0.05,0.1,0.2' --save-best m.fm
+    """
+    from fmcli.console import Console
+    from fmcli.tune import TuneJob, run_tune
+
+    job = TuneJob(train_options(**learner), train_path, grid, validation=validation_path, k=k, random=random_n,
+                  seed=grid_seed, metric=metric, early_stop=early_stop, meta=learner["meta"], out=json_out,
+                  save_best=save_best, workers=workers, scheduler=scheduler, cache=not learner["no_cache"])
+    run_tune(job, Console(quiet=learner["quiet"], verbosity=learner["verbosity"]))
 
 
 @cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)

@@ -9,6 +9,17 @@ class FmcliError(Exception):
 
     exit_code = 1
 
+    def __reduce__(self):
+        # a failure in a worker process comes back whole, whatever the subclass's constructor
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls, args, state):
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class UsageError(FmcliError):
     """Bad options or option values."""

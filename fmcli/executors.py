@@ -15,12 +15,15 @@ Results come back in task order. A task that raises fails the run with a message
 task; Dask retries a task whose worker died (`retries`) before it gives up.
 """
 
+import contextlib
+import logging
 import os
+import uuid
 
 from fmcli.errors import FmcliError
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
-CONNECT_TIMEOUT = "10s"
+CONNECT_TIMEOUT = "5s"
 
 
 class TaskError(FmcliError):
@@ -43,24 +46,62 @@ def _init_worker(threads):
     os.environ["NUMBA_NUM_THREADS"] = str(threads)  # before numba is imported by a task
 
 
-def run_tasks(fn, specs, names, workers=None, scheduler=None, retries=2):
-    """[fn(spec) for spec in specs] in task order: on Dask when a scheduler (or the environment's)
-    or a worker count is given, else on local processes; `names[i]` names task i in messages."""
-    specs = list(specs)
+@contextlib.contextmanager
+def executor(workers=None, scheduler=None, tasks=None):
+    """An object whose `map(fn, specs, names)` is [fn(spec) for spec in specs] in task order:
+    on Dask when a scheduler (given, or the environment's) or a worker count is given, else on
+    up to `tasks` local processes. Opened before any data is read, so an unreachable scheduler
+    fails the run at once; `names[i]` names task i in messages."""
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if scheduler is not None or workers:
-        return _run_dask(fn, specs, names, scheduler, workers or cores(), retries)
-    processes = min(len(specs), cores())
+        with _dask_client(scheduler, workers or cores()) as client:
+            yield _Dask(client)
+        return
+    processes = min(tasks or cores(), cores())
     if processes <= 1:
-        return [_result(lambda spec=spec: fn(spec), name) for spec, name in zip(specs, names)]
+        yield _Serial()
+        return
     import concurrent.futures
     import multiprocessing
 
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_init_worker,
                                                 initargs=(threads_per_task(processes),)) as pool:
-        futures = [pool.submit(fn, spec) for spec in specs]
+        yield _Local(pool)
+
+
+class _Serial:
+    def map(self, fn, specs, names):
+        return [_result(lambda spec=spec: fn(spec), name) for spec, name in zip(specs, names)]
+
+
+class _Local:
+    def __init__(self, pool):
+        self.pool = pool
+
+    def map(self, fn, specs, names):
+        futures = [self.pool.submit(fn, spec) for spec in specs]
         return [_result(f.result, name) for f, name in zip(futures, names)]
+
+
+class _Dask:
+    RETRIES = 2   # a task whose worker died runs again, up to this many times
+
+    def __init__(self, client):
+        self.client = client
+
+    def map(self, fn, specs, names):
+        from dask.distributed import wait
+
+        futures = [self.client.submit(fn, spec, key=f"fmcli-{name.replace(' ', '-')}-{uuid.uuid4().hex[:12]}",
+                                      pure=False, retries=self.RETRIES) for spec, name in zip(specs, names)]
+        wait(futures)
+        results = []
+        for f, name in zip(futures, names):
+            if f.status == "error" and type(f.exception()).__name__ == "KilledWorker":
+                raise TaskError(f"{name} failed on Dask: its worker died ({self.RETRIES} retries)")
+            results.append(_result(f.result, name))
+        return results
 
 
 def _result(get, name):
@@ -78,37 +119,25 @@ def _result(get, name):
         raise TaskError(f"{name} failed: {type(e).__name__}: {e}") from None
 
 
-def dask_client(scheduler, workers):
-    """A Dask client: connected to `scheduler`, or to a new LocalCluster of `workers` processes."""
+@contextlib.contextmanager
+def _dask_client(scheduler, workers):
+    """A Dask client: connected to `scheduler`, or to a new LocalCluster of `workers` processes
+    (closed after). Dask's own log lines are kept off stderr: only errors are reported, ours."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise FmcliError("running on Dask needs dask.distributed: pip install 'fmcli[dask]'") from None
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, env={"NUMBA_NUM_THREADS": str(threads_per_task(workers))})
-        return Client(cluster)
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=logging.CRITICAL,
+                          env={"NUMBA_NUM_THREADS": str(threads_per_task(workers))}) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
     try:
-        return Client(scheduler, timeout=CONNECT_TIMEOUT)
-    except (OSError, TimeoutError) as e:
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as e:
         raise FmcliError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
-
-
-def _run_dask(fn, specs, names, scheduler, workers, retries):
-    from dask.distributed import wait
-
-    with dask_client(scheduler, workers) as client:
-        cluster = getattr(client, "cluster", None)
-        try:
-            futures = [client.submit(fn, spec, key=f"fmcli-{name}-{os.getpid()}-{i}", pure=False, retries=retries)
-                       for i, (spec, name) in enumerate(zip(specs, names))]
-            wait(futures)
-            results = []
-            for f, name in zip(futures, names):
-                if f.status == "error" and type(f.exception()).__name__ == "KilledWorker":
-                    raise TaskError(f"{name} failed on Dask: its worker died ({retries} retries)")
-                results.append(_result(f.result, name))
-            return results
-        finally:
-            if cluster is not None:
-                cluster.close()
+    with client:
+        yield client

@@ -10,33 +10,41 @@ import numpy as np
 from fmcli import metrics
 from fmcli.console import Console
 from fmcli.io.atomic import atomic_output, check_writable
+from fmcli.errors import UsageError
 from fmcli.io.predictions import format_predictions
 
 
 def run_predict(model_path, test_path, out_path="-", task=None, console=None, chunk_bytes=32 << 20,
-                relations=()):
+                relations=(), shards=None, workers=None, scheduler=None):
     """Write one prediction per row of `test_path`; returns the number of rows scored.
     relations: the relation names the model was trained with; the relation row of each
-    predicted row comes from R.test."""
-    from fmcli.errors import InputError, TrainingError
+    predicted row comes from R.test. shards: score the file as that many tasks
+    (fmcli.shards) on local processes, or on Dask (workers, scheduler)."""
+    from fmcli.errors import InputError
     from fmcli.io.modelfile import load_model
 
     console = console or Console()
     check_writable(out_path, "-out")
     model = load_model(model_path, task=task)
     rels = model_relations(model, model_path, relations)
+    if shards:
+        if rels:
+            raise UsageError("--shards: relations are not sharded; leave --shards out")
+        n_rows, labeled, sums = _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards,
+                                            workers, scheduler)
+        _report(console, model.task, out_path, n_rows, labeled, sums)
+        return n_rows
     classes = model.task == "c"
     n_rows, labeled, sums = 0, True, np.zeros(2)
     with atomic_output(out_path) as out:
-        for chunk in _chunks(test_path, chunk_bytes):
+        for chunk in chunks(test_path, chunk_bytes):
             part = tuple((rel, links[n_rows:n_rows + chunk.n_rows]) for rel, links in rels)
             for rel, links in part:
                 if len(links) < chunk.n_rows:
                     raise InputError(rel.name + ".test", None, f"{n_rows + len(links)} relation row indices "
                                      f"for at least {n_rows + chunk.n_rows} rows of {test_path}")
             pred = model.predict(*chunk.csr(), relations=part)
-            if not np.isfinite(pred).all():
-                raise TrainingError(f"{model_path}: the model gives NaN or inf predictions")
+            check_finite(pred, model_path)
             out.write(format_predictions(pred))
             n_rows += chunk.n_rows
             labeled = labeled and bool(np.isfinite(chunk.y).all())
@@ -47,30 +55,62 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
             if len(links) != n_rows:
                 raise InputError(rel.name + ".test", None, f"{len(links)} relation row indices for "
                                  f"{n_rows} rows of {test_path}: one index per row is needed")
-    what = "values clipped to the training target range" if model.task == "r" else "probabilities of class +1"
+    _report(console, model.task, out_path, n_rows, labeled, sums)
+    return n_rows
+
+
+def _report(console, task, out_path, n_rows, labeled, sums):
+    what = "values clipped to the training target range" if task == "r" else "probabilities of class +1"
     where = "stdout" if out_path == "-" else out_path
     console.info(f"Wrote {n_rows} predictions ({what}) to {where}")
     if labeled and n_rows:
         a, b = sums / n_rows
-        m = {"rmse": np.sqrt(a), "mae": b} if model.task == "r" else {"accuracy": a, "logloss": b}
+        m = {"rmse": np.sqrt(a), "mae": b} if task == "r" else {"accuracy": a, "logloss": b}
         console.info("Test\t" + "\t".join(f"{k}={v:.6g}" for k, v in m.items()))
-    return n_rows
 
 
-def _chunks(path, chunk_bytes):
-    """Chunks of rows: parsed text, or slices of a memory-mapped binary data file."""
+def _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards, workers, scheduler):
+    """The shards' tasks run, their lines written in input order; (rows, labeled, metric sums)."""
+    from fmcli.executors import executor
+    from fmcli.shards import predict_task, shard_specs
+
+    with executor(workers, scheduler, tasks=shards) as ex:
+        specs = shard_specs(model_path, test_path, shards, task, chunk_bytes)
+        results = ex.map(predict_task, specs, [f"shard {i}" for i in range(len(specs))])
+    if not sum(r[1] for r in results):
+        from fmcli.errors import InputError
+
+        raise InputError(test_path, None, "no data rows (the file is empty or has only blank lines and comments)")
+    with atomic_output(out_path) as out:
+        for text, _, _, _ in results:
+            out.write(text)
+    return (sum(r[1] for r in results), all(r[2] for r in results),
+            sum((r[3] for r in results if r[2]), np.zeros(2)))
+
+
+def check_finite(pred, model_path):
+    from fmcli.errors import TrainingError
+
+    if not np.isfinite(pred).all():
+        raise TrainingError(f"{model_path}: the model gives NaN or inf predictions")
+
+
+def chunks(path, chunk_bytes, span=None, rows=None):
+    """Chunks of rows: parsed text, or slices of a memory-mapped binary data file; span: a byte
+    range of a text file (fmcli.shards), rows: a row range of a binary one."""
     from fmcli.data import SparseData
     from fmcli.io.cache import is_binary
     from fmcli.io.load import read_binary
     from fmcli.io.libsvm import iter_libfm_chunks
 
     if path == "-" or not is_binary(path):
-        yield from iter_libfm_chunks(path, chunk_bytes=chunk_bytes, targets="optional")
+        yield from iter_libfm_chunks(path, chunk_bytes=chunk_bytes, targets="optional", span=span)
         return
     d = read_binary(path, targets="optional")
-    rows = max(1, chunk_bytes // 64)
-    for a in range(0, d.n_rows, rows):
-        b = min(a + rows, d.n_rows)
+    step = max(1, chunk_bytes // 64)
+    first, last = rows or (0, d.n_rows)
+    for a in range(first, last, step):
+        b = min(a + step, last)
         p, q = d.indptr[a], d.indptr[b]
         yield SparseData(np.asarray(d.indptr[a:b + 1]) - p, d.indices[p:q], d.data[p:q], d.y[a:b],
                          d.n_features, d.source)

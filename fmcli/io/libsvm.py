@@ -400,13 +400,16 @@ def class_targets(y):
     return np.where(y == 0, np.float32(-1), y).astype(np.float32)
 
 
-def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_feature_id=None, classes=False):
+def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_feature_id=None, classes=False,
+                      span=None):
     """Yield SparseData chunks of whole lines, reading about `chunk_bytes` of text at a time.
 
     Line numbers in errors (and max_id_line) count from the start of the file;
     each chunk's n_features is its own largest id + 1. Memory stays bounded by
     the chunk size (a single longer line grows the chunk to hold it). classes: targets
     must be -1, 0 or 1; they are returned as written (class_targets maps them).
+    span: (start byte, end byte, line number at start) of an uncompressed file: only the
+    lines of that range (a shard, cut at line boundaries by fmcli.shards), which may have none.
     """
     optional = _check_targets(targets)
     id_limit = _id_limit(max_feature_id)
@@ -414,6 +417,9 @@ def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_fea
     f, src = open_source(path)
     line = 1
     total_rows = 0
+    if span is not None:
+        start, end, line = span
+        f = _Range(f, start, end)
     with f, read_errors(src):
         buf = bytearray(chunk_bytes)
         have = 0
@@ -449,8 +455,27 @@ def iter_libfm_chunks(path, *, chunk_bytes=64 << 20, targets="optional", max_fea
             if sd.n_rows:
                 total_rows += sd.n_rows
                 yield sd
-    if total_rows == 0:
+    if total_rows == 0 and span is None:
         raise InputError(src.name, None, "no data rows (the file is empty or has only blank lines and comments)")
+
+
+class _Range:
+    """The bytes start..end of an open uncompressed file, as a file to readinto."""
+
+    def __init__(self, f, start, end):
+        self.f, self.left = f, end - start
+        f.seek(start)
+
+    def readinto(self, view):
+        n = self.f.readinto(view[:max(0, min(len(view), self.left))]) if self.left > 0 else 0
+        self.left -= n
+        return n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""`fmcli predict --shards N`: one large input scored as N independent tasks (fmcli.executors:
+local processes or Dask), the output identical to a single-process `fmcli predict`.
+
+A libFM text file (uncompressed, on a file system every worker sees) is cut into N byte
+ranges at line boundaries; a binary data file into N row ranges. Each task loads the model,
+scores its range in chunks and returns the formatted lines with its metric sums; the lines are
+written in input order to the one output (atomically), so the file is the same bytes as
+`fmcli predict` writes. Relations are not sharded (their R.test links would need slicing too).
+"""
+
+import mmap
+import os
+
+import numpy as np
+
+from fmcli.errors import UsageError
+
+
+def text_spans(path, n):
+    """[(start byte, end byte, first line number)] of n ranges of `path`, cut after newlines."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return [(0, 0, 1)]
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        cuts = [0]
+        for i in range(1, n):
+            at = m.find(b"\n", max(cuts[-1], size * i // n))
+            if at < 0:
+                break
+            if at + 1 < size:
+                cuts.append(at + 1)
+        cuts.append(size)
+        spans, line = [], 1
+        for a, b in zip(cuts, cuts[1:]):
+            if b > a:
+                spans.append((a, b, line))
+                line += m[a:b].count(b"\n")
+    return spans
+
+
+def predict_task(spec):
+    """Score one shard; returns (formatted lines, rows, labeled, metric sums)."""
+    from fmcli.io.modelfile import load_model
+    from fmcli.io.predictions import format_predictions
+    from fmcli.predict import _metric_sums, check_finite, chunks
+
+    model = load_model(spec["model"], task=spec["task"])
+    pieces, rows, labeled, sums = [], 0, True, np.zeros(2)
+    for chunk in chunks(spec["test"], spec["chunk_bytes"], span=spec.get("span"), rows=spec.get("rows")):
+        pred = model.predict(*chunk.csr())
+        check_finite(pred, spec["model"])
+        pieces.append(format_predictions(pred))
+        rows += chunk.n_rows
+        labeled = labeled and bool(np.isfinite(chunk.y).all())
+        if labeled:
+            y = np.where(chunk.y > 0, 1.0, -1.0) if model.task == "c" else chunk.y
+            sums += _metric_sums(model.task, pred, y)
+    return "".join(pieces), rows, labeled, sums
+
+
+def shard_specs(model_path, test_path, n, task, chunk_bytes):
+    """The tasks of `n` shards of `test_path`."""
+    from fmcli.io.cache import is_binary
+    from fmcli.io.load import read_binary
+    from fmcli.io.sources import open_source
+
+    if test_path == "-" or not os.path.isfile(test_path):
+        raise UsageError("--shards needs -test to be a file (standard input cannot be split)")
+    base = dict(model=model_path, test=test_path, task=task, chunk_bytes=chunk_bytes)
+    if is_binary(test_path):
+        total = read_binary(test_path, targets="optional").n_rows
+        cuts = [total * i // n for i in range(n + 1)]
+        return [dict(base, rows=(a, b)) for a, b in zip(cuts, cuts[1:]) if b > a]
+    f, src = open_source(test_path)
+    f.close()
+    if src.kind is not None:
+        raise UsageError(f"--shards: {test_path} is {src.kind}-compressed: a shard cannot start in the middle "
+                         "(decompress it, or convert it with fmcli convert --binary)")
+    return [dict(base, span=span) for span in text_spans(test_path, n)]
