@@ -7,11 +7,11 @@ renamed at the end; standard output receives each chunk as it is scored.
 
 import numpy as np
 
-from fmcli import metrics
 from fmcli.console import Console
 from fmcli.io.atomic import atomic_output, check_writable
 from fmcli.errors import UsageError
 from fmcli.io.predictions import format_predictions
+from fmcli.scoring import check_finite, chunks, metric_sums
 
 
 def run_predict(model_path, test_path, out_path="-", task=None, console=None, chunk_bytes=32 << 20,
@@ -50,7 +50,7 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
             labeled = labeled and bool(np.isfinite(chunk.y).all())
             if labeled:  # running sums keep memory flat; AUC needs all rows, so it is left out here
                 y = np.where(chunk.y > 0, 1.0, -1.0) if classes else chunk.y
-                sums += _metric_sums(model.task, pred, y)
+                sums += metric_sums(model.task, pred, y)
         for rel, links in rels:
             if len(links) != n_rows:
                 raise InputError(rel.name + ".test", None, f"{len(links)} relation row indices for "
@@ -88,34 +88,6 @@ def _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards, work
             sum((r[3] for r in results if r[2]), np.zeros(2)))
 
 
-def check_finite(pred, model_path):
-    from fmcli.errors import TrainingError
-
-    if not np.isfinite(pred).all():
-        raise TrainingError(f"{model_path}: the model gives NaN or inf predictions")
-
-
-def chunks(path, chunk_bytes, span=None, rows=None):
-    """Chunks of rows: parsed text, or slices of a memory-mapped binary data file; span: a byte
-    range of a text file (fmcli.shards), rows: a row range of a binary one."""
-    from fmcli.data import SparseData
-    from fmcli.io.cache import is_binary
-    from fmcli.io.load import read_binary
-    from fmcli.io.libsvm import iter_libfm_chunks
-
-    if path == "-" or not is_binary(path):
-        yield from iter_libfm_chunks(path, chunk_bytes=chunk_bytes, targets="optional", span=span)
-        return
-    d = read_binary(path, targets="optional")
-    step = max(1, chunk_bytes // 64)
-    first, last = rows or (0, d.n_rows)
-    for a in range(first, last, step):
-        b = min(a + step, last)
-        p, q = d.indptr[a], d.indptr[b]
-        yield SparseData(np.asarray(d.indptr[a:b + 1]) - p, d.indices[p:q], d.data[p:q], d.y[a:b],
-                         d.n_features, d.source)
-
-
 def model_relations(model, model_path, names):
     """((Relation, R.test links), ...) for the relations `names`, placed where the model has
     them: the offsets and feature counts its metadata recorded in training, or, for a libFM
@@ -151,11 +123,3 @@ def model_relations(model, model_path, names):
         rel.offset, rel.n_features = int(rec["offset"]), int(rec["n_features"])
         out.append((rel, read_links(rel.name + ".test", None, rel.n_rows, "test")))
     return tuple(out)
-
-
-def _metric_sums(task, pred, y):
-    """Per-chunk sums whose means are (MSE, MAE) or (accuracy, log-loss)."""
-    n = len(y)
-    if task == "r":
-        return np.array([metrics.rmse(pred, y) ** 2 * n, metrics.mae(pred, y) * n])
-    return np.array([metrics.accuracy(pred, y) * n, metrics.log_loss(pred, y) * n])

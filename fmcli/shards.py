@@ -42,7 +42,7 @@ def predict_task(spec):
     """Score one shard; returns (formatted lines, rows, labeled, metric sums)."""
     from fmcli.io.modelfile import load_model
     from fmcli.io.predictions import format_predictions
-    from fmcli.predict import _metric_sums, check_finite, chunks
+    from fmcli.scoring import check_finite, chunks, metric_sums
 
     model = load_model(spec["model"], task=spec["task"])
     pieces, rows, labeled, sums = [], 0, True, np.zeros(2)
@@ -54,7 +54,7 @@ def predict_task(spec):
         labeled = labeled and bool(np.isfinite(chunk.y).all())
         if labeled:
             y = np.where(chunk.y > 0, 1.0, -1.0) if model.task == "c" else chunk.y
-            sums += _metric_sums(model.task, pred, y)
+            sums += metric_sums(model.task, pred, y)
     return "".join(pieces), rows, labeled, sums
 
 

@@ -1,0 +1,42 @@
+"""Scoring rows with a loaded model, chunk by chunk: what `fmcli predict` and its shards
+(fmcli.shards) share."""
+
+import numpy as np
+
+from fmcli import metrics
+
+
+def check_finite(pred, model_path):
+    from fmcli.errors import TrainingError
+
+    if not np.isfinite(pred).all():
+        raise TrainingError(f"{model_path}: the model gives NaN or inf predictions")
+
+
+def chunks(path, chunk_bytes, span=None, rows=None):
+    """Chunks of rows: parsed text, or slices of a memory-mapped binary data file; span: a byte
+    range of a text file (fmcli.shards), rows: a row range of a binary one."""
+    from fmcli.data import SparseData
+    from fmcli.io.cache import is_binary
+    from fmcli.io.load import read_binary
+    from fmcli.io.libsvm import iter_libfm_chunks
+
+    if path == "-" or not is_binary(path):
+        yield from iter_libfm_chunks(path, chunk_bytes=chunk_bytes, targets="optional", span=span)
+        return
+    d = read_binary(path, targets="optional")
+    step = max(1, chunk_bytes // 64)
+    first, last = rows or (0, d.n_rows)
+    for a in range(first, last, step):
+        b = min(a + step, last)
+        p, q = d.indptr[a], d.indptr[b]
+        yield SparseData(np.asarray(d.indptr[a:b + 1]) - p, d.indices[p:q], d.data[p:q], d.y[a:b],
+                         d.n_features, d.source)
+
+
+def metric_sums(task, pred, y):
+    """Per-chunk sums whose means are (MSE, MAE) or (accuracy, log-loss)."""
+    n = len(y)
+    if task == "r":
+        return np.array([metrics.rmse(pred, y) ** 2 * n, metrics.mae(pred, y) * n])
+    return np.array([metrics.accuracy(pred, y) * n, metrics.log_loss(pred, y) * n])
