@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""fmcli cv and sharded predict against doing the same work one run after the other, side by side.
+
+usage: python3 bench/distributed.py [--skip-cv] [--skip-predict] [--copies 10] [--work DIR]
+
+1. `fmcli cv -k 5` on ml-100k u.data (../shared/data/ml-100k; MCMC dim 8, 200 iterations) on
+   the default local processes and on a 2-worker Dask LocalCluster, against the same five
+   folds (the files cv keeps with --work-dir) trained one after the other by `fmcli train`:
+   the speed-up (goal >= 1.7x) and whether every fold's RMSE is the same to every digit.
+2. `fmcli predict --shards` of the 1M synthetic test set copied --copies times (synth.py of
+   ../shared/bench, seed 0, 1M train rows) with an ALS dim-8 model: one process, 2 local
+   processes, a 1-worker and a 2-worker LocalCluster; throughput ratios (goal: 2 workers >= 1.7x
+   one worker; Dask within 10% of local processes) and cmp against the one-process output.
+Whole-command wall times, so start-up is counted in every figure.
+"""
+
+import argparse
+import filecmp
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHARED = os.path.join(REPO, "..", "shared")
+
+
+def fmcli(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "fmcli", *map(str, args)], capture_output=True, text=True, env=env)
+    took = time.perf_counter() - t
+    if check and r.returncode != 0:
+        sys.exit(f"fmcli {' '.join(map(str, args))} failed: {r.stderr}")
+    return took, r.stdout, r.stderr
+
+
+def bench_cv(work):
+    data = os.path.join(work, "u.data.libfm")
+    if not os.path.exists(data):
+        fmcli("convert", "-in", os.path.join(SHARED, "data", "ml-100k", "u.data"), "-out", data, "--sep", "tab",
+              "--target", 2, "--categorical", "0,1", "--drop", 3, "-q")
+    learner = ["-task", "r", "-method", "mcmc", "-dim", "1,1,8", "-iter", 200, "-seed", 1]
+    folds = os.path.join(work, "folds")
+    os.makedirs(folds, exist_ok=True)
+    runs = {}
+    for name, extra in (("cv, local processes", []), ("cv, Dask LocalCluster x2", ["--workers", 2])):
+        summary = os.path.join(work, f"cv-{len(runs)}.json")
+        t, _, _ = fmcli("cv", "-train", data, "-k", 5, *learner, "--work-dir", folds, "--summary", summary, "-q", *extra)
+        runs[name] = (t, [f["rmse"] for f in json.load(open(summary))["folds"]])
+    t_seq, seq = 0.0, []
+    for f in range(5):
+        out = os.path.join(work, f"seq{f}.txt")
+        t, _, err = fmcli("train", "-train", os.path.join(folds, f"fold{f}.train.fmbin"),
+                          "-test", os.path.join(folds, f"fold{f}.test.fmbin"), *learner, "-out", out)
+        t_seq += t
+        seq.append(float([l for l in err.splitlines() if l.startswith("#Iter=")][-1].split("Test=")[1].split()[0]))
+    print("\n## fmcli cv -k 5, ml-100k u.data, MCMC dim 8, 200 iterations")
+    print(f"{'run':<32} {'wall s':>8} {'speed-up':>9}  per-fold RMSE")
+    print(f"{'5 x fmcli train, one after other':<32} {t_seq:8.2f} {1.0:9.2f}  " + " ".join(f"{r:.6g}" for r in seq))
+    for name, (t, rmse) in runs.items():
+        same = all(f"{a:.6g}" == f"{b:.6g}" for a, b in zip(rmse, seq))
+        print(f"{name:<32} {t:8.2f} {t_seq / t:9.2f}  " + " ".join(f"{r:.6g}" for r in rmse)
+              + ("  (same to every printed digit)" if same else "  DIFFERENT"))
+
+
+def bench_predict(work, copies):
+    prefix = os.path.join(work, "syn")
+    if not os.path.exists(prefix + ".test.libfm"):
+        subprocess.run([sys.executable, os.path.join(SHARED, "bench", "synth.py"), prefix, "1000000"], check=True,
+                       capture_output=True)
+    model = os.path.join(work, "syn.fm")
+    if not os.path.exists(model):
+        fmcli("train", "-task", "r", "-train", prefix + ".train.libfm", "-method", "als", "-dim", "1,1,8", "-iter", 3,
+              "-regular", "0,10,10", "-save_model", model, "-q")
+    big = os.path.join(work, f"test-x{copies}.libfm")
+    if not os.path.exists(big):
+        with open(prefix + ".test.libfm", "rb") as f:
+            block = f.read()
+        with open(big, "wb") as f:
+            for _ in range(copies):
+                f.write(block)
+    rows = copies * 100_000
+    ref = os.path.join(work, "pred-one.txt")
+    cases = [("one process", []), ("--shards 2, local processes", ["--shards", 2]),
+             ("--shards 2, Dask 1 worker", ["--shards", 2, "--workers", 1]),
+             ("--shards 2, Dask 2 workers", ["--shards", 2, "--workers", 2])]
+    times = {}
+    for i, (name, extra) in enumerate(cases):
+        out = ref if i == 0 else os.path.join(work, f"pred-{i}.txt")
+        times[name] = fmcli("predict", "-model", model, "-test", big, "-out", out, "-q", *extra)[0]
+        times[name + " same"] = i == 0 or filecmp.cmp(ref, out, shallow=False)
+    print(f"\n## fmcli predict, the 1M synthetic test set x{copies} ({rows} rows), ALS dim 8 model")
+    print(f"{'run':<30} {'wall s':>8} {'rows/s':>10} {'vs one':>7}  output")
+    for name, _ in cases:
+        t = times[name]
+        print(f"{name:<30} {t:8.2f} {rows / t:10.0f} {times['one process'] / t:7.2f}  "
+              + ("identical (cmp)" if times[name + ' same'] else "DIFFERENT"))
+    print(f"Dask 2 workers vs Dask 1 worker: {times['--shards 2, Dask 1 worker'] / times['--shards 2, Dask 2 workers']:.2f}x; "
+          f"Dask 2 workers vs 2 local processes: "
+          f"{times['--shards 2, Dask 2 workers'] / times['--shards 2, local processes']:.2f}x the time")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--skip-cv", action="store_true")
+    ap.add_argument("--skip-predict", action="store_true")
+    ap.add_argument("--copies", type=int, default=10)
+    ap.add_argument("--work", default="/tmp/fmcli-bench-distributed")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    if not a.skip_cv:
+        bench_cv(a.work)
+    if not a.skip_predict:
+        bench_predict(a.work, a.copies)
+
+
+if __name__ == "__main__":
+    main()
