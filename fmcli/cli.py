@@ -146,6 +146,9 @@ def cli():
                    "state, updated lazily (an epoch stays O(k nnz)); not saved in model files.")
 @click.option("--no-cache", "no_cache", is_flag=True,
               help="Neither read nor write the binary cache FILE.fmcache beside text inputs.")
+@click.option("--verify-cache", "verify_cache", is_flag=True,
+              help="Use a cache FILE.fmcache only if the checksum of the whole text file matches the one "
+                   "it recorded (by default: the text's size, times, inode and both ends).")
 @opt("-relation", "relation", default="", metavar="NAMES",
      help="Relations (libFM's block structure), comma-separated base names R: R.xt (libFM binary) or R.x "
           "(libFM text or binary) holds the relation's rows; R.train, R.test (R.validation) give the 0-based "
@@ -154,8 +157,8 @@ def cli():
      help="Accepted for libFM scripts and ignored: fmcli memory-maps its binary cache (a note says so).")
 def train(task, train_path, test_path, method, dim, iterations, learn_rate, regular, init_stdev, seed,
           out, rlog, save_model, load_model, meta, verbosity, burn_in, keep_samples, log_json, checkpoint,
-          checkpoint_every, threads, quiet, validation_path, early_stop, optimizer, no_cache, cache_size,
-          relation):
+          checkpoint_every, threads, quiet, validation_path, early_stop, optimizer, no_cache, verify_cache,
+          cache_size, relation):
     """Train a factorization machine; optionally predict -test and save the model.
 
     Takes libFM's options in either spelling (-train f or --train f). Prints
@@ -170,10 +173,13 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
           --regular 0,0.05,0.05 --save_model m.fm --quiet
     """
     from fmcli.console import Console
+    from fmcli.io.load import VERIFY
     from fmcli.learners.base import TrainOptions
     from fmcli.plan import TrainJob
     from fmcli.train import run_train
 
+    if no_cache and verify_cache:
+        raise UsageError("--no-cache and --verify-cache exclude each other: give one")
     rates = parse_floats("-learn_rate", learn_rate, [1, 3], strict=True)
     opts = TrainOptions(task=task.lower(), method=method.lower(), dim=parse_dim(dim), iterations=iterations,
                         learn_rate=rates[0] if len(rates) == 1 else rates,
@@ -183,7 +189,7 @@ def train(task, train_path, test_path, method, dim, iterations, learn_rate, regu
     job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, meta,
                    dim_given=dim is not None, log_json=log_json, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, validation=validation_path, early_stop=early_stop,
-                   cache=not no_cache, relations=split_names(relation))
+                   cache=VERIFY if verify_cache else not no_cache, relations=split_names(relation))
     console = Console(quiet=quiet, verbosity=verbosity)
     if cache_size is not None:
         console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")
