@@ -33,7 +33,8 @@ def sets(tmp_path):
 def flip(path, region, bit=0x40):
     """Flip one bit of a high byte in the middle of array `region` of the binary file `path`:
     a huge row pointer or feature id, an infinite or NaN value or target."""
-    header, start, layout = cache._header(path)
+    with open(path, "rb") as f:
+        header, start, layout = cache._header(f)
     name, dtype, off, count = next(a for a in layout if a[0] == region)
     size = np.dtype(dtype).itemsize
     at = start + off + (count // 2) * size + size // 2 + (1 if size == 4 else 0)
@@ -172,7 +173,8 @@ def test_header_checksum_padding_and_size(tmp_path):
     with pytest.raises(cache.CorruptCache, match="header checksum"):
         cache.read_cache(path)
     path = crafted(tmp_path)
-    header, start, layout = cache._header(path)
+    with open(path, "rb") as f:
+        header, start, layout = cache._header(f)
     raw = bytearray(open(path, "rb").read())
     raw[start + 3 * 8] = 1                      # the zero bytes after indptr
     open(path, "wb").write(bytes(raw))

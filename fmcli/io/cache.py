@@ -342,22 +342,16 @@ def _check_header(header):
     return layout, length
 
 
-def _header(path):
-    """(header, payload start, array layout) of the cache file `path`. Raises CacheMiss."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-            if len(head) < 16 or head[:8] != MAGIC:
-                raise CorruptCache("not an fmcli binary data file")
-            n = int.from_bytes(head[8:], "little")
-            if n > 1 << 20:
-                raise CorruptCache("header too long")
-            blob = f.read(n)
-            size = os.fstat(f.fileno()).st_size
-    except FileNotFoundError:
-        raise CacheMiss("no cache") from None
-    except OSError as e:
-        raise CacheMiss(str(e)) from None
+def _header(f):
+    """(header, payload start, array layout) of the open cache file `f`. Raises CacheMiss."""
+    head = f.read(16)
+    if len(head) < 16 or head[:8] != MAGIC:
+        raise CorruptCache("not an fmcli binary data file")
+    n = int.from_bytes(head[8:], "little")
+    if n > 1 << 20:
+        raise CorruptCache("header too long")
+    blob = f.read(n)
+    size = os.fstat(f.fileno()).st_size
     try:
         header = json.loads(blob)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -381,30 +375,51 @@ def read_cache(path, text=None, source=None, text_xxh64=None, verify=False):
     (None: not checked); text_xxh64: a function returning the whole text's XXH64, called when
     the cache must prove the content too (verify, or a text changed just before the cache
     took its identity). Raises CacheMiss (CorruptCache for a damaged file)."""
-    header, start, layout = _header(path)
-    if text is not None:
-        if header["text"] != text:
-            raise CacheMiss("stale: the text file changed")
-        seen = header["text_seen_ns"]
-        racy = seen is None or seen - text["ctime_ns"] < RACY_NS
-        if (verify or racy) and (header["text_xxh64"] is None or text_xxh64 is None
-                                 or header["text_xxh64"] != text_xxh64()):
-            raise CacheMiss("stale: the text's content changed")
-    arrays = {}
-    for i, ((name, dtype, off, count), (*_, digest)) in enumerate(zip(layout, header["arrays"])):
-        a = np.memmap(path, dtype, "r", start + off, (count,)) if count else np.empty(0, dtype)
-        if xxh64(a) != digest:
-            raise CorruptCache(f"checksum of {name}")
-        pad = _padding(layout, i)
-        if pad and np.memmap(path, np.uint8, "r", start + off + a.nbytes, (pad,)).any():
-            raise CorruptCache(f"padding after {name}")
-        arrays[name] = a
+    try:
+        # one open file for the header and every mapping: a cache renamed over this one
+        # meanwhile (another run rebuilding it) cannot mix two files
+        with open(path, "rb") as f:
+            header, start, layout = _header(f)
+            if text is not None:
+                _check_text(header, text, text_xxh64, verify)
+            arrays = {name: _checked_array(f, start, layout, i, digest)
+                      for i, ((name, *_), (*_, digest)) in enumerate(zip(layout, header["arrays"]))}
+    except FileNotFoundError:
+        raise CacheMiss("no cache") from None
+    except OSError as e:
+        raise CacheMiss(str(e)) from None
     problem = _array_problem(arrays["indptr"], arrays["indices"], arrays["data"], arrays["y"],
                              header["n_features"])
     if problem:
         raise CorruptCache(problem)
     return SparseData(arrays["indptr"], arrays["indices"], arrays["data"], arrays["y"],
                       header["n_features"], source or os.fspath(path), header["max_id_line"])
+
+
+def _check_text(header, text, text_xxh64, verify):
+    """The cache stands for the text file as it is now. Raises CacheMiss."""
+    if header["text"] != text:
+        raise CacheMiss("stale: the text file changed")
+    seen = header["text_seen_ns"]
+    racy = seen is None or seen - text["ctime_ns"] < RACY_NS
+    if (verify or racy) and (header["text_xxh64"] is None or text_xxh64 is None
+                             or header["text_xxh64"] != text_xxh64()):
+        raise CacheMiss("stale: the text's content changed")
+
+
+def _checked_array(f, start, layout, i, digest):
+    """Array i of the open cache file `f`, memory-mapped, with its XXH64 and the zero bytes
+    after it checked. Raises CorruptCache."""
+    name, dtype, off, count = layout[i]
+    a = np.memmap(f, dtype, "r", start + off, (count,)) if count else np.empty(0, dtype)
+    if xxh64(a) != digest:
+        raise CorruptCache(f"checksum of {name}")
+    pad = _padding(layout, i)
+    if pad:
+        f.seek(start + off + a.nbytes)
+        if f.read(pad).strip(b"\0"):
+            raise CorruptCache(f"padding after {name}")
+    return a
 
 
 _E_PTR_START, _E_PTR_ORDER, _E_PTR_END, _E_ID, _E_MAX_ID, _E_VALUE, _E_TARGET, _E_NO_ROWS = range(1, 9)
