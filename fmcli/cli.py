@@ -126,6 +126,9 @@ LEARNER_OPTIONS = (
     click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
     click.option("--no-cache", "no_cache", is_flag=True,
                   help="Neither read nor write the binary cache FILE.fmcache beside text inputs."),
+    click.option("--verify-cache", "verify_cache", is_flag=True,
+                 help="Use a cache FILE.fmcache only if the checksum of the whole text file matches the one "
+                      "it recorded (by default: the text's size, times, inode and both ends)."),
 )
 
 
@@ -150,6 +153,15 @@ def learner_options(command):
     for option in reversed(LEARNER_OPTIONS):
         command = option(command)
     return command
+
+
+def cache_policy(learner):
+    """The TrainJob.cache value of --no-cache / --verify-cache."""
+    from fmcli.io.load import VERIFY
+
+    if learner["no_cache"] and learner["verify_cache"]:
+        raise UsageError("--no-cache and --verify-cache exclude each other: give one")
+    return VERIFY if learner["verify_cache"] else not learner["no_cache"]
 
 
 def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev, seed, burn_in, threads,
@@ -222,7 +234,7 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
     job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, learner["meta"],
                    dim_given=learner["dim"] is not None, log_json=log_json, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, validation=validation_path, early_stop=early_stop,
-                   cache=not learner["no_cache"], relations=split_names(relation))
+                   cache=cache_policy(learner), relations=split_names(relation))
     console = Console(quiet=learner["quiet"], verbosity=learner["verbosity"])
     if cache_size is not None:
         console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")
@@ -299,7 +311,7 @@ def cv(train_path, k, fold_seed, group_by, stratify, out, summary, work_dir, wor
 
     job = CvJob(train_options(**learner), train_path, k=k, seed=fold_seed, group_by=group_by, stratify=stratify,
                 meta=learner["meta"], out=out, summary=summary, work_dir=work_dir, workers=workers,
-                scheduler=scheduler, cache=not learner["no_cache"])
+                scheduler=scheduler, cache=cache_policy(learner))
     run_cv(job, Console(quiet=learner["quiet"], verbosity=learner["verbosity"]))
 
 
@@ -343,7 +355,7 @@ def tune(train_path, grid, validation_path, k, random_n, grid_seed, metric, earl
 
     job = TuneJob(train_options(**learner), train_path, grid, validation=validation_path, k=k, random=random_n,
                   seed=grid_seed, metric=metric, early_stop=early_stop, meta=learner["meta"], out=json_out,
-                  save_best=save_best, workers=workers, scheduler=scheduler, cache=not learner["no_cache"])
+                  save_best=save_best, workers=workers, scheduler=scheduler, cache=cache_policy(learner))
     run_tune(job, Console(quiet=learner["quiet"], verbosity=learner["verbosity"]))
 
 

@@ -42,7 +42,7 @@ class CvJob:
                                   # temporary folder, removed at the end
     workers: int = None           # Dask LocalCluster processes (None: local processes)
     scheduler: str = None         # a Dask scheduler address
-    cache: bool = True
+    cache: object = True          # True, False or fmcli.io.load.VERIFY
 
 
 def fold_ids(n, k, seed, keys=None, y=None):

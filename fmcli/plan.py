@@ -42,7 +42,7 @@ class TrainJob:
     checkpoint_every: int = 10
     validation: str = None       # rows for SGDA's regularisation and for early stopping
     early_stop: int = 0          # stop after this many iterations without a better validation score
-    cache: bool = True           # read and write the binary cache beside text inputs
+    cache: bool | str = True     # read and write the binary cache beside text inputs; "verify": and check the whole text
     relations: tuple = ()        # relation names (-relation: libFM's block structure)
 
 

@@ -55,13 +55,14 @@ def load_data(plan, console):
     job = plan.job
     classes = plan.opts.task == "c"
     limit = plan.feature_limit
-    train = load_dataset(job.train, cache=job.cache, targets="required", classes=classes, max_feature_id=limit)
+    train = load_dataset(job.train, cache=job.cache, targets="required", classes=classes, max_feature_id=limit,
+                         note=console.warn)
     _describe("train", train, console)
     evals = {}
     for name, path, targets in (("test", job.test, "optional"), ("validation", job.validation, "required")):
         if path:
             evals[name] = load_dataset(path, cache=job.cache, targets=targets, classes=classes,
-                                       max_feature_id=limit)
+                                       max_feature_id=limit, note=console.warn)
             _describe(name, evals[name], console)
     if job.relations:
         from fmcli.io.relation import load_relations

@@ -40,7 +40,7 @@ class TuneJob:
     save_best: str = None         # train the best candidate on all -train rows and save it here
     workers: int = None
     scheduler: str = None
-    cache: bool = True
+    cache: object = True          # True, False or fmcli.io.load.VERIFY
 
 
 def parse_grid(text):

@@ -50,7 +50,7 @@ def test_streamed_build_equals_whole_file_read(tmp_path, rng):
     out = str(tmp_path / "d.fmcache")
     cache.write_cache_chunks(out, iter_libfm_chunks(str(src), chunk_bytes=300), cache.text_identity(str(src)))
     whole = read_libfm(str(src), targets="optional")
-    back = cache.read_cache(out, cache.text_identity(str(src)))
+    back = cache.read_cache(out)
     same(whole, back)
     assert (back.n_rows, back.max_id_line) == (whole.n_rows, whole.max_id_line)
     src.write_text("\n".join(lines[:300] + ["1 2:x"] + lines[300:]) + "\n")
@@ -79,7 +79,7 @@ def test_changed_text_invalidates(text):
         f.write("1 4:1\n")
     d = load_dataset(text)
     assert d.n_rows == 4 and d.n_features == 5
-    same(d, cache.read_cache(text + ".fmcache", cache.text_identity(text)))
+    same(d, cache.read_cache(text + ".fmcache", cache.text_identity(text), text_xxh64=lambda: cache.text_xxh64(text)))
 
 
 def test_same_size_new_content_same_mtime_invalidates(text):
@@ -105,10 +105,10 @@ def test_damaged_cache_is_rebuilt(text, damage):
     else:
         raw = bytearray(b"\xff" * 40)
     open(path, "wb").write(bytes(raw))
-    with pytest.raises(cache.CacheMiss):
+    with pytest.raises(cache.CorruptCache):
         cache.read_cache(path, cache.text_identity(text))
     same(load_dataset(text), read_libfm(text))
-    cache.read_cache(path, cache.text_identity(text))       # valid again
+    cache.read_cache(path, cache.text_identity(text), text_xxh64=lambda: cache.text_xxh64(text))  # valid again
 
 
 def test_options_checked_on_cached_data(text, tmp_path):
