@@ -25,8 +25,8 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
     check_writable(out_path, "-out")
     model = load_model(model_path, task=task)
     rels = model_relations(model, model_path, relations)
-    classes = model.task == "c"
-    n_rows, labeled, sums = 0, True, np.zeros(2)
+    classes = model.task == "c"     # the model's own task, unless -task said otherwise
+    n_rows, labeled, sums, warned = 0, True, np.zeros(2), False
     with atomic_output(out_path) as out:
         for chunk in _chunks(test_path, chunk_bytes):
             part = tuple((rel, links[n_rows:n_rows + chunk.n_rows]) for rel, links in rels)
@@ -40,6 +40,8 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
             out.write(format_predictions(pred))
             n_rows += chunk.n_rows
             labeled = labeled and bool(np.isfinite(chunk.y).all())
+            if classes and not warned:
+                warned = _warn_non_class_targets(chunk.y, n_rows - chunk.n_rows, test_path, model_path, console)
             if labeled:  # running sums keep memory flat; AUC needs all rows, so it is left out here
                 y = np.where(chunk.y > 0, 1.0, -1.0) if classes else chunk.y
                 sums += _metric_sums(model.task, pred, y)
@@ -55,6 +57,19 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
         m = {"rmse": np.sqrt(a), "mae": b} if model.task == "r" else {"accuracy": a, "logloss": b}
         console.info("Test\t" + "\t".join(f"{k}={v:.6g}" for k, v in m.items()))
     return n_rows
+
+
+def _warn_non_class_targets(y, first_row, test_path, model_path, console):
+    """Warn (once: returns True) if targets of a classification model's rows are not classes:
+    such data is likely regression data given to the wrong model."""
+    odd = np.flatnonzero(np.isfinite(y) & (y != -1) & (y != 0) & (y != 1))
+    if not odd.size:
+        return False
+    i = int(odd[0])
+    console.warn(f"{test_path}: row {first_row + i + 1} has target {float(y[i]):g}, not a class (-1, 0 "
+                 f"or 1), but {model_path} is a classification model: are these regression data? "
+                 "(the metrics count targets > 0 as class +1)")
+    return True
 
 
 def _chunks(path, chunk_bytes):

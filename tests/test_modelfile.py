@@ -802,3 +802,132 @@ def test_big_file_round_trip_and_errors(tmp_path, big_file):
     edited = lines.copy()
     edited[target - 1] = b" " + edited[target - 1].replace(b" ", b"   ")
     assert_same(model, load_bytes(tmp_path, resign(b"\n".join(edited))))
+
+
+# ----------------------------------------------------------------------------- metadata schema (CLI)
+
+@pytest.fixture(scope="module")
+def trained_files(tmp_path_factory):
+    """Models written by `fmcli train`: (folder, {name: bytes}) of an SGD classifier, an
+    MCMC classifier with samples and an ALS regression model."""
+    from cli_contract import run_cli
+
+    d = tmp_path_factory.mktemp("trained")
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata")
+    runs = {"sgd-c.fm": ["-task", "c", "-method", "sgd", "-train", f"{data}/clicks.train.libfm"],
+            "mcmc-c.fm": ["-task", "c", "-method", "mcmc", "-train", f"{data}/clicks.train.libfm"],
+            "als-r.fm": ["-task", "r", "-method", "als", "-train", f"{data}/movies.train.libfm",
+                         "-regular", "0,1,1"]}
+    files = {}
+    for name, args in runs.items():
+        code, _, err = run_cli(["train", *args, "-iter", "3", "-dim", "1,1,2", "-save_model",
+                                d / name, "-q"])
+        assert code == 0, err
+        files[name] = (d / name).read_bytes()
+    return d, files
+
+
+def _set(path, value):
+    """fn(meta) that sets the field at `path` ("meta.options.dim": meta["meta"]["options"]["dim"])."""
+    def fn(m):
+        *parents, last = path.split(".")
+        for p in parents:
+            m = m[p]
+        m[last] = value
+    return fn
+
+
+@pytest.mark.parametrize("name, field, value, named", [
+    ("sgd-c.fm", "link", "identity", "link: 'identity' is not a link of classification"),
+    ("als-r.fm", "link", "probit", "link: 'probit' is not a link of regression"),
+    ("als-r.fm", "task", "c", "link: 'identity' is not a link of classification"),
+    ("sgd-c.fm", "meta.relations", "r", "meta.relations: expected a list"),
+    ("sgd-c.fm", "meta.relations", [{"name": 3, "offset": 0, "n_features": 1}], "meta.relations[0].name"),
+    ("sgd-c.fm", "meta.relations", [{"name": "r", "offset": "0", "n_features": 1}], "meta.relations[0].offset"),
+    ("sgd-c.fm", "meta.relations", [{"name": "r"}], "meta.relations[0].offset"),
+    ("sgd-c.fm", "meta.relations", [{"name": "r", "offset": 0, "n_features": 10 ** 9}],
+     "meta.relations[0].n_features: offset 0 + 1000000000 features exceed"),
+    ("sgd-c.fm", "meta.relations", [{"name": "a", "offset": 5, "n_features": 5},
+                                    {"name": "b", "offset": 7, "n_features": 1}], "meta.relations[1].offset"),
+    ("sgd-c.fm", "meta.relations", [None], "meta.relations[0]: expected an object"),
+    ("sgd-c.fm", "meta", [], "meta: expected an object"),
+    ("sgd-c.fm", "meta.options", 7, "meta.options: expected an object"),
+    ("sgd-c.fm", "meta.options.dim", [1, 1], "meta.options.dim: expected three integers"),
+    ("sgd-c.fm", "meta.options.dim", [1, 1, 3], "meta.options.dim: [1, 1, 3] contradicts"),
+    ("sgd-c.fm", "meta.options.task", "r", "meta.options.task: 'r' contradicts task 'c'"),
+    ("sgd-c.fm", "meta.options.iter", -3, "meta.options.iter"),
+    ("sgd-c.fm", "meta.options.learn_rate", "fast", "meta.options.learn_rate"),
+    ("sgd-c.fm", "meta.options.optimizer", "rmsprop", "meta.options.optimizer"),
+    ("sgd-c.fm", "meta.method", "newton", "meta.method"),
+    ("sgd-c.fm", "meta.source_format", "csv", "meta.source_format"),
+    ("sgd-c.fm", "k", "2", "k: expected an integer"),
+    ("sgd-c.fm", "use_w0", 1, "use_w0: expected true or false"),
+    ("sgd-c.fm", "y_min", [0], "y_min: expected a finite number"),
+    ("sgd-c.fm", "fmcli_version", 1, "fmcli_version"),
+    ("sgd-c.fm", "colour", "red", "colour: unknown field"),
+    ("mcmc-c.fm", "sample_dtype", "float16", "sample_dtype: expected one of 'float32', 'float64'"),
+    ("mcmc-c.fm", "meta.options.keep_samples", 1.5, "meta.options.keep_samples"),
+])
+def test_edited_metadata_is_refused_naming_the_field(tmp_path, run, trained_files, name, field, value, named):
+    """Metadata edited and re-signed: exit 2, one line naming the file and the field, for
+    predict and for a warm start (never a TypeError / KeyError / wrong probabilities)."""
+    folder, files = trained_files
+    path = write(tmp_path / name, edit_meta(files[name], _set(field, value)))
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata")
+    test = f"{data}/clicks.test.libfm" if name.endswith("-c.fm") else f"{data}/movies.test.libfm"
+    for args in (["predict", "-model", path, "-test", test, "-out", tmp_path / "p"],
+                 ["train", "-task", name[-4], "-load_model", path, "-train", test, "-test", test,
+                  "-iter", "1", "-out", tmp_path / "p"]):
+        code, out, err = run(*args)
+        lines = err.strip().split("\n")
+        assert code == 2 and len(lines) == 1 and out == "", (args[0], err)
+        assert lines[0].startswith(f"fmcli: error: {path}:") and f"bad model metadata: {named}" in lines[0], err
+        assert not (tmp_path / "p").exists()
+
+
+def test_edited_metadata_mcmc_layout(tmp_path, run, trained_files):
+    """Shapes in the metadata must match the sample lines."""
+    folder, files = trained_files
+    for field, value, words in [("n_samples", 2, "unexpected line '#fmcli-sample 2 "),
+                                ("n_samples", 9, "expected the line '#fmcli-sample 3 ...'"),
+                                ("sample_dtype", "float64", "base64 characters, expected")]:
+        path = write(tmp_path / "m.fm", edit_meta(files["mcmc-c.fm"], _set(field, value)))
+        code, out, err = run("predict", "-model", path, "-test", path, "-out", tmp_path / "p")
+        assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value, words", [("1e200", "absurd value"), ("-1e151", "absurd value"),
+                                          ("inf", "non-finite value"), ("nan", "non-finite value")])
+def test_absurd_or_non_finite_parameters_are_refused(tmp_path, run, trained_files, value, words):
+    folder, files = trained_files
+    lines = body_of(files["als-r.fm"]).split(b"\n")
+    at = lines.index(b"#pairwise interactions Vj,f") + 3
+    lines[at - 1] = value.encode() + b" 0.5"
+    path = write(tmp_path / "m.fm", resign(b"\n".join(lines)))
+    code, out, err = run("predict", "-model", path, "-test", path, "-out", "-")
+    assert code == 2 and out == "" and f"{path}:{at}: {words} in the pairwise section" in err, err
+    model = load_model(write(tmp_path / "ok.fm", files["als-r.fm"]))
+    model.V[0, 0] = float(value)
+    with pytest.raises(FmcliError, match="non-finite|absurd"):
+        save_model(tmp_path / "never.fm", model)
+    assert not (tmp_path / "never.fm").exists()
+
+
+def test_predict_defaults_to_the_model_task_and_warns_on_regression_targets(tmp_path, run, trained_files):
+    folder, files = trained_files
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata")
+    for name in ("sgd-c.fm", "mcmc-c.fm"):
+        model = write(tmp_path / name, files[name])
+        code, out, err = run("predict", "-model", model, "-test", f"{data}/movies.test.libfm", "-out", "-")
+        assert code == 0 and len(out.split()) == 2400
+        assert all(0 <= float(p) <= 1 for p in out.split())       # the model's task: probabilities
+        warnings = [line for line in err.split("\n") if line.startswith("fmcli: warning:")]
+        assert len(warnings) == 1 and f"{data}/movies.test.libfm: row 1 has target 2, not a class" in warnings[0] \
+            and str(model) in warnings[0], err
+        # class data: no warning
+        code, out, err = run("predict", "-model", model, "-test", f"{data}/clicks.test.libfm", "-out", "-")
+        assert code == 0 and "warning" not in err and "accuracy=" in err
+    # a regression model on class data is fine (0/1 targets are numbers too)
+    code, out, err = run("predict", "-model", write(tmp_path / "r.fm", files["als-r.fm"]),
+                         "-test", f"{data}/clicks.test.libfm", "-out", tmp_path / "p")
+    assert code == 0 and "warning" not in err and "rmse=" in err
