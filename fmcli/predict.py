@@ -13,6 +13,12 @@ from fmcli.io.atomic import atomic_output, check_writable
 from fmcli.io.predictions import format_predictions
 
 
+# the multiply-adds (entries x (k + 1)) of one kernel call below which it runs on one thread:
+# waking the others costs more than they save (an MCMC model makes a call per sample, and on a
+# busy machine each wake-up can take milliseconds; bench/model_size.py)
+PARALLEL_MIN_WORK = 1 << 20
+
+
 def run_predict(model_path, test_path, out_path="-", task=None, console=None, chunk_bytes=32 << 20,
                 relations=()):
     """Write one prediction per row of `test_path`; returns the number of rows scored.
@@ -20,6 +26,7 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
     predicted row comes from R.test."""
     from fmcli.errors import InputError, TrainingError
     from fmcli.io.modelfile import load_model
+    from fmcli.train import threads
 
     console = console or Console()
     check_writable(out_path, "-out")
@@ -34,7 +41,9 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
                 if len(links) < chunk.n_rows:
                     raise InputError(rel.name + ".test", None, f"{n_rows + len(links)} relation row indices "
                                      f"for at least {n_rows + chunk.n_rows} rows of {test_path}")
-            pred = model.predict(*chunk.csr(), relations=part)
+            # a chunk too small to share: one thread (the result does not depend on the count)
+            with threads(1 if len(chunk.indices) * (model.k + 1) < PARALLEL_MIN_WORK else 0):
+                pred = model.predict(*chunk.csr(), relations=part)
             if not np.isfinite(pred).all():
                 raise TrainingError(f"{model_path}: the model gives NaN or inf predictions")
             out.write(format_predictions(pred))

@@ -20,30 +20,41 @@ double), so a save/load round trip is exact; C's `atof` parses them too. libFM w
 significant digits and loses precision. Note that libFM itself can never reload a model
 with k = 1 (its reader splits V lines on spaces) — fmcli can.
 
-Then fmcli's trailer, which libFM ignores:
+Then fmcli's trailer, which libFM ignores. Every line of it starts with '#', so that a
+program that reads a libFM model by its '#' section headers (every other line is data of the
+last section, as libFM wrappers do) finds exactly the three sections above:
 
-    #fmcli samples S                 (only for a model with samples: MCMC)
-    #sample 0                        S sections: the w0 line (if used), n w lines (if used),
-    ...                              n V lines, without section headers
+    #fmcli-sample 0 <base64>         (only for a model with samples: MCMC; S lines)
+    ...
     #fmcli-meta {one-line JSON}
     #fmcli-sha256 <hex>              SHA-256 of every byte before this line
+
+Sample line s holds the base64 (RFC 4648, with padding) of sample s's w0 as <f8 (if use_w0),
+w (if use_w) and V row by row, w and V as the metadata's `sample_dtype` (float32, the type MCMC
+keeps them in, or float64): exact, and about 5.3 bytes per value instead of ~20 as text.
+
+Format versions: 2 stores samples so; 1 (fmcli before 2) stored them as text sections after
+the pairwise one ('#fmcli samples S', then per sample '#sample s' and its w0, w, V lines
+without libFM headers), which header-based parsers read as more rows of V. Version 1 files
+are still read. A model without samples is written as version 1: its layout did not change,
+so the file is byte for byte what earlier versions wrote, and they can read it.
 
 For a model with samples the libFM sections hold the model's own w0, w, V, which by
 FMModel's convention are the last sample; a program that reads only the libFM part
 therefore gets the last MCMC draw, not the posterior average.
 
 The JSON holds {"format": "fmcli-model", "format_version", "fmcli_version", "task", "link",
-"use_w0", "use_w", "k", "n_features", "y_min", "y_max", "n_samples", "meta"}; `meta` is
-the model's own meta dict (method, training options). Infinite y_min / y_max are stored
-as the strings "-inf" / "inf" (JSON has no infinity); non-finite floats and non-JSON
-objects inside `meta` are stored as strings, tuples as lists. Parameters that are
-switched off (w0 without use_w0, w without use_w) are not stored in the text format and
-load as zeros.
+"use_w0", "use_w", "k", "n_features", "y_min", "y_max", "n_samples", "meta"} and, with
+samples in version 2, "sample_dtype"; `meta` is the model's own meta dict (method, training
+options, relations). Infinite y_min / y_max are stored as the strings "-inf" / "inf" (JSON
+has no infinity); non-finite floats and non-JSON objects inside `meta` are stored as strings,
+tuples as lists. Parameters that are switched off (w0 without use_w0, w without use_w) are
+not stored in the text format and load as zeros.
 
 Binary format (*.npz)
 ---------------------
 np.savez (uncompressed) with float64 little-endian arrays w0 (shape ()), w, V and, for a
-model with samples, w0s (S,), ws (S, n), Vs (S, n, k); `meta` is the same JSON as UTF-8
+model with samples, w0s (S,) float64, ws (S, n) and Vs (S, n, k) as sample_dtype; `meta` is the same JSON as UTF-8
 bytes in a uint8 array, and `sha256` (uint8, ASCII hex) is the SHA-256 over the meta bytes
 and every array's name, dtype, shape and bytes. It is read with allow_pickle=False, and
 stores every parameter as is (also switched-off ones).
@@ -51,8 +62,12 @@ stores every parameter as is (also switched-off ones).
 Loading
 -------
 An fmcli file (text with any line starting with `#fmcli`, or an npz) is checked
-thoroughly: checksum, format name and version, shapes against the metadata, every value
-finite. A file that has `#fmcli` lines but does not end with the `#fmcli-sha256` line
+thoroughly: checksum, format name and version, every metadata field against the schema
+(_schema_meta: types, allowed values, agreement with each other, e.g. a classification
+model's link is logistic or probit, relations fit in n_features), shapes against the
+metadata, every parameter finite and within ±PARAM_LIMIT (this holds for libFM files too). A
+file edited with a recomputed checksum is therefore refused naming the field
+("bad model metadata: FIELD: problem"), never half-used. A file that has `#fmcli` lines but does not end with the `#fmcli-sha256` line
 is a truncated or damaged fmcli file and is refused.
 
 A text file without any `#fmcli` line is a libFM model. Its layout is inferred: the
