@@ -931,3 +931,43 @@ def test_predict_defaults_to_the_model_task_and_warns_on_regression_targets(tmp_
     code, out, err = run("predict", "-model", write(tmp_path / "r.fm", files["als-r.fm"]),
                          "-test", f"{data}/clicks.test.libfm", "-out", tmp_path / "p")
     assert code == 0 and "warning" not in err and "rmse=" in err
+
+
+def _meta_paths(obj, prefix=()):
+    """Every path to a value inside the metadata dict (dict keys and list indices)."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield prefix + (key,)
+        yield from _meta_paths(value, prefix + (key,))
+
+
+@pytest.mark.parametrize("name", ["sgd-c.fm", "mcmc-c.fm", "als-r.fm"])
+def test_any_edited_metadata_field_loads_or_is_an_input_error(tmp_path, trained_files, name):
+    """Each field of real metadata (plus relations) set to values of every JSON type and
+    re-signed: the file loads and predicts, or is refused with InputError, never anything else."""
+    from fmcli.predict import model_relations
+
+    folder, files = trained_files
+    base = edit_meta(files[name], lambda m: m["meta"].update(
+        relations=[{"name": "rel", "offset": 1, "n_features": 2}]))
+    body = body_of(base).split(b"\n")
+    meta = json.loads(body[-2][len(b"#fmcli-meta "):])
+    rng = np.random.default_rng(0)
+    values = [None, True, -1, 0, 3, 2.5, 1e308, "x", "inf", "float32", [], [1, 2, 3], {}, {"a": 1}]
+    indptr, indices, data = random_csr(20, meta["n_features"], rng)
+    for path in _meta_paths(meta):
+        for value in values:
+            def setp(m, path=path, value=value):
+                for p in path[:-1]:
+                    m = m[p]
+                m[path[-1]] = value
+            f = write(tmp_path / "m.fm", edit_meta(base, setp))
+            try:
+                model = load_model(f)
+            except InputError:
+                continue
+            try:
+                model_relations(model, f, ())
+            except FmcliError:
+                pass
+            assert np.isfinite(model.predict(indptr, indices, data)).all()
