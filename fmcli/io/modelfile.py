@@ -416,7 +416,6 @@ def _check_version(meta, err):
 _TOP_FIELDS = ("format", "format_version", "fmcli_version", "task", "link", "use_w0", "use_w",
                "k", "n_features", "y_min", "y_max", "n_samples", "meta")
 _TASK_LINKS = {"r": ("identity",), "c": ("logistic", "probit")}
-_OPTIMIZERS = ("sgd", "adagrad", "adam")
 
 
 class _BadField(Exception):
@@ -495,11 +494,19 @@ def _schema_meta(meta):
     return out
 
 
+def _name(d, field, *, where=""):
+    """A name that is recorded, not acted on (method, optimizer): a non-empty string or None.
+    Its allowed values belong to the training side (fmcli.plan), which this module must not
+    import (plan loads models)."""
+    x = d.get(field)
+    if x is not None and (not isinstance(x, str) or not x):
+        _bad(where + field, f"expected a name, found {x!r}")
+    return x
+
+
 def _schema_user_meta(user, top):
     """The fields of the model's own `meta` that fmcli reads."""
-    from fmcli.plan import METHODS
-
-    method = _choice(user, "method", METHODS, where="meta.", optional=True)
+    method = _name(user, "method", where="meta.")
     if "source_format" in user:
         _choice(user, "source_format", ("libfm",), where="meta.")
     if "options" in user:
@@ -509,7 +516,7 @@ def _schema_user_meta(user, top):
         where = "meta.options."
         if "task" in opts and _choice(opts, "task", tuple(TASK_NAMES), where=where) != top["task"]:
             _bad(where + "task", f"{opts['task']!r} contradicts task {top['task']!r}")
-        if "method" in opts and _choice(opts, "method", METHODS, where=where) != method:
+        if "method" in opts and _name(opts, "method", where=where) != method:
             _bad(where + "method", f"{opts['method']!r} contradicts meta.method {method!r}")
         if "dim" in opts:
             dim = opts["dim"]
@@ -530,8 +537,7 @@ def _schema_user_meta(user, top):
                 if not values or not all(_is_number(v) and v >= 0 for v in values):
                     _bad(where + key, f"expected {'numbers' if key == 'regular' else 'a number'} >= 0, "
                                       f"found {x!r}")
-        if "optimizer" in opts:
-            _choice(opts, "optimizer", _OPTIMIZERS, where=where, optional=True)
+        _name(opts, "optimizer", where=where)
     if "relations" in user:
         rels = user["relations"]
         if not isinstance(rels, list):
