@@ -248,7 +248,8 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
      help="Rows to score; targets optional (a row may start with its first id:value); '-' reads stdin.")
 @opt("-out", default="-", show_default=True, metavar="FILE", help="Where to write predictions; '-' = stdout.")
 @opt("-task", type=click.Choice(["r", "c"], case_sensitive=False),
-     help="Check the model's task (needed for libFM models of classification; default r).")
+     help="Default: the model's own task (r for a libFM model, which does not record it); an fmcli "
+          "model of the other task is refused. A classifier warns about targets other than -1, 0, 1.")
 @opt("-relation", "relation", default="", metavar="NAMES",
      help="The relations the model was trained with (then required), comma-separated base names; each "
           "row's relation row comes from R.test.")

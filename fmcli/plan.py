@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmcli.errors import InputError, UsageError
+from fmcli.errors import UsageError
 from fmcli.io.atomic import check_writable
 from fmcli.learners.base import TrainOptions
 
@@ -111,10 +111,8 @@ def _load_model(job):
         raise UsageError(f"-dim {','.join(map(str, job.opts.dim))} does not match the loaded model's "
                          f"{','.join(map(str, dim))} ({job.load_model})")
     model.samples = None  # continue from the last state, not from an average
-    done = model.meta.get("iterations_done", 0)  # absent from libFM's and older fmcli files
-    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
-        raise InputError(job.load_model, None, f"bad iterations_done {done!r} in metadata")
-    return model, dim, done
+    # checked by the model file's schema; absent from libFM's and older fmcli files
+    return model, dim, model.meta.get("iterations_done", 0)
 
 
 def resolve(job):

@@ -14,6 +14,12 @@ from fmcli.io.predictions import format_predictions
 from fmcli.scoring import check_finite, chunks, metric_sums
 
 
+# the multiply-adds (entries x (k + 1)) of one kernel call below which it runs on one thread:
+# waking the others costs more than they save (an MCMC model makes a call per sample, and on a
+# busy machine each wake-up can take milliseconds; bench/model_size.py)
+PARALLEL_MIN_WORK = 1 << 20
+
+
 def run_predict(model_path, test_path, out_path="-", task=None, console=None, chunk_bytes=32 << 20,
                 relations=(), shards=None, workers=None, scheduler=None):
     """Write one prediction per row of `test_path`; returns the number of rows scored.
@@ -22,6 +28,7 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
     (fmcli.shards) on local processes, or on Dask (workers, scheduler)."""
     from fmcli.errors import InputError
     from fmcli.io.modelfile import load_model
+    from fmcli.train import threads
 
     console = console or Console()
     check_writable(out_path, "-out")
@@ -34,8 +41,8 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
                                             workers, scheduler)
         _report(console, model.task, out_path, n_rows, labeled, sums)
         return n_rows
-    classes = model.task == "c"
-    n_rows, labeled, sums = 0, True, np.zeros(2)
+    classes = model.task == "c"     # the model's own task, unless -task said otherwise
+    n_rows, labeled, sums, warned = 0, True, np.zeros(2), False
     with atomic_output(out_path) as out:
         for chunk in chunks(test_path, chunk_bytes):
             part = tuple((rel, links[n_rows:n_rows + chunk.n_rows]) for rel, links in rels)
@@ -43,11 +50,15 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
                 if len(links) < chunk.n_rows:
                     raise InputError(rel.name + ".test", None, f"{n_rows + len(links)} relation row indices "
                                      f"for at least {n_rows + chunk.n_rows} rows of {test_path}")
-            pred = model.predict(*chunk.csr(), relations=part)
+            # a chunk too small to share: one thread (the result does not depend on the count)
+            with threads(1 if len(chunk.indices) * (model.k + 1) < PARALLEL_MIN_WORK else 0):
+                pred = model.predict(*chunk.csr(), relations=part)
             check_finite(pred, model_path)
             out.write(format_predictions(pred))
             n_rows += chunk.n_rows
             labeled = labeled and bool(np.isfinite(chunk.y).all())
+            if classes and not warned:
+                warned = _warn_non_class_targets(chunk.y, n_rows - chunk.n_rows, test_path, model_path, console)
             if labeled:  # running sums keep memory flat; AUC needs all rows, so it is left out here
                 y = np.where(chunk.y > 0, 1.0, -1.0) if classes else chunk.y
                 sums += metric_sums(model.task, pred, y)
@@ -67,6 +78,19 @@ def _report(console, task, out_path, n_rows, labeled, sums):
         a, b = sums / n_rows
         m = {"rmse": np.sqrt(a), "mae": b} if task == "r" else {"accuracy": a, "logloss": b}
         console.info("Test\t" + "\t".join(f"{k}={v:.6g}" for k, v in m.items()))
+
+
+def _warn_non_class_targets(y, first_row, test_path, model_path, console):
+    """Warn (once: returns True) if targets of a classification model's rows are not classes:
+    such data is likely regression data given to the wrong model."""
+    odd = np.flatnonzero(np.isfinite(y) & (y != -1) & (y != 0) & (y != 1))
+    if not odd.size:
+        return False
+    i = int(odd[0])
+    console.warn(f"{test_path}: row {first_row + i + 1} has target {float(y[i]):g}, not a class (-1, 0 "
+                 f"or 1), but {model_path} is a classification model: are these regression data? "
+                 "(the metrics count targets > 0 as class +1)")
+    return True
 
 
 def _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards, workers, scheduler):

@@ -32,7 +32,7 @@ def make_model(n=7, k=3, *, use_w0=True, use_w=True, task="r", link=None, S=0, s
         ws[:, 1] = -0.0
         ws[:, 2] = 123456789.0
     if n >= 1 and k >= 1:
-        Vs[:, 0, 0] = 1.7976931348623157e308
+        Vs[:, 0, 0] = 9.999999999999999e149     # just under modelfile.PARAM_LIMIT
     if not use_w0:
         w0s[:] = 0.0
     if not use_w:
@@ -108,6 +108,51 @@ def write(path, data):
     return path
 
 
+def v1_text(model) -> bytes:
+    """The text file fmcli wrote before format version 2 (samples as text sections after the
+    pairwise section), as such files exist on users' disks."""
+    meta = modelfile._meta_dict(model)
+    meta["format_version"] = 1
+    meta.pop("sample_dtype", None)
+    rows = modelfile._format_rows
+    parts = []
+
+    def params(w0, w, V):
+        if model.use_w0:
+            parts.append(repr(float(w0)) + "\n")
+        if model.use_w:
+            parts.append(rows(np.asarray(w, float).reshape(-1, 1)))
+        parts.append(rows(np.asarray(V, float)))
+    for header, present in (("#global bias W0", model.use_w0), ("#unary interactions Wj", model.use_w)):
+        if present:
+            parts.append(header + "\n")
+            parts.append(repr(float(model.w0)) + "\n" if "bias" in header
+                         else rows(np.asarray(model.w, float).reshape(-1, 1)))
+    parts.append("#pairwise interactions Vj,f\n" + rows(np.asarray(model.V, float)))
+    if model.samples is not None:
+        parts.append(f"#fmcli samples {len(model.samples[0])}\n")
+        for s in range(len(model.samples[0])):
+            parts.append(f"#sample {s}\n")
+            params(*(a[s] for a in model.samples))
+    parts.append("#fmcli-meta " + modelfile._meta_json(meta) + "\n")
+    return resign("".join(parts).encode())
+
+
+def libfm_sections(text):
+    """How libFM wrappers read a model file: a '#' line opens a section, every other line is
+    data of the last section. Returns [(header, data lines)] of the sections holding data, and
+    the number of data lines before the first header."""
+    sections, before = [], 0
+    for line in text.split("\n")[:-1]:
+        if line.startswith("#"):
+            sections.append((line, []))
+        elif sections:
+            sections[-1][1].append(line)
+        else:
+            before += 1
+    return [(h, d) for h, d in sections if d], before
+
+
 # ----------------------------------------------------------------------------- round trips
 
 DIMS = [
@@ -167,20 +212,96 @@ def test_text_layout_is_libfm(tmp_path):
     assert lines[6] == "#pairwise interactions Vj,f"
     for j in range(3):
         assert lines[7 + j].split(" ") == [repr(v) for v in model.V[j].tolist()]
-    assert lines[10] == "#fmcli samples 2" and lines[11] == "#sample 0"
+    assert lines[10].startswith("#fmcli-sample 0 ") and lines[11].startswith("#fmcli-sample 1 ")
     assert lines[-1] == ""
     assert lines[-2].startswith("#fmcli-sha256 ")
     assert hashlib.sha256(text[:text.rindex("#fmcli-sha256")].encode()).hexdigest() == lines[-2].split()[1]
     meta = json.loads(lines[-3][len("#fmcli-meta "):])
-    assert meta["format"] == "fmcli-model" and meta["format_version"] == FORMAT_VERSION == 1
-    assert meta["fmcli_version"] == fmcli.__version__
+    assert meta["format"] == "fmcli-model" and meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["fmcli_version"] == fmcli.__version__ and meta["sample_dtype"] == "float64"
     assert meta["y_min"] == "-inf" and meta["y_max"] == "inf"
     assert (meta["task"], meta["link"], meta["k"], meta["n_features"], meta["n_samples"]) == ("c", "probit", 2, 3, 2)
+    # each sample line: base64 of w0 <f8, w and V in sample_dtype (here float64)
+    import base64
+    raw = base64.b64decode(lines[11].split(" ")[2], validate=True)
+    assert np.frombuffer(raw, "<f8").tolist() == [model.samples[0][1], *model.samples[1][1],
+                                                  *model.samples[2][1].ravel()]
     # a positional libFM reader (the file with its fmcli trailer cut off) sees the last sample
-    libfm_part = text[:text.index("#fmcli samples")]
+    libfm_part = text[:text.index("#fmcli-sample")]
     cut = load_model(write(tmp_path / "cut", libfm_part.encode()), task="c")
     assert cut.w0 == model.w0 and np.array_equal(cut.w, model.w) and np.array_equal(cut.V, model.V)
     assert np.array_equal(cut.V, model.samples[2][-1])
+
+
+def float32_samples(model):
+    """The model with its samples' w and V in float32, as MCMC keeps them."""
+    w0s, ws, Vs = model.samples
+    ws, Vs = (np.clip(a, -3e38, 3e38).astype(np.float32) for a in (ws, Vs))
+    model.samples = (w0s, ws, Vs)
+    return model
+
+
+@pytest.mark.parametrize("dims", DIMS, ids=lambda d: "-".join(f"{a}{b}" for a, b in d.items()))
+@pytest.mark.parametrize("S", [0, 3])
+def test_file_parses_as_exactly_libfms_three_sections(tmp_path, dims, S):
+    """Wrappers of libFM read a model by its '#' headers (every other line is data of the
+    last section): an fmcli file, with samples too, is exactly libFM's sections to them."""
+    model = make_model(S=S, **dims)
+    if S:
+        float32_samples(model)
+    save_model(tmp_path / "m", model)
+    sections, before = libfm_sections((tmp_path / "m").read_text())
+    n, k = model.V.shape
+    want = [("#global bias W0", 1)] * model.use_w0 + [("#unary interactions Wj", n)] * model.use_w \
+        + [("#pairwise interactions Vj,f", n)]
+    assert before == 0
+    assert [(h, len(d)) for h, d in sections] == [(h, c) for h, c in want if c]   # n = 0: no data
+    if n and k:
+        assert [[float(x) for x in line.split(" ")] for line in sections[-1][1]] == model.V.tolist()
+
+
+def test_old_version_1_files_still_load(tmp_path):
+    """Files written before format version 2 load as they did (samples as text sections)."""
+    for S, dims in [(3, {}), (2, dict(use_w0=False)), (2, dict(use_w=False, k=1)), (1, dict(n=0))]:
+        model = make_model(S=S, **dims)
+        old = v1_text(model)
+        assert b"\n#fmcli samples " in old and b'"format_version": 1' in old
+        assert_same(model, load_model(write(tmp_path / "old.fm", old)))
+    # without samples nothing changed: the file is byte for byte what version 1 wrote
+    for dims in DIMS:
+        model = make_model(**dims)
+        save_model(tmp_path / "new.fm", model)
+        assert (tmp_path / "new.fm").read_bytes() == v1_text(model)
+
+
+def test_float32_samples_are_exact_and_compact(tmp_path):
+    model = float32_samples(make_model(n=50, k=8, S=20, seed=3))
+    for name in ("m.fm", "m.npz"):
+        save_model(tmp_path / name, model)
+        loaded = load_model(tmp_path / name)
+        assert_same(model, loaded)
+        assert [a.dtype for a in loaded.samples] == [np.float64, np.float32, np.float32]
+    values = 20 * 50 * 9
+    # base64 of 4-byte values plus a line header per sample, not ~20 characters per value
+    text_size = (tmp_path / "m.fm").stat().st_size
+    assert text_size < 5.5 * values + 20 * (8 * 4 / 3 + 25) + 25 * 51 * 9 + 2000, text_size
+    assert len(v1_text(model)) > 3 * text_size
+
+
+def test_mcmc_model_file_predicts_as_the_trained_model_bit_for_bit(tmp_path):
+    from conftest import fit, make_learner, recsys
+
+    for task in ("r", "c"):
+        p = recsys(7, n=600, n_test=200, task=task)
+        trained = fit(make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task), 12).final_model()
+        assert trained.samples[1].dtype == np.float32
+        want = trained.predict(*p.test.csr())
+        for name in ("m.fm", "m.npz"):
+            save_model(tmp_path / name, trained)
+            got = load_model(tmp_path / name).predict(*p.test.csr())
+            assert np.array_equal(got.view(np.int64), want.view(np.int64)), name
+        old = load_model(write(tmp_path / "old.fm", v1_text(trained)))
+        np.testing.assert_allclose(old.predict(*p.test.csr()), want, rtol=1e-12, atol=1e-12)
 
 
 def test_text_k0_writes_empty_v_lines(tmp_path):
@@ -305,7 +426,7 @@ def test_corrupted_byte_is_detected(tmp_path, text_file):
     with pytest.raises(InputError, match="checksum mismatch: file is corrupt or was edited"):
         load_bytes(tmp_path, bad)
     # a changed digit in a sample block and in the metadata
-    for marker in (b"#sample 1\n", b'"task": "r"'):
+    for marker in (b"#fmcli-sample 1 ", b'"task": "r"'):
         i = data.index(marker) + len(marker) + 1
         bad = data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]
         with pytest.raises(InputError, match="checksum mismatch"):
@@ -315,7 +436,7 @@ def test_corrupted_byte_is_detected(tmp_path, text_file):
 def test_truncated_text_file(tmp_path, text_file):
     model, path, data = text_file
     meta_at = data.index(b"#fmcli-meta")
-    samples_at = data.index(b"#fmcli samples")
+    samples_at = data.index(b"#fmcli-sample")
     for length in [len(data) - 1 - 64, len(data) - 20, meta_at + 30, meta_at, samples_at + 25,
                    samples_at + 5]:
         with pytest.raises(InputError, match=r"truncated model file \(no fmcli trailer\)") as e:
@@ -344,11 +465,12 @@ def test_wrong_format_version(tmp_path, text_file):
     def bump(m):
         m["format_version"] = FORMAT_VERSION + 1
     newer = edit_meta(data, bump)
-    with pytest.raises(InputError, match=r"format version 2 is newer.*format version 1") as e:
+    with pytest.raises(InputError, match=rf"format version {FORMAT_VERSION + 1} is newer.*format "
+                                         rf"version {FORMAT_VERSION}") as e:
         load_bytes(tmp_path, newer)
     assert "upgrade fmcli" in e.value.message
     # a newer file says so even when its checksum scheme is not one this version knows
-    with pytest.raises(InputError, match="format version 2 is newer"):
+    with pytest.raises(InputError, match=f"format version {FORMAT_VERSION + 1} is newer"):
         load_bytes(tmp_path, body_of(newer) + b"#fmcli-sha256 " + b"f" * 64 + b"\n")
     for bad_version in [0, "1", 1.5, None, True]:
         def setv(m, v=bad_version):
@@ -386,11 +508,18 @@ def test_bad_metadata(tmp_path, text_file):
     ("n_features", -1, "expected the '#pairwise interactions Vj,f' header (n_features=5, k=3)"),
     ("k", +1, "expected 4 values"),
     ("k", -1, "expected 2 values"),
-    ("n_samples", +1, "expected '#fmcli samples 3'"),
-    ("n_samples", -2, "unexpected line '#fmcli samples 2'"),
+    ("n_samples", +1, "expected the line '#fmcli-sample 2 ...' (n_samples=3"),
+    ("n_samples", -1, "unexpected line '#fmcli-sample 1 "),
+    ("n_samples", -2, "bad model metadata: sample_dtype: only for a model with samples"),
+    ("v1 n_samples", +1, "expected '#fmcli samples 3'"),
+    ("v1 n_samples", -2, "unexpected line '#fmcli samples 2'"),
+    ("v1 n_features", +1, "ends after 6 rows, expected 7"),
+    ("v1 k", -1, "expected 2 values"),
 ])
 def test_wrong_shapes(tmp_path, text_file, key, delta, words):
     model, path, data = text_file
+    if key.startswith("v1 "):      # a file written before format version 2
+        key, data = key[3:], v1_text(model)
 
     def change(m):
         m[key] += delta
@@ -604,15 +733,16 @@ def test_failure_midway_through_text(tmp_path, monkeypatch):
     calls = []
     real = modelfile._format_rows
 
-    def flaky(M):
+    def flaky(*args):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == 2:
             raise MemoryError("midway")
-        return real(M)
-    monkeypatch.setattr(modelfile, "_format_rows", flaky)
+        return real(*args)
+    real = modelfile._sample_bytes
+    monkeypatch.setattr(modelfile, "_sample_bytes", flaky)      # in the second sample line
     with pytest.raises(MemoryError):
         save_model(path, make_model(S=3))
-    assert len(calls) == 4 and os.listdir(tmp_path) == []
+    assert len(calls) == 2 and os.listdir(tmp_path) == []
 
 
 def test_non_finite_model_is_not_saved(tmp_path):
@@ -637,10 +767,32 @@ def big_file(tmp_path_factory):
 def test_big_file_round_trip_and_errors(tmp_path, big_file):
     model, path, data = big_file
     assert_same(model, load_model(path))
+    import base64
     lines = body_of(data).split(b"\n")
+    target = lines.index(next(x for x in lines if x.startswith(b"#fmcli-sample 13 "))) + 1
+    line = lines[target - 1]
+    cut = len(b"#fmcli-sample 13 ")
+    # the bytes of sample 13's V[77, 0]: after w0 (8 bytes), w (600 values), 77 rows of V
+    at = 8 + 8 * (600 + 77 * 8)
+    raw = bytearray(base64.b64decode(line[cut:]))
+    raw[at:at + 8] = np.array([np.inf]).tobytes()
+    inf_line = line[:cut] + base64.b64encode(bytes(raw))
+    chars = 4 * -(-8 * (1 + 600 + 600 * 8) // 3)
+    for new, words in [(line[:-4], f"holds {chars - 4} base64 characters, expected {chars}"),
+                       (line[:cut + 100] + b"!" + line[cut + 101:], "bad base64"),
+                       (line[:cut - 3] + b"12 " + line[cut:], "expected the line '#fmcli-sample 13 ...'"),
+                       (inf_line, "sample 13: V holds non-finite parameters")]:
+        edited = lines.copy()
+        edited[target - 1] = new
+        with pytest.raises(InputError) as e:
+            load_bytes(tmp_path, resign(b"\n".join(edited)))
+        assert words in e.value.message and e.value.line == target, str(e.value)
+    # the same file as version 1 wrote it: samples as text lines
+    lines = body_of(v1_text(model)).split(b"\n")
     target = lines.index(b"#sample 13") + 1 + 1 + 600 + 77   # a V line of sample 13
     for new, words in [(b"1 2 3 4 5 6 7 x", "not a number"), (b"1 2 3 4 5 6 7", "expected 8 values"),
-                       (b"1 2 3 4 5 6 7 1e400", "non-finite"), (b"1 2 3 4 5 6 7 8 9", "expected 8 values")]:
+                       (b"1 2 3 4 5 6 7 1e400", "non-finite"), (b"1 2 3 4 5 6 7 8 9", "expected 8 values"),
+                       (b"1 2 3 4 5 6 7 1e200", "absurd value")]:
         edited = lines.copy()
         edited[target - 1] = new
         with pytest.raises(InputError) as e:
@@ -650,3 +802,173 @@ def test_big_file_round_trip_and_errors(tmp_path, big_file):
     edited = lines.copy()
     edited[target - 1] = b" " + edited[target - 1].replace(b" ", b"   ")
     assert_same(model, load_bytes(tmp_path, resign(b"\n".join(edited))))
+
+
+# ----------------------------------------------------------------------------- metadata schema (CLI)
+
+@pytest.fixture(scope="module")
+def trained_files(tmp_path_factory):
+    """Models written by `fmcli train`: (folder, {name: bytes}) of an SGD classifier, an
+    MCMC classifier with samples and an ALS regression model."""
+    from cli_contract import run_cli
+
+    d = tmp_path_factory.mktemp("trained")
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata")
+    runs = {"sgd-c.fm": ["-task", "c", "-method", "sgd", "-train", f"{data}/clicks.train.libfm"],
+            "mcmc-c.fm": ["-task", "c", "-method", "mcmc", "-train", f"{data}/clicks.train.libfm"],
+            "als-r.fm": ["-task", "r", "-method", "als", "-train", f"{data}/movies.train.libfm",
+                         "-regular", "0,1,1"]}
+    files = {}
+    for name, args in runs.items():
+        code, _, err = run_cli(["train", *args, "-iter", "3", "-dim", "1,1,2", "-save_model",
+                                d / name, "-q"])
+        assert code == 0, err
+        files[name] = (d / name).read_bytes()
+    return d, files
+
+
+def _set(path, value):
+    """fn(meta) that sets the field at `path` ("meta.options.dim": meta["meta"]["options"]["dim"])."""
+    def fn(m):
+        *parents, last = path.split(".")
+        for p in parents:
+            m = m[p]
+        m[last] = value
+    return fn
+
+
+@pytest.mark.parametrize("name, field, value, named", [
+    ("sgd-c.fm", "link", "identity", "link: 'identity' is not a link of classification"),
+    ("als-r.fm", "link", "probit", "link: 'probit' is not a link of regression"),
+    ("als-r.fm", "task", "c", "link: 'identity' is not a link of classification"),
+    ("sgd-c.fm", "meta.relations", "r", "meta.relations: expected a list"),
+    ("sgd-c.fm", "meta.relations", [{"name": 3, "offset": 0, "n_features": 1}], "meta.relations[0].name"),
+    ("sgd-c.fm", "meta.relations", [{"name": "r", "offset": "0", "n_features": 1}], "meta.relations[0].offset"),
+    ("sgd-c.fm", "meta.relations", [{"name": "r"}], "meta.relations[0].offset"),
+    ("sgd-c.fm", "meta.relations", [{"name": "r", "offset": 0, "n_features": 10 ** 9}],
+     "meta.relations[0].n_features: offset 0 + 1000000000 features exceed"),
+    ("sgd-c.fm", "meta.relations", [{"name": "a", "offset": 5, "n_features": 5},
+                                    {"name": "b", "offset": 7, "n_features": 1}], "meta.relations[1].offset"),
+    ("sgd-c.fm", "meta.relations", [None], "meta.relations[0]: expected an object"),
+    ("sgd-c.fm", "meta", [], "meta: expected an object"),
+    ("sgd-c.fm", "meta.options", 7, "meta.options: expected an object"),
+    ("sgd-c.fm", "meta.options.dim", [1, 1], "meta.options.dim: expected three integers"),
+    ("sgd-c.fm", "meta.options.dim", [1, 1, 3], "meta.options.dim: [1, 1, 3] contradicts"),
+    ("sgd-c.fm", "meta.options.task", "r", "meta.options.task: 'r' contradicts task 'c'"),
+    ("sgd-c.fm", "meta.options.iter", -3, "meta.options.iter"),
+    ("sgd-c.fm", "meta.options.learn_rate", "fast", "meta.options.learn_rate"),
+    ("sgd-c.fm", "meta.options.optimizer", 3, "meta.options.optimizer: expected a name"),
+    ("sgd-c.fm", "meta.method", ["sgd"], "meta.method: expected a name"),
+    ("sgd-c.fm", "meta.method", "als", "meta.options.method: 'sgd' contradicts meta.method 'als'"),
+    ("sgd-c.fm", "meta.source_format", "csv", "meta.source_format"),
+    ("sgd-c.fm", "k", "2", "k: expected an integer"),
+    ("sgd-c.fm", "use_w0", 1, "use_w0: expected true or false"),
+    ("sgd-c.fm", "y_min", [0], "y_min: expected a finite number"),
+    ("sgd-c.fm", "fmcli_version", 1, "fmcli_version"),
+    ("sgd-c.fm", "colour", "red", "colour: unknown field"),
+    ("mcmc-c.fm", "sample_dtype", "float16", "sample_dtype: expected one of 'float32', 'float64'"),
+    ("mcmc-c.fm", "meta.options.keep_samples", 1.5, "meta.options.keep_samples"),
+])
+def test_edited_metadata_is_refused_naming_the_field(tmp_path, run, trained_files, name, field, value, named):
+    """Metadata edited and re-signed: exit 2, one line naming the file and the field, for
+    predict and for a warm start (never a TypeError / KeyError / wrong probabilities)."""
+    folder, files = trained_files
+    path = write(tmp_path / name, edit_meta(files[name], _set(field, value)))
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata")
+    test = f"{data}/clicks.test.libfm" if name.endswith("-c.fm") else f"{data}/movies.test.libfm"
+    for args in (["predict", "-model", path, "-test", test, "-out", tmp_path / "p"],
+                 ["train", "-task", name[-4], "-load_model", path, "-train", test, "-test", test,
+                  "-iter", "1", "-out", tmp_path / "p"]):
+        code, out, err = run(*args)
+        lines = err.strip().split("\n")
+        assert code == 2 and len(lines) == 1 and out == "", (args[0], err)
+        assert lines[0].startswith(f"fmcli: error: {path}:") and f"bad model metadata: {named}" in lines[0], err
+        assert not (tmp_path / "p").exists()
+
+
+def test_edited_metadata_mcmc_layout(tmp_path, run, trained_files):
+    """Shapes in the metadata must match the sample lines."""
+    folder, files = trained_files
+    for field, value, words in [("n_samples", 2, "unexpected line '#fmcli-sample 2 "),
+                                ("n_samples", 9, "expected the line '#fmcli-sample 3 ...'"),
+                                ("sample_dtype", "float64", "base64 characters, expected")]:
+        path = write(tmp_path / "m.fm", edit_meta(files["mcmc-c.fm"], _set(field, value)))
+        code, out, err = run("predict", "-model", path, "-test", path, "-out", tmp_path / "p")
+        assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value, words", [("1e200", "absurd value"), ("-1e151", "absurd value"),
+                                          ("inf", "non-finite value"), ("nan", "non-finite value")])
+def test_absurd_or_non_finite_parameters_are_refused(tmp_path, run, trained_files, value, words):
+    folder, files = trained_files
+    lines = body_of(files["als-r.fm"]).split(b"\n")
+    at = lines.index(b"#pairwise interactions Vj,f") + 3
+    lines[at - 1] = value.encode() + b" 0.5"
+    path = write(tmp_path / "m.fm", resign(b"\n".join(lines)))
+    code, out, err = run("predict", "-model", path, "-test", path, "-out", "-")
+    assert code == 2 and out == "" and f"{path}:{at}: {words} in the pairwise section" in err, err
+    model = load_model(write(tmp_path / "ok.fm", files["als-r.fm"]))
+    model.V[0, 0] = float(value)
+    with pytest.raises(FmcliError, match="non-finite|absurd"):
+        save_model(tmp_path / "never.fm", model)
+    assert not (tmp_path / "never.fm").exists()
+
+
+def test_predict_defaults_to_the_model_task_and_warns_on_regression_targets(tmp_path, run, trained_files):
+    folder, files = trained_files
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata")
+    for name in ("sgd-c.fm", "mcmc-c.fm"):
+        model = write(tmp_path / name, files[name])
+        code, out, err = run("predict", "-model", model, "-test", f"{data}/movies.test.libfm", "-out", "-")
+        assert code == 0 and len(out.split()) == 2400
+        assert all(0 <= float(p) <= 1 for p in out.split())       # the model's task: probabilities
+        warnings = [line for line in err.split("\n") if line.startswith("fmcli: warning:")]
+        assert len(warnings) == 1 and f"{data}/movies.test.libfm: row 1 has target 2, not a class" in warnings[0] \
+            and str(model) in warnings[0], err
+        # class data: no warning
+        code, out, err = run("predict", "-model", model, "-test", f"{data}/clicks.test.libfm", "-out", "-")
+        assert code == 0 and "warning" not in err and "accuracy=" in err
+    # a regression model on class data is fine (0/1 targets are numbers too)
+    code, out, err = run("predict", "-model", write(tmp_path / "r.fm", files["als-r.fm"]),
+                         "-test", f"{data}/clicks.test.libfm", "-out", tmp_path / "p")
+    assert code == 0 and "warning" not in err and "rmse=" in err
+
+
+def _meta_paths(obj, prefix=()):
+    """Every path to a value inside the metadata dict (dict keys and list indices)."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield prefix + (key,)
+        yield from _meta_paths(value, prefix + (key,))
+
+
+@pytest.mark.parametrize("name", ["sgd-c.fm", "mcmc-c.fm", "als-r.fm"])
+def test_any_edited_metadata_field_loads_or_is_an_input_error(tmp_path, trained_files, name):
+    """Each field of real metadata (plus relations) set to values of every JSON type and
+    re-signed: the file loads and predicts, or is refused with InputError, never anything else."""
+    from fmcli.predict import model_relations
+
+    folder, files = trained_files
+    base = edit_meta(files[name], lambda m: m["meta"].update(
+        relations=[{"name": "rel", "offset": 1, "n_features": 2}]))
+    body = body_of(base).split(b"\n")
+    meta = json.loads(body[-2][len(b"#fmcli-meta "):])
+    rng = np.random.default_rng(0)
+    values = [None, True, -1, 0, 3, 2.5, 1e308, "x", "inf", "float32", [], [1, 2, 3], {}, {"a": 1}]
+    indptr, indices, data = random_csr(20, meta["n_features"], rng)
+    for path in _meta_paths(meta):
+        for value in values:
+            def setp(m, path=path, value=value):
+                for p in path[:-1]:
+                    m = m[p]
+                m[path[-1]] = value
+            f = write(tmp_path / "m.fm", edit_meta(base, setp))
+            try:
+                model = load_model(f)
+            except InputError:
+                continue
+            try:
+                model_relations(model, f, ())
+            except FmcliError:
+                pass
+            assert np.isfinite(model.predict(indptr, indices, data)).all()

@@ -20,30 +20,41 @@ double), so a save/load round trip is exact; C's `atof` parses them too. libFM w
 significant digits and loses precision. Note that libFM itself can never reload a model
 with k = 1 (its reader splits V lines on spaces) — fmcli can.
 
-Then fmcli's trailer, which libFM ignores:
+Then fmcli's trailer, which libFM ignores. Every line of it starts with '#', so that a
+program that reads a libFM model by its '#' section headers (every other line is data of the
+last section, as libFM wrappers do) finds exactly the three sections above:
 
-    #fmcli samples S                 (only for a model with samples: MCMC)
-    #sample 0                        S sections: the w0 line (if used), n w lines (if used),
-    ...                              n V lines, without section headers
+    #fmcli-sample 0 <base64>         (only for a model with samples: MCMC; S lines)
+    ...
     #fmcli-meta {one-line JSON}
     #fmcli-sha256 <hex>              SHA-256 of every byte before this line
+
+Sample line s holds the base64 (RFC 4648, with padding) of sample s's w0 as <f8 (if use_w0),
+w (if use_w) and V row by row, w and V as the metadata's `sample_dtype` (float32, the type MCMC
+keeps them in, or float64): exact, and about 5.3 bytes per value instead of ~20 as text.
+
+Format versions: 2 stores samples so; 1 (fmcli before 2) stored them as text sections after
+the pairwise one ('#fmcli samples S', then per sample '#sample s' and its w0, w, V lines
+without libFM headers), which header-based parsers read as more rows of V. Version 1 files
+are still read. A model without samples is written as version 1: its layout did not change,
+so the file is byte for byte what earlier versions wrote, and they can read it.
 
 For a model with samples the libFM sections hold the model's own w0, w, V, which by
 FMModel's convention are the last sample; a program that reads only the libFM part
 therefore gets the last MCMC draw, not the posterior average.
 
 The JSON holds {"format": "fmcli-model", "format_version", "fmcli_version", "task", "link",
-"use_w0", "use_w", "k", "n_features", "y_min", "y_max", "n_samples", "meta"}; `meta` is
-the model's own meta dict (method, training options). Infinite y_min / y_max are stored
-as the strings "-inf" / "inf" (JSON has no infinity); non-finite floats and non-JSON
-objects inside `meta` are stored as strings, tuples as lists. Parameters that are
-switched off (w0 without use_w0, w without use_w) are not stored in the text format and
-load as zeros.
+"use_w0", "use_w", "k", "n_features", "y_min", "y_max", "n_samples", "meta"} and, with
+samples in version 2, "sample_dtype"; `meta` is the model's own meta dict (method, training
+options, relations). Infinite y_min / y_max are stored as the strings "-inf" / "inf" (JSON
+has no infinity); non-finite floats and non-JSON objects inside `meta` are stored as strings,
+tuples as lists. Parameters that are switched off (w0 without use_w0, w without use_w) are
+not stored in the text format and load as zeros.
 
 Binary format (*.npz)
 ---------------------
 np.savez (uncompressed) with float64 little-endian arrays w0 (shape ()), w, V and, for a
-model with samples, w0s (S,), ws (S, n), Vs (S, n, k); `meta` is the same JSON as UTF-8
+model with samples, w0s (S,) float64, ws (S, n) and Vs (S, n, k) as sample_dtype; `meta` is the same JSON as UTF-8
 bytes in a uint8 array, and `sha256` (uint8, ASCII hex) is the SHA-256 over the meta bytes
 and every array's name, dtype, shape and bytes. It is read with allow_pickle=False, and
 stores every parameter as is (also switched-off ones).
@@ -51,8 +62,12 @@ stores every parameter as is (also switched-off ones).
 Loading
 -------
 An fmcli file (text with any line starting with `#fmcli`, or an npz) is checked
-thoroughly: checksum, format name and version, shapes against the metadata, every value
-finite. A file that has `#fmcli` lines but does not end with the `#fmcli-sha256` line
+thoroughly: checksum, format name and version, every metadata field against the schema
+(_schema_meta: types, allowed values, agreement with each other, e.g. a classification
+model's link is logistic or probit, relations fit in n_features), shapes against the
+metadata, every parameter finite and within ±PARAM_LIMIT (this holds for libFM files too). A
+file edited with a recomputed checksum is therefore refused naming the field
+("bad model metadata: FIELD: problem"), never half-used. A file that has `#fmcli` lines but does not end with the `#fmcli-sha256` line
 is a truncated or damaged fmcli file and is refused.
 
 A text file without any `#fmcli` line is a libFM model. Its layout is inferred: the
@@ -81,6 +96,8 @@ never value by value in Python; a malformed run falls back to a line-by-line par
 names the bad line (bench/notes.md has the figures).
 """
 
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -97,10 +114,16 @@ from fmcli.errors import FmcliError, InputError, UsageError
 from fmcli.io.atomic import atomic_output
 from fmcli.model import LINKS, FMModel
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "load_model"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "PARAM_LIMIT", "save_model", "load_model"]
 
 FORMAT_NAME = "fmcli-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: samples as base64 '#fmcli-sample' lines; 1: samples as text
+# files without samples are written as version 1 (their layout did not change), so that
+# they stay byte for byte what earlier fmcli versions wrote and read
+_VERSION_WITHOUT_SAMPLES = 1
+# the largest |parameter| a model file may hold: beyond it a prediction overflows (v² x²
+# summed over a row), so such a value is damage or divergence, never a model
+PARAM_LIMIT = 1e150
 
 TASK_NAMES = {"r": "regression", "c": "classification"}
 
@@ -109,7 +132,9 @@ _HDR_W = "#unary interactions Wj"
 _HDR_V = "#pairwise interactions Vj,f"
 _META_PREFIX = "#fmcli-meta "
 _SHA_PREFIX = "#fmcli-sha256 "
-_SAMPLES_PREFIX = "#fmcli samples "
+_SAMPLES_PREFIX = "#fmcli samples "     # format version 1
+_SAMPLE_PREFIX = "#fmcli-sample "       # format version 2: '#fmcli-sample S BASE64'
+_SAMPLE_DTYPES = {"float32": "<f4", "float64": "<f8"}
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _F8 = np.dtype("<f8")
@@ -147,24 +172,54 @@ def _check_model(model):
         raise ValueError(f"unknown task {model.task!r}")
     if model.link not in LINKS:
         raise ValueError(f"unknown link {model.link!r}")
-    arrays = [np.asarray(model.w0, float), np.asarray(model.w, float), np.asarray(model.V, float)]
+    arrays = [np.asarray(model.w0, float), np.asarray(model.w), np.asarray(model.V)]
     if model.samples is not None:
-        w0s, ws, Vs = (np.asarray(a, float) for a in model.samples)
+        w0s, ws, Vs = (np.asarray(a) for a in model.samples)
         S = w0s.shape[0] if w0s.ndim == 1 else -1
         if S < 1 or ws.shape != (S, n) or Vs.shape != (S, n, k):
             raise ValueError(f"inconsistent sample shapes: {w0s.shape}, {ws.shape}, {Vs.shape} "
                              f"for n={n}, k={k}")
         arrays += [w0s, ws, Vs]
-    if not all(np.isfinite(a).all() for a in arrays):
-        raise FmcliError("the model has non-finite parameters (NaN or inf); it was not saved")
+    for a in arrays:
+        bad = _first_bad_value(a)
+        if bad is not None:
+            raise FmcliError(f"the model has {_bad_value_words(a.ravel()[bad])}; it was not saved")
     if math.isnan(model.y_min) or math.isnan(model.y_max):
         raise ValueError("y_min / y_max must not be NaN")
 
 
+def _first_bad_value(a, rows=1 << 20):
+    """Flat index of the first value of `a` that is NaN, infinite or beyond ±PARAM_LIMIT, or
+    None (in slices, so that no temporary of the array's size is made)."""
+    flat = np.asarray(a).reshape(-1)
+    if flat.dtype.kind != "f":
+        flat = flat.astype(np.float64)
+    limit = flat.dtype.type(min(PARAM_LIMIT, float(np.finfo(flat.dtype).max)))
+    for i in range(0, flat.size, rows):
+        ok = np.abs(flat[i:i + rows]) <= limit
+        if not ok.all():
+            return i + int(np.argmin(ok))
+    return None
+
+
+def _bad_value_words(x):
+    x = float(x)
+    if not math.isfinite(x):
+        return f"non-finite parameters (NaN or inf: {x!r})"
+    return f"an absurd parameter value {x!r} (|value| > {PARAM_LIMIT:g}: predictions would overflow)"
+
+
+def _sample_dtype(model):
+    """"float32" when w and V of every sample are float32 (MCMC keeps them so), else "float64"
+    (exact for any float array)."""
+    _, ws, Vs = model.samples
+    return "float32" if ws.dtype == np.float32 and Vs.dtype == np.float32 else "float64"
+
+
 def _meta_dict(model):
-    return {
+    meta = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if model.samples is not None else _VERSION_WITHOUT_SAMPLES,
         "fmcli_version": __version__,
         "task": model.task,
         "link": model.link,
@@ -177,6 +232,9 @@ def _meta_dict(model):
         "n_samples": 0 if model.samples is None else int(len(model.samples[0])),
         "meta": _jsonable(model.meta or {}),
     }
+    if model.samples is not None:
+        meta["sample_dtype"] = _sample_dtype(model)
+    return meta
 
 
 def _encode_bound(x):
@@ -225,14 +283,6 @@ def _row_chunks(M):
         yield _format_rows(M[a:a + _ROWS_PER_CHUNK])
 
 
-def _param_chunks(model, w0, w, V):
-    if model.use_w0:
-        yield repr(float(w0)) + "\n"
-    if model.use_w:
-        yield from _row_chunks(np.asarray(w, np.float64).reshape(-1, 1))
-    yield from _row_chunks(np.asarray(V, np.float64))
-
-
 def _text_chunks(model, meta):
     if model.use_w0:
         yield _HDR_W0 + "\n" + repr(float(model.w0)) + "\n"
@@ -242,12 +292,23 @@ def _text_chunks(model, meta):
     yield _HDR_V + "\n"
     yield from _row_chunks(np.asarray(model.V, np.float64))
     if model.samples is not None:
+        dtype = np.dtype(_SAMPLE_DTYPES[meta["sample_dtype"]])
         w0s, ws, Vs = model.samples
-        yield f"{_SAMPLES_PREFIX}{len(w0s)}\n"
         for s in range(len(w0s)):
-            yield f"#sample {s}\n"
-            yield from _param_chunks(model, w0s[s], ws[s], Vs[s])
+            yield f"{_SAMPLE_PREFIX}{s} " + base64.b64encode(
+                _sample_bytes(model, w0s[s], ws[s], Vs[s], dtype)).decode("ascii") + "\n"
     yield _META_PREFIX + _meta_json(meta) + "\n"
+
+
+def _sample_bytes(model, w0, w, V, dtype):
+    """One sample's payload: w0 as <f8 (if use_w0), w (if use_w) and V row by row as `dtype`."""
+    parts = []
+    if model.use_w0:
+        parts.append(np.asarray(w0, _F8).tobytes())
+    if model.use_w:
+        parts.append(np.ascontiguousarray(w, dtype).tobytes())
+    parts.append(np.ascontiguousarray(V, dtype).tobytes())
+    return b"".join(parts)
 
 
 def _array_digest(meta_bytes, arrays):
@@ -266,8 +327,9 @@ def _npz_bytes(model, meta):
               "V": np.ascontiguousarray(model.V, _F8)}
     if model.samples is not None:
         w0s, ws, Vs = model.samples
-        arrays.update(w0s=np.ascontiguousarray(w0s, _F8), ws=np.ascontiguousarray(ws, _F8),
-                      Vs=np.ascontiguousarray(Vs, _F8))
+        dtype = _SAMPLE_DTYPES[meta["sample_dtype"]]
+        arrays.update(w0s=np.ascontiguousarray(w0s, _F8), ws=np.ascontiguousarray(ws, dtype),
+                      Vs=np.ascontiguousarray(Vs, dtype))
     meta_bytes = _meta_json(meta).encode("ascii")
     digest = _array_digest(meta_bytes, arrays)
     buf = io.BytesIO()
@@ -318,19 +380,6 @@ def _read_bytes(path):
 
 # --- metadata
 
-def _decode_bound(x, name, err):
-    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
-        raise err(f"bad {name} in metadata: {x!r}")
-    if isinstance(x, str):
-        if x not in ("inf", "-inf", "+inf"):
-            raise err(f"bad {name} in metadata: {x!r}")
-        return float(x)
-    x = float(x)
-    if math.isnan(x):
-        raise err(f"bad {name} in metadata: NaN")
-    return x
-
-
 def _parse_meta_json(text, err):
     def no_constants(c):
         raise ValueError(f"{c} is not allowed")
@@ -357,33 +406,168 @@ def _check_version(meta, err):
                   f"upgrade fmcli (the file was written by fmcli {meta.get('fmcli_version', '?')})")
 
 
+# The metadata schema. Every field is checked for its type and allowed values and against
+# the others (the arrays' shapes are checked against it where the arrays are read), so that
+# an edited file whose checksum was recomputed is refused with the field named, never
+# half-used. Inside `meta`, the fields fmcli reads (method, options, relations,
+# source_format) are checked the same way; others are kept as they are, since nothing
+# reads them.
+
+_TOP_FIELDS = ("format", "format_version", "fmcli_version", "task", "link", "use_w0", "use_w",
+               "k", "n_features", "y_min", "y_max", "n_samples", "meta")
+_TASK_LINKS = {"r": ("identity",), "c": ("logistic", "probit")}
+
+
+class _BadField(Exception):
+    """A metadata field that breaks the schema: (field path, problem)."""
+
+
+def _bad(field, problem):
+    raise _BadField(field, problem)
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _count(d, field, low=0, *, where=""):
+    x = d.get(field)
+    if not _is_int(x) or x < low:
+        _bad(where + field, f"expected an integer >= {low}, found {x!r}")
+    return x
+
+
+def _choice(d, field, allowed, *, where="", optional=False):
+    x = d.get(field)
+    if optional and x is None:
+        return None
+    if not isinstance(x, str) or x not in allowed:
+        _bad(where + field, f"expected one of {', '.join(map(repr, allowed))}, found {x!r}")
+    return x
+
+
+def _bound(d, field):
+    x = d.get(field)
+    if isinstance(x, str) and x in ("inf", "-inf", "+inf"):
+        return float(x)
+    if not _is_number(x):
+        _bad(field, f"expected a finite number, 'inf' or '-inf', found {x!r}")
+    return float(x)
+
+
+def _schema_meta(meta):
+    """The checked, normalised metadata dict (raises _BadField)."""
+    extra = sorted(set(meta) - set(_TOP_FIELDS) - {"sample_dtype"})
+    if extra:
+        _bad(extra[0], "unknown field")
+    version = meta["format_version"]
+    if not isinstance(meta.get("fmcli_version"), str):
+        _bad("fmcli_version", f"expected a string, found {meta.get('fmcli_version')!r}")
+    out = {"format_version": version, "task": _choice(meta, "task", tuple(TASK_NAMES))}
+    out["link"] = _choice(meta, "link", LINKS)
+    if out["link"] not in _TASK_LINKS[out["task"]]:
+        _bad("link", f"{out['link']!r} is not a link of {TASK_NAMES[out['task']]} (expected "
+                     f"{' or '.join(map(repr, _TASK_LINKS[out['task']]))})")
+    for key in ("use_w0", "use_w"):
+        if not isinstance(meta.get(key), bool):
+            _bad(key, f"expected true or false, found {meta.get(key)!r}")
+        out[key] = meta[key]
+    for key in ("k", "n_features", "n_samples"):
+        out[key] = _count(meta, key)
+    out["y_min"], out["y_max"] = _bound(meta, "y_min"), _bound(meta, "y_max")
+    if out["y_min"] > out["y_max"]:
+        _bad("y_min", f"{out['y_min']} > y_max {out['y_max']}")
+    out["sample_dtype"] = None
+    if version >= 2 and out["n_samples"]:
+        out["sample_dtype"] = _choice(meta, "sample_dtype", tuple(_SAMPLE_DTYPES))
+    elif "sample_dtype" in meta:
+        _bad("sample_dtype", "only for a model with samples in format version 2 or later")
+    user = meta.get("meta")
+    if not isinstance(user, dict):
+        _bad("meta", f"expected an object, found {type(user).__name__}")
+    _schema_user_meta(user, out)
+    out["meta"] = user
+    return out
+
+
+def _name(d, field, *, where=""):
+    """A name that is recorded, not acted on (method, optimizer): a non-empty string or None.
+    Its allowed values belong to the training side (fmcli.plan), which this module must not
+    import (plan loads models)."""
+    x = d.get(field)
+    if x is not None and (not isinstance(x, str) or not x):
+        _bad(where + field, f"expected a name, found {x!r}")
+    return x
+
+
+def _schema_user_meta(user, top):
+    """The fields of the model's own `meta` that fmcli reads."""
+    method = _name(user, "method", where="meta.")
+    if "iterations_done" in user:   # how far a warm start from this model numbers on
+        _count(user, "iterations_done", where="meta.")
+    if "source_format" in user:
+        _choice(user, "source_format", ("libfm",), where="meta.")
+    if "options" in user:
+        opts = user["options"]
+        if not isinstance(opts, dict):
+            _bad("meta.options", f"expected an object, found {type(opts).__name__}")
+        where = "meta.options."
+        if "task" in opts and _choice(opts, "task", tuple(TASK_NAMES), where=where) != top["task"]:
+            _bad(where + "task", f"{opts['task']!r} contradicts task {top['task']!r}")
+        if "method" in opts and _name(opts, "method", where=where) != method:
+            _bad(where + "method", f"{opts['method']!r} contradicts meta.method {method!r}")
+        if "dim" in opts:
+            dim = opts["dim"]
+            if not isinstance(dim, list) or len(dim) != 3 or not all(_is_int(x) and x >= 0 for x in dim):
+                _bad(where + "dim", f"expected three integers >= 0, found {dim!r}")
+            if (bool(dim[0]), bool(dim[1]), dim[2]) != (top["use_w0"], top["use_w"], top["k"]):
+                _bad(where + "dim", f"{dim} contradicts use_w0 {top['use_w0']}, use_w {top['use_w']}, "
+                                    f"k {top['k']}")
+        for key in ("iter", "seed", "burn_in", "keep_samples"):
+            if key in opts and opts[key] is not None:
+                if not _is_int(opts[key]) or (key != "seed" and opts[key] < 0):
+                    _bad(where + key, f"expected an integer{'' if key == 'seed' else ' >= 0'}, "
+                                      f"found {opts[key]!r}")
+        for key in ("learn_rate", "regular", "init_stdev"):
+            if key in opts:
+                x = opts[key]
+                values = x if isinstance(x, list) and key != "init_stdev" else [x]
+                if not values or not all(_is_number(v) and v >= 0 for v in values):
+                    _bad(where + key, f"expected {'numbers' if key == 'regular' else 'a number'} >= 0, "
+                                      f"found {x!r}")
+        _name(opts, "optimizer", where=where)
+    if "relations" in user:
+        rels = user["relations"]
+        if not isinstance(rels, list):
+            _bad("meta.relations", f"expected a list, found {type(rels).__name__}")
+        end = 0
+        for i, r in enumerate(rels):
+            where = f"meta.relations[{i}]."
+            if not isinstance(r, dict):
+                _bad(where[:-1], f"expected an object, found {type(r).__name__}")
+            if not isinstance(r.get("name"), str) or not r["name"]:
+                _bad(where + "name", f"expected a file base name, found {r.get('name')!r}")
+            offset, n = _count(r, "offset", where=where), _count(r, "n_features", where=where)
+            if offset < end:
+                _bad(where + "offset", f"{offset} overlaps the features before it (they end at {end})")
+            end = offset + n
+            if end > top["n_features"]:
+                _bad(where + "n_features", f"offset {offset} + {n} features exceed the model's "
+                                           f"n_features {top['n_features']}")
+
+
 def _validate_meta(meta, err):
     """Checked, normalised metadata; `err(message)` builds the InputError."""
     _check_version(meta, err)
-    out = {}
-    if meta.get("task") not in TASK_NAMES:
-        raise err(f"bad task {meta.get('task')!r} in metadata")
-    if meta.get("link") not in LINKS:
-        raise err(f"bad link {meta.get('link')!r} in metadata")
-    out["task"], out["link"] = meta["task"], meta["link"]
-    for key in ("use_w0", "use_w"):
-        if not isinstance(meta.get(key), bool):
-            raise err(f"bad {key} {meta.get(key)!r} in metadata")
-        out[key] = meta[key]
-    for key in ("k", "n_features", "n_samples"):
-        v = meta.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise err(f"bad {key} {v!r} in metadata")
-        out[key] = v
-    out["y_min"] = _decode_bound(meta.get("y_min"), "y_min", err)
-    out["y_max"] = _decode_bound(meta.get("y_max"), "y_max", err)
-    if out["y_min"] > out["y_max"]:
-        raise err(f"y_min {out['y_min']} > y_max {out['y_max']} in metadata")
-    user = meta.get("meta", {})
-    if not isinstance(user, dict):
-        raise err("bad meta entry in metadata: not an object")
-    out["meta"] = user
-    return out
+    try:
+        return _schema_meta(meta)
+    except _BadField as e:
+        field, problem = e.args
+        raise err(f"bad model metadata: {field}: {problem}") from None
 
 
 def _build_model(m, w0, w, V, samples):
@@ -429,10 +613,12 @@ def _load_npz(path, data):
                 raise err(f"metadata says {S} samples but the .npz holds "
                           f"{', '.join(sorted(present)) or 'no sample arrays'}")
             arrays = {}
+            sample_dtype = np.dtype(_SAMPLE_DTYPES[m["sample_dtype"] or "float64"])
             for name, shape in want.items():
                 a = z[name]
-                if a.dtype != _F8:
-                    raise err(f"array {name} has dtype {a.dtype}, expected float64")
+                dtype = sample_dtype if name in ("ws", "Vs") else _F8
+                if a.dtype != dtype:
+                    raise err(f"array {name} has dtype {a.dtype}, expected {dtype.name}")
                 if a.shape != shape:
                     raise err(f"array {name} has shape {a.shape}, expected {shape} "
                               f"(n_features={n}, k={k}, n_samples={S})")
@@ -448,9 +634,10 @@ def _load_npz(path, data):
     if _array_digest(meta_bytes, arrays).encode("ascii") != stored:
         raise err("checksum mismatch: file is corrupt or was edited")
     for name, a in arrays.items():
-        if not np.isfinite(a).all():
-            raise err(f"array {name} has non-finite values")
-    arrays = {name: np.array(a, np.float64) for name, a in arrays.items()}
+        bad = _first_bad_value(a)
+        if bad is not None:
+            raise err(f"array {name} holds {_bad_value_words(a.ravel()[bad])}")
+    arrays = {name: np.array(a, a.dtype.newbyteorder("=")) for name, a in arrays.items()}
     samples = (arrays["w0s"], arrays["ws"], arrays["Vs"]) if S else None
     return _build_model(m, arrays["w0"], arrays["w"], arrays["V"], samples)
 
@@ -533,15 +720,21 @@ def _parse_rows(path, L, start, nrows, ncols, what):
                     arr = flat.reshape(nrows, ncols)
     if arr is None:
         arr = _parse_rows_slow(path, L, start, nrows, ncols, what)
-    if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr.ravel()))[0])
+    bad = _first_bad_value(arr)
+    if bad is not None:
+        x = arr.ravel()[bad]
         raise InputError(path, start + bad // max(ncols, 1) + 1,
-                         f"non-finite value in {what}: {arr.ravel()[bad]!r}")
+                         f"non-finite value in {what}: {x!r}" if not np.isfinite(x) else
+                         f"absurd value in {what}: {x!r} (|value| > {PARAM_LIMIT:g}: predictions "
+                         "would overflow)")
     return arr
 
 
 def _parse_rows_slow(path, L, start, nrows, ncols, what):
-    out = np.empty((nrows, ncols))
+    # metadata can claim more values than the file could hold (each needs a byte at least):
+    # then the rows are only checked (the error is on the line that falls short)
+    fits = nrows * ncols <= len(L.raw)
+    out = np.empty((nrows, ncols) if fits else (1, ncols if ncols <= len(L.raw) else 0))
     for i in range(min(nrows, len(L) - start)):
         lineno = start + i + 1
         line = L.line(start + i)
@@ -553,7 +746,7 @@ def _parse_rows_slow(path, L, start, nrows, ncols, what):
                                            f"in {what}, found {len(toks)}")
         for f, tok in enumerate(toks):
             try:
-                out[i, f] = float(tok)
+                out[i if fits else 0, f] = float(tok)
             except ValueError:
                 raise InputError(path, lineno, f"not a number in {what}: {tok[:40]!r}") from None
     if start + nrows > len(L):
@@ -572,17 +765,21 @@ def _expect_header(path, L, pos, word, what, note):
 # --- text: fmcli
 
 def _load_fmcli_text(path, data):
-    stripped = data.rstrip(b" \t\r\n")     # trailing blank lines are harmless
-    body_end = stripped.rfind(b"\n") + 1
-    m = _SHA_LINE_RE.fullmatch(stripped, body_end)
+    # the file is scanned by offsets, without copies of its sample lines: a model with many
+    # samples costs their bytes once (bench/model_size.py)
+    end = len(data)
+    while end and data[end - 1] in b" \t\r\n":    # trailing blank lines are harmless
+        end -= 1
+    body_end = data.rfind(b"\n", 0, end) + 1
+    m = _SHA_LINE_RE.fullmatch(data, body_end, end)
     if m is None:
         raise InputError(path, None, "truncated model file (no fmcli trailer): it should end "
                                      "with a '#fmcli-sha256' line")
-    body = data[:body_end]
-    sha_lineno = body.count(b"\n") + 1
+    sha_lineno = data.count(b"\n", 0, body_end) + 1
+    meta_lineno = sha_lineno - 1
+    meta_start = data.rfind(b"\n", 0, max(body_end - 1, 0)) + 1
+    meta_raw = data[meta_start:body_end]
     # a newer format version may use another layout: say so before the checksum complains
-    meta_start = body.rfind(b"\n", 0, len(body) - 1) + 1
-    meta_raw = body[meta_start:]
     if meta_raw.startswith(_META_PREFIX.encode()):
         try:
             early = json.loads(meta_raw[len(_META_PREFIX):].decode("utf-8"))
@@ -590,39 +787,32 @@ def _load_fmcli_text(path, data):
             early = None
         if isinstance(early, dict) and early.get("format") == FORMAT_NAME \
                 and isinstance(early.get("format_version"), int):
-            _check_version(early, lambda msg: InputError(path, sha_lineno - 1, msg))
-    if hashlib.sha256(body).hexdigest() != m.group(1).decode("ascii"):
+            _check_version(early, lambda msg: InputError(path, meta_lineno, msg))
+    if hashlib.sha256(memoryview(data)[:body_end]).hexdigest() != m.group(1).decode("ascii"):
         raise InputError(path, sha_lineno, "checksum mismatch: file is corrupt or was edited")
 
-    _decode_check(path, body)
-    L = _Lines(body)
-    meta_lineno = len(L)
-    meta_line = L.line(len(L) - 1) if len(L) else ""
-    if not meta_line.startswith(_META_PREFIX):
+    _decode_check(path, data)
+    if not meta_raw.startswith(_META_PREFIX.encode()):
         raise InputError(path, meta_lineno or None, "missing '#fmcli-meta' line before the checksum")
     err = lambda msg: InputError(path, meta_lineno, msg)  # noqa: E731
-    meta = _validate_meta(_parse_meta_json(meta_line[len(_META_PREFIX):], err), err)
-    nlines = len(L) - 1                     # the parameter lines end before the metadata
+    raw_meta = _parse_meta_json(meta_raw[len(_META_PREFIX):].decode("utf-8"), err)
+    meta = _validate_meta(raw_meta, err)
     n, k, S = meta["n_features"], meta["k"], meta["n_samples"]
+    base64_samples = raw_meta["format_version"] >= 2
+    head_end = meta_start
+    if base64_samples and S:
+        first = data.find(b"\n" + _SAMPLE_PREFIX.encode(), 0, meta_start)
+        head_end = first + 1 if first >= 0 else meta_start
+    L = _Lines(data[:head_end])
+    nlines = len(L)         # the libFM part (and version 1's sample sections) end here
     shape_note = f"n_features={n}, k={k}"
 
     def rows(pos, nrows, ncols, what):
-        if pos + nrows > nlines:   # would run into the metadata line
-            _parse_rows_slow(path, L, pos, min(nrows, nlines - pos + 1), ncols, what)
-            raise InputError(path, meta_lineno, f"{what} ends after {max(nlines - pos, 0)} "
-                                                f"rows, expected {nrows}")
+        if pos + nrows > nlines:   # would run into the sample lines or the metadata line
+            _parse_rows_slow(path, L, pos, min(nrows, nlines - pos), ncols, what)
+            raise InputError(path, nlines + 1, f"{what} ends after {max(nlines - pos, 0)} "
+                                               f"rows, expected {nrows}")
         return _parse_rows(path, L, pos, nrows, ncols, what)
-
-    def params(pos, label):
-        w0, w = 0.0, np.zeros(n)
-        if meta["use_w0"]:
-            w0 = rows(pos, 1, 1, f"{label}w0")[0, 0]
-            pos += 1
-        if meta["use_w"]:
-            w = rows(pos, n, 1, f"{label}w ({shape_note})")[:, 0]
-            pos += n
-        V = rows(pos, n, k, f"{label}V ({shape_note})")
-        return pos + n, w0, w, V
 
     def expect_line(pos, want, note):
         if pos >= nlines or L.line(pos) != want:
@@ -636,28 +826,105 @@ def _load_fmcli_text(path, data):
         pos += 2
     else:
         w0 = 0.0
+    w = None
     if meta["use_w"]:
         _expect_header(path, L, pos, "unary", "'#unary interactions Wj'", shape_note)
         w = rows(pos + 1, n, 1, f"the unary section ({shape_note})")[:, 0]
         pos += 1 + n
-    else:
-        w = np.zeros(n)
     _expect_header(path, L, pos, "pairwise", "'#pairwise interactions Vj,f'", shape_note)
     V = rows(pos + 1, n, k, f"the pairwise section ({shape_note})")
+    w = np.zeros(n) if w is None else w     # after V: n is then known to fit in the file
     pos += 1 + n
     samples = None
-    if S:
-        expect_line(pos, f"{_SAMPLES_PREFIX}{S}", f"n_samples={S}")
-        pos += 1
-        w0s, ws, Vs = np.zeros(S), np.zeros((S, n)), np.zeros((S, n, k))
-        for s in range(S):
-            expect_line(pos, f"#sample {s}", f"n_samples={S}")
-            pos, w0s[s], ws[s], Vs[s] = params(pos + 1, f"sample {s}: ")
-        samples = (w0s, ws, Vs)
+    if S and not base64_samples:
+        samples, pos = _text_samples(path, L, pos, meta, rows, expect_line)
     if pos != nlines:
         raise InputError(path, pos + 1, f"unexpected line {L.line(pos)[:60]!r} "
                                         f"(metadata: {shape_note}, n_samples={S})")
+    if S and base64_samples:
+        samples = _base64_samples(path, data, head_end, meta_start, nlines + 1, meta)
     return _build_model(meta, w0, w, V, samples)
+
+
+def _text_samples(path, L, pos, meta, rows, expect_line):
+    """Format version 1's samples: '#fmcli samples S', then per sample '#sample s' and its
+    w0 line, n w lines, n V lines as text (read, never written now)."""
+    n, k, S = meta["n_features"], meta["k"], meta["n_samples"]
+    shape_note = f"n_features={n}, k={k}"
+    expect_line(pos, f"{_SAMPLES_PREFIX}{S}", f"n_samples={S}")
+    pos += 1
+    # collected sample by sample: a claimed n_samples the file does not hold fails at the
+    # line where it runs out, before any array of the claimed size is made
+    w0s, ws, Vs = [], [], []
+    for s in range(S):
+        expect_line(pos, f"#sample {s}", f"n_samples={S}")
+        pos += 1
+        label = f"sample {s}: "
+        w0s.append(0.0)
+        if meta["use_w0"]:
+            w0s[s] = rows(pos, 1, 1, f"{label}w0")[0, 0]
+            pos += 1
+        ws.append(np.zeros(n))
+        if meta["use_w"]:
+            ws[s] = rows(pos, n, 1, f"{label}w ({shape_note})")[:, 0]
+            pos += n
+        Vs.append(rows(pos, n, k, f"{label}V ({shape_note})"))
+        pos += n
+    return (np.array(w0s), np.stack(ws), np.stack(Vs)), pos
+
+
+def _base64_samples(path, data, start, stop, lineno, meta):
+    """The samples of format version 2: data[start:stop] holds S lines '#fmcli-sample s B',
+    B the base64 of sample s's w0 (<f8, if use_w0), w (if use_w) and V (row by row), w and V
+    as meta's sample_dtype. lineno: the line number of the first of them."""
+    n, k, S = meta["n_features"], meta["k"], meta["n_samples"]
+    dtype = np.dtype(_SAMPLE_DTYPES[meta["sample_dtype"]])
+    n_w, n_v = n if meta["use_w"] else 0, n * k
+    size = (8 if meta["use_w0"] else 0) + dtype.itemsize * (n_w + n_v)
+    b64_len = 4 * ((size + 2) // 3)
+    note = f"n_samples={S}, n_features={n}, k={k}, sample_dtype {dtype.name}"
+    # first every line's place and length, so that nothing is allocated for a claimed shape
+    # the file does not hold
+    spans, p = [], start
+    for s in range(S):
+        prefix = f"{_SAMPLE_PREFIX}{s} ".encode()
+        e = data.find(b"\n", p, stop)
+        e = stop - 1 if e < 0 else e
+        if p >= stop or not data.startswith(prefix, p, e):
+            found = "the metadata line" if p >= stop else repr(data[p:min(e, p + 40)].decode("utf-8", "replace"))
+            raise InputError(path, lineno + s, f"expected the line '{_SAMPLE_PREFIX}{s} ...' "
+                                               f"({note}), found {found}")
+        if e - p - len(prefix) != b64_len:
+            raise InputError(path, lineno + s, f"sample {s} holds {e - p - len(prefix)} base64 "
+                                               f"characters, expected {b64_len} ({note})")
+        spans.append(p + len(prefix))
+        p = e + 1
+    if p != stop:
+        raise InputError(path, lineno + S, f"unexpected line {data[p:p + 60].decode('utf-8', 'replace')!r} "
+                                           f"after the samples ({note})")
+    w0s, ws, Vs = np.zeros(S), np.zeros((S, n), dtype), np.zeros((S, n, k), dtype)
+    view = memoryview(data)
+    for s, a in enumerate(spans):
+        try:
+            raw = binascii.a2b_base64(view[a:a + b64_len], strict_mode=True)
+        except binascii.Error as e:
+            raise InputError(path, lineno + s, f"sample {s}: bad base64 ({e})") from None
+        if len(raw) != size:
+            raise InputError(path, lineno + s, f"sample {s} holds {len(raw)} bytes, expected {size} ({note})")
+        off = 0
+        if meta["use_w0"]:
+            w0s[s] = np.frombuffer(raw, _F8, 1, 0)[0]
+            off = 8
+        if n_w:
+            ws[s] = np.frombuffer(raw, dtype, n_w, off)
+            off += dtype.itemsize * n_w
+        Vs[s] = np.frombuffer(raw, dtype, n_v, off).reshape(n, k)
+    for name, a, per in (("w0", w0s, 1), ("w", ws, max(n, 1)), ("V", Vs, max(n * k, 1))):
+        bad = _first_bad_value(a)
+        if bad is not None:
+            raise InputError(path, lineno + bad // per, f"sample {bad // per}: {name} holds "
+                                                        f"{_bad_value_words(a.ravel()[bad])}")
+    return w0s, ws, Vs
 
 
 # --- text: libFM
