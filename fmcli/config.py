@@ -2,7 +2,9 @@
 
 Kernels are compiled lazily (first call) and cached on disk, so `fmcli --help`
 never pays for numba and a second run does not recompile. fastmath leaves out
-nnan/ninf so that NaN and inf checks inside kernels keep working.
+nnan/ninf so that comparisons with inf and NaN inside kernels keep working; numba's
+math.isfinite does not (it tests x − x, which reassoc + nsz fold to 0): kernels use
+fmcli.learners.sweep.finite.
 """
 
 import numpy as np

@@ -27,7 +27,7 @@ from numba import prange
 
 from fmcli.config import njit
 from fmcli.learners.streams import stream_normals
-from fmcli.learners.sweep import REJ_V, REJ_W, solve
+from fmcli.learners.sweep import REJ_V, REJ_W, finite, solve
 
 # columns of the per-relation-row statistics array `stats`
 _M, _A, _AA, _E, _AE, _D0, _D1, _Q0 = range(8)
@@ -46,7 +46,7 @@ def _relation_w(j, J, cptr, crow, cval, stats, w, lam, mu, alpha, z, rej):
         s2 += x * x * stats[r, _M]
         s1 += x * (old * x * stats[r, _M] - stats[r, _E])
     new = solve(alpha * s1 + lam * mu, lam + alpha * s2, z)
-    if not math.isfinite(new):
+    if not finite(new):
         rej[REJ_W] += 1
         return
     d = new - old
@@ -72,7 +72,7 @@ def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
         s2 += hh
         s1 += old * hh - x * (qp * stats[r, _E] + stats[r, _AE])
     new = solve(alpha * s1 + lam * mu, lam + alpha * s2, z)
-    if not math.isfinite(new):
+    if not finite(new):
         rej[REJ_V] += 1
         return
     d = new - old

@@ -86,7 +86,9 @@ def class_order(cols, colour, cptr, crow):
     """(order, class_ptr): the features of class c are order[class_ptr[c]:class_ptr[c+1]],
     each class by the features' first row (over the reordered rows' CSC)."""
     counts = np.diff(cptr)
-    first = np.where(counts > 0, crow[np.minimum(cptr[:-1], len(crow) - 1)], 0)
+    # (a train set without any entry: no feature has a first row, and crow is empty)
+    first = np.where(counts > 0, crow[np.minimum(cptr[:-1], len(crow) - 1)], 0) if len(crow) \
+        else np.zeros(len(counts), np.int64)
     order = cols[np.lexsort((first[cols], colour[cols]))]
     n_classes = int(colour[cols].max()) + 1 if len(cols) else 0
     class_ptr = np.searchsorted(colour[order], np.arange(n_classes + 1)).astype(np.int64)
