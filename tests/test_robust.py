@@ -192,3 +192,75 @@ def test_divergence_on_the_command_line_writes_nothing(run, tmp_path, testdata, 
                             "-save_model", model)
     assert code == 1 and one_line_error(err) and "diverged" in err and "-learn_rate" in err, err
     assert stdout == "" and not out.exists() and not model.exists()
+
+
+# --- long rows: time linear in nnz (item 8) --------------------------------------------------
+
+def one_long_row(length, n_short=300, seed=4):
+    """n_short rows of a one-hot user and item (30 + 30 features), then one row of `length`
+    distinct features (the first ones of the short rows' among them)."""
+    rng = np.random.default_rng(seed)
+    rows = [[(int(rng.integers(30)), 1.0), (30 + int(rng.integers(30)), 1.0)] for _ in range(n_short)]
+    rows.append([(j, float(np.float32(rng.uniform(0.5, 1.5)))) for j in range(40, 40 + length)])
+    y = rng.normal(3.0, 1.0, len(rows)).astype(np.float32)
+    return SparseData(*csr_of(rows), y, 40 + length)
+
+
+def test_a_long_row_makes_one_sequential_class():
+    """Its features are not coloured (that cost Σ nnz_i², and made one class per entry, each a
+    parallel launch every sweep): one class, swept in one lane. The short rows keep their
+    colouring, free of shared rows."""
+    from fmcli.learners import schedule
+
+    d = one_long_row(5000)
+    lrn = make_learner("als", d, {})
+    assert len(lrn.class_ptr) - 1 <= 10
+    seq = lrn.order[lrn.class_ptr[lrn.sequential]:lrn.class_ptr[lrn.sequential + 1]]
+    assert sorted(seq.tolist()) == list(range(40, 5040))
+    colour = np.full(d.n_features, -1)
+    for c in range(len(lrn.class_ptr) - 1):
+        colour[lrn.order[lrn.class_ptr[c]:lrn.class_ptr[c + 1]]] = c
+    for i in range(d.n_rows - 1):
+        c = colour[d.indices[d.indptr[i]:d.indptr[i + 1]]]
+        assert len(set(c.tolist())) == len(c)
+    ptr = schedule.lanes(lrn.order, lrn.class_ptr, lrn.work, 3, lrn.sequential)
+    s = lrn.sequential
+    assert ptr[3 * s] == lrn.class_ptr[s] and ptr[3 * s + 1] == ptr[3 * s + 3] == lrn.class_ptr[s + 1]
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+@pytest.mark.parametrize("relations", [False, True])
+def test_long_rows_keep_the_model_independent_of_the_threads(method, relations, monkeypatch):
+    """The sequential classes (main rows, relation rows) give the same bits on 1 and 2 threads."""
+    from conftest import relation_problem
+
+    from fmcli.learners import coord, schedule
+    from fmcli.train import threads
+
+    monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)
+    if relations:
+        monkeypatch.setattr(schedule, "LONG_ROW", 2)
+        p = relation_problem(5)
+        d, groups = p.train, p.groups()
+    else:
+        d, groups = one_long_row(3000), None
+    runs = []
+    for n_threads in (1, 2):
+        with threads(n_threads):
+            lrn = fit(make_learner(method, d, {}, k=4, groups=groups, seed=3), 3)
+            assert lrn.sequential >= 0 and (not relations or lrn.relations[0].sequential >= 0)
+            runs.append(lrn.final_model())
+    a, b = runs
+    assert a.w0 == b.w0
+    np.testing.assert_array_equal(a.w, b.w)
+    np.testing.assert_array_equal(a.V, b.V)
+
+
+def test_als_with_a_long_row_fits_it():
+    """The sequential class is a coordinate sweep like the others: the long row's own features
+    fit it."""
+    d = one_long_row(3000)
+    lrn = make_learner("als", d, {}, k=2, regular=(0, 0.1, 0.1))
+    for it in range(5):
+        lrn.step(it)
+    assert abs(lrn.residuals()[-1]) < 1e-3

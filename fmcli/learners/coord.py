@@ -81,7 +81,7 @@ class _SweepScratch:
 
     def __init__(self, learner, threads):
         self.threads = threads
-        self.lane_ptr = lanes(learner.order, learner.class_ptr, learner.work, threads)
+        self.lane_ptr = lanes(learner.order, learner.class_ptr, learner.work, threads, learner.sequential)
         lengths = None if learner.has_duplicates else np.diff(learner.cptr)
         self.lx = np.empty((threads, 0 if learner.has_duplicates else learner.longest), CACHE_DTYPE)
         self.buf, self.buf_off = lane_buffers(lengths, learner.order, self.lane_ptr, threads,
@@ -90,7 +90,8 @@ class _SweepScratch:
         # every feature)
         self.normals = np.zeros((threads, (learner.k + 1 + 7) // 8 * 8 + 8))
         self.rejected = np.zeros((threads, len(REJ_NAMES)), np.int64)
-        self.relation_lanes = [lanes(rs.order, rs.class_ptr, rs.work, threads) for rs in learner.relations]
+        self.relation_lanes = [lanes(rs.order, rs.class_ptr, rs.work, threads, rs.sequential)
+                               for rs in learner.relations]
 
 
 class CoordinateLearner(Learner):
@@ -140,11 +141,12 @@ class CoordinateLearner(Learner):
 
     # -- set-up -------------------------------------------------------------------------
     def _setup_rows(self, train, n):
-        """Colour classes (self.order, self.class_ptr), the internal row order (self.perm:
+        """Colour classes (self.order, self.class_ptr; self.sequential: the class of the long
+        rows' features, -1 for none, schedule.colour_classes), the internal row order (self.perm:
         internal row -> file row) and the reordered CSR and CSC."""
         indptr, indices, data = train.csr()
-        cols, colour = colouring(indptr, indices, data, n)
-        self.perm = row_order(indptr, indices, cols, colour, n)
+        cols, colour, self.sequential = colouring(indptr, indices, data, n)
+        self.perm = row_order(indptr, indices, cols, colour, n, self.sequential)
         # read in file order, each chunk's memory-mapped pages dropped once copied
         self.indptr, self.indices, self.data = permute_rows(indptr, indices, data, self.perm,
                                                             release_source=True)
