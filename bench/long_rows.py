@@ -65,7 +65,8 @@ def main():
     ap.add_argument("--iter", type=int, default=3)
     ap.add_argument("--k", type=int, default=8)
     args = ap.parse_args()
-    time_run(data_set(3000, True), args.method, 1, args.k)    # compile (or load) every kernel
+    for long_row in (True, False):           # compile (or load) every kernel
+        time_run(data_set(3000, long_row), args.method, 1, args.k)
     print(f"{args.method} k={args.k}: {N_SHORT} short rows + one row of L entries, or + L/3 short rows")
     print("L\tnnz\tlong: setup s\tlong: s/iter\tclasses\tshort: setup s\tshort: s/iter\tclasses")
     for length in (int(x) for x in args.lengths.split(",")):

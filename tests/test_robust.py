@@ -264,3 +264,36 @@ def test_als_with_a_long_row_fits_it():
     for it in range(5):
         lrn.step(it)
     assert abs(lrn.residuals()[-1]) < 1e-3
+
+
+# --- the same bits compiled cold or loaded from numba's cache ---------------------------------
+
+def test_relation_mcmc_gives_the_same_model_cold_and_warm(tmp_path):
+    """The first run after a cache wipe (kernels compiled in the process) and a second one
+    (loaded from numba's cache) write the same model (relation_sweep differed in the last bits
+    under fastmath)."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(7)
+    users, items, n = 60, 40, 900
+    u, i = rng.integers(0, users, n), rng.integers(0, items, n)
+    y = np.clip(np.round(3 + rng.normal(0, 1, n)), 1, 5)
+    write_rows(tmp_path / "train.libfm", [[(a, 1.0), (users + b, 1.0)] for a, b in zip(u, i)], y)
+    np.savetxt(tmp_path / "rated.train", u, fmt="%d")
+    with open(tmp_path / "rated.x", "w") as f:
+        for a in range(users):
+            ids = sorted(set(i[u == a].tolist()))
+            f.write("0 " + " ".join(f"{j}:{1 / np.sqrt(max(len(ids), 1)):.9g}" for j in ids) + "\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    models = []
+    for run_name in ("cold", "warm"):
+        model = tmp_path / f"{run_name}.fm"
+        subprocess.run([sys.executable, "-m", "fmcli", "train", "-task", "r", "-method", "mcmc",
+                        "-train", "train.libfm", "-relation", "rated", "-iter", "10", "-seed", "3",
+                        "-save_model", model.name, "--no-cache", "--quiet"],
+                       cwd=tmp_path, env=env, check=True, capture_output=True)
+        models.append(model.read_bytes())
+    assert models[0] == models[1]

@@ -17,6 +17,11 @@ coordinate's pass. Feature by feature this would need the k×k moments Σ a_f a_
 relation row (the e changes of v_{j,f} move Σ a_g e); coordinate by coordinate, as libFM
 sweeps relation features (all w_j, then all v_{j,0}, ...), one factor's moments suffice.
 Cost of a relation per sweep: O(k (train rows + relation entries)).
+
+Compiled without fastmath (EXACT_FLOAT): with reassoc/contract, these kernels compiled in the
+running process and the same kernels loaded from numba's cache gave models that differed in
+the last bits (the first run after a cache wipe against every later one); without, cold and
+warm runs agree (tests/test_robust.py). The main sweep's kernels agree either way.
 """
 
 import math
@@ -25,7 +30,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from fmcli.config import njit
+from fmcli.config import EXACT_FLOAT, njit
 from fmcli.learners.streams import stream_normals
 from fmcli.learners.sweep import REJ_V, REJ_W, finite, solve
 
@@ -33,7 +38,7 @@ from fmcli.learners.sweep import REJ_V, REJ_W, finite, solve
 _M, _A, _AA, _E, _AE, _D0, _D1, _Q0 = range(8)
 
 
-@njit
+@njit(fastmath=EXACT_FLOAT)
 def _relation_w(j, J, cptr, crow, cval, stats, w, lam, mu, alpha, z, rej):
     """w_J (J = offset + j, the model id of relation feature j) from the relation rows'
     statistics; the change goes into E and D0."""
@@ -58,7 +63,7 @@ def _relation_w(j, J, cptr, crow, cval, stats, w, lam, mu, alpha, z, rej):
     w[J] = new
 
 
-@njit
+@njit(fastmath=EXACT_FLOAT)
 def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
     """v_{J,f} from the relation rows' statistics of factor f; Q[r, f] follows the change."""
     old = V[J, f]
@@ -90,7 +95,7 @@ def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
     V[J, f] = new
 
 
-@njit
+@njit(fastmath=EXACT_FLOAT)
 def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha, lam_w, mu_w,
                       lam_v, mu_v, sample, seed, z, rej):
     """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j)."""
@@ -105,7 +110,7 @@ def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, al
                     alpha, z[c], rej)
 
 
-@njit(parallel=True)
+@njit(parallel=True, fastmath=EXACT_FLOAT)
 def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr, link_rows,
                    groups, cache, Q, stats, w, V, use_w, alpha, lam_w, mu_w, lam_v, mu_v, sample, seed,
                    Z, rej):
