@@ -2,7 +2,10 @@
 
 Kernels are compiled lazily (first call) and cached on disk, so `fmcli --help`
 never pays for numba and a second run does not recompile. fastmath leaves out
-nnan/ninf so that NaN and inf checks inside kernels keep working.
+nnan/ninf so that comparisons with inf and NaN inside kernels keep working; numba's
+math.isfinite does not (it tests x − x, which reassoc + nsz fold to 0): kernels use
+fmcli.learners.sweep.finite. A kernel that must give the same bits compiled cold (in this
+process) and warm (from the cache) takes fastmath=EXACT_FLOAT.
 """
 
 import numpy as np
@@ -13,6 +16,9 @@ INDPTR_DTYPE = np.int64    # row pointers: nnz may exceed 2**31
 PARAM_DTYPE = np.float64   # model parameters w0, w, V
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# for kernels whose bits must not depend on whether they were compiled in this process or
+# loaded from numba's cache (fmcli.learners.relation_sweep: with FASTMATH they differ)
+EXACT_FLOAT = False
 MAX_FEATURE_ID = 2**31 - 2   # ids are stored as int32
 
 

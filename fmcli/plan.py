@@ -23,6 +23,9 @@ from fmcli.io.atomic import check_writable
 from fmcli.learners.base import TrainOptions
 
 METHODS = ("sgd", "sgda", "als", "mcmc")
+# Initial factors of this size already give predictions of ~1e12 per pair of entries; beyond
+# it they overflow (1e200 squares to inf): libFM's default is 0.1
+MAX_INIT_STDEV = 1e6
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ def _check_options(job):
     if job.relations and opts.method in ("sgd", "sgda"):
         raise UsageError(f"relations are not supported with {opts.method.upper()} "
                          "(use -method als or mcmc, or write the relation's features into the rows)")
+    if not 0 <= opts.init_stdev <= MAX_INIT_STDEV:
+        raise UsageError(f"-init_stdev {opts.init_stdev:g} is out of range: 0 to {MAX_INIT_STDEV:g} "
+                         "(libFM's default is 0.1)")
     if opts.optimizer != "sgd" and opts.method != "sgd":
         raise UsageError(f"--optimizer {opts.optimizer} applies to -method sgd only")
     n = len(opts.regular)

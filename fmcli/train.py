@@ -97,6 +97,17 @@ def check_warm_start(plan, train, evals, console):
                  f"features, dim {','.join(map(str, plan.opts.dim))})")
 
 
+def check_loaded_predictions(path, model, data_sets):
+    """A warm start's model must predict finite values for every row it is given: a model
+    whose parameters overflow (a value of 1e200 squares to inf) is bad input, named here
+    before any iteration (with -iter 0 it would be all that is written)."""
+    for name, d in data_sets.items():
+        if not np.isfinite(model.predict_raw(*d.csr(), relations=d.relations)).all():
+            largest = max(abs(model.w0), np.abs(model.w).max(initial=0), np.abs(model.V).max(initial=0))
+            raise UsageError(f"{path}: the model gives NaN or inf predictions for the {name} rows "
+                             f"(parameters up to {largest:.3g})")
+
+
 def build_learner(opts, train, evals, main_groups=None, model=None):
     """The learner of a run on loaded data: a fresh model sized for every feature of train and
     evals (libFM's initialisation, from the run's generator seeded by opts.seed) or `model`
@@ -263,6 +274,8 @@ def _run_train(plan, console):
         check_warm_start(plan, train, evals, console)
     learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
     model = learner.model
+    if plan.loaded is not None:
+        check_loaded_predictions(job.load_model, model, {"train": train, **evals})
     console.detail(f"num_attributes={model.n_features}\tuse w0={model.use_w0}\tuse w={model.use_w}\t"
                    f"dim v={model.k}\treg={','.join('%g' % r for r in opts.regular)}\t"
                    f"init ~ N(0,{opts.init_stdev:g})\tmethod={opts.method}\tseed={opts.seed}")
@@ -293,6 +306,9 @@ def _run_train(plan, console):
     elif test is not None:
         test_pred = learner.eval_predictions("test") if opts.iterations \
             else final.predict(*test.csr(), relations=test.relations)
+    if test_pred is not None and not np.isfinite(test_pred).all():
+        raise TrainingError(f"{opts.method} diverged: the -test predictions are NaN or inf; try a "
+                            f"smaller -init_stdev or -learn_rate, or a larger -regular")
     if job.out:
         from fmcli.io.predictions import write_predictions
 

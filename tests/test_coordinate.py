@@ -236,13 +236,16 @@ def caches_exact(lrn, rows, t):
 
 
 @pytest.mark.parametrize("method", ["als", "mcmc"])
-@pytest.mark.parametrize("layout", ["plain", "duplicates", "factor_blocks", "relations"])
+@pytest.mark.parametrize("layout", ["plain", "duplicates", "factor_blocks", "relations", "long_rows"])
 def test_caches_are_exact_after_a_sweep(method, layout, monkeypatch):
     """e and q kept incrementally through a bare sweep equal a recomputation from the rows
     (duplicated entries: the in-place layout; factor blocks: q of the last block; relations:
-    through the relation statistics)."""
+    through the relation statistics; long rows: the sequential classes, here of the main and
+    relation rows longer than 2)."""
     k = 4
-    if layout == "relations":
+    if layout == "long_rows":
+        monkeypatch.setattr(schedule, "LONG_ROW", 2)
+    if layout in ("relations", "long_rows"):
         p = relation_problem(4, duplicate=True)
         d, test, groups = p.train, p.test, p.groups()
         rows = rows_of(flatten(d))
@@ -369,7 +372,8 @@ def test_colour_classes_share_no_row_and_rows_are_grouped_by_the_largest_class()
     p = recsys(6, n=800, n_test=10, duplicate=True)
     indptr, indices, data = p.train.csr()
     n = p.n_features
-    cols, colour = schedule.colouring(indptr, indices, data, n)
+    cols, colour, sequential = schedule.colouring(indptr, indices, data, n)
+    assert sequential == -1
     for i in range(p.train.n_rows):
         c = colour[indices[indptr[i]:indptr[i + 1]]]
         ids = indices[indptr[i]:indptr[i + 1]]

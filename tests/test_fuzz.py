@@ -132,10 +132,11 @@ def test_convert_on_random_bytes(tmp_path, data, sep):
     code = check(["convert", "-in", src, "-out", outs[0], "--sep", sep, "--target", "2", "-meta", outs[1],
                   "--mapping", outs[2], "-q"], outs)
     if code == 0:
-        # what convert writes, the reader accepts
+        # what convert writes, the reader accepts (exit 1: SGD diverged on what it read, e.g. a
+        # numeric column of 100s at the default -learn_rate; check() holds it to the contract)
         model_out = str(tmp_path / "p.fm")
         assert check(["train", "-task", "r", "-train", outs[0], "-method", "sgd", "-iter", "1",
-                      "-meta", outs[1], "-save_model", model_out, "-q"], [model_out]) == 0
+                      "-meta", outs[1], "-save_model", model_out, "-q"], [model_out]) in (0, 1)
 
 
 @FUZZ

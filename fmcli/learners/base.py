@@ -7,7 +7,16 @@ every option and rule, sized the model for the data, set its task, link and targ
 and resolved the feature groups.
 """
 
+import math
 from dataclasses import dataclass
+
+from fmcli.errors import TrainingError
+
+# A step that leaves the raw train predictions off by more than this many times the targets'
+# size (1 + max |y|) has diverged: their links clip them to the target range or to 0 and 1,
+# where they would sit unnoticed (AdaGrad or Adam with a huge -learn_rate keep every
+# parameter finite). Normal runs stay within a few target sizes.
+DIVERGED_ERROR = 1e6
 
 
 @dataclass(frozen=True)
@@ -76,3 +85,24 @@ class Learner:
     def rejected_draws(self):
         """Non-finite draws or updates rejected so far (ALS/MCMC), by parameter kind."""
         return {}
+
+
+def target_size(task, y):
+    """1 + max |y| of the train targets (classification: ±1): the scale of DIVERGED_ERROR."""
+    if task == "c" or not len(y):
+        return 2.0
+    return 1.0 + max(abs(float(y.min())), abs(float(y.max())))
+
+
+def check_diverged(what, it, sq_error, n_rows, size, model_finite, advice):
+    """The divergence rule of every learner, after each step: the RMS of the raw train errors
+    (ŷ − y, or the logit's distance from ±1; sq_error = their sum of squares) must be finite
+    and within DIVERGED_ERROR target sizes, and every parameter finite (model_finite).
+    Raises TrainingError (exit 1) naming the learner, the iteration, and what to change."""
+    rms = math.sqrt(sq_error / n_rows) if n_rows else 0.0
+    if model_finite and math.isfinite(rms) and rms <= DIVERGED_ERROR * size:
+        return
+    cause = ("NaN or inf in the model" if not model_finite else
+             "the train predictions are NaN or inf" if not math.isfinite(rms) else
+             f"the train predictions are off by {rms:.3g} (RMS) for targets of size {size - 1:g}")
+    raise TrainingError(f"{what} diverged in iteration {it}: {cause}; try {advice}")

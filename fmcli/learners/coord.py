@@ -30,9 +30,11 @@ instead of O(k × rows × relation width). With relations the cache keeps q of a
 (no factor blocks).
 
 Features without any train entry are not visited (their values never change). A duplicated
-(row, feature) entry makes ŷ quadratic in v_{j,f}; like libFM we treat each entry linearly,
-so within such a column the caches are approximate; they are reset exactly after each sweep
-anyway (the train refresh recomputes ŷ and q from the CSR rows).
+(row, feature) entry makes ŷ quadratic in v_{j,f}; a row's copies of a feature count as one
+term with their summed derivative (sweep._column_in_place: libFM counts each copy as a row
+of its own, which makes the step c times too long for c copies and diverges on a long row
+of repeated features); the train refresh recomputes ŷ and q from the CSR rows after each
+sweep anyway.
 
 The train rows are reordered inside the learner (schedule.row_order); every prediction and
 inspection value (train_raw, residuals, factor_sums, latent_targets) is in the file's order.
@@ -44,14 +46,13 @@ import numba
 import numpy as np
 
 from fmcli.data import permute_rows, transpose
-from fmcli.errors import TrainingError
-from fmcli.learners.base import Learner
+from fmcli.learners.base import Learner, check_diverged, target_size
 from fmcli.learners.relation_sweep import sweep_relation
 from fmcli.learners.schedule import (class_order, colouring, index_dtype, lane_buffers, lanes,
                                      relation_schedule, row_order)
 from fmcli.learners.streams import part_seed, seed_numba
 from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, factor_block_sums,
-                                  set_residuals, sweep)
+                                  set_residuals, squared_error, sweep)
 from fmcli.memory import release_pages
 from fmcli.model import apply_link, predict_rows, relation_map, relation_terms
 
@@ -80,7 +81,7 @@ class _SweepScratch:
 
     def __init__(self, learner, threads):
         self.threads = threads
-        self.lane_ptr = lanes(learner.order, learner.class_ptr, learner.work, threads)
+        self.lane_ptr = lanes(learner.order, learner.class_ptr, learner.work, threads, learner.sequential)
         lengths = None if learner.has_duplicates else np.diff(learner.cptr)
         self.lx = np.empty((threads, 0 if learner.has_duplicates else learner.longest), CACHE_DTYPE)
         self.buf, self.buf_off = lane_buffers(lengths, learner.order, self.lane_ptr, threads,
@@ -89,7 +90,8 @@ class _SweepScratch:
         # every feature)
         self.normals = np.zeros((threads, (learner.k + 1 + 7) // 8 * 8 + 8))
         self.rejected = np.zeros((threads, len(REJ_NAMES)), np.int64)
-        self.relation_lanes = [lanes(rs.order, rs.class_ptr, rs.work, threads) for rs in learner.relations]
+        self.relation_lanes = [lanes(rs.order, rs.class_ptr, rs.work, threads, rs.sequential)
+                               for rs in learner.relations]
 
 
 class CoordinateLearner(Learner):
@@ -139,11 +141,12 @@ class CoordinateLearner(Learner):
 
     # -- set-up -------------------------------------------------------------------------
     def _setup_rows(self, train, n):
-        """Colour classes (self.order, self.class_ptr), the internal row order (self.perm:
+        """Colour classes (self.order, self.class_ptr; self.sequential: the class of the long
+        rows' features, -1 for none, schedule.colour_classes), the internal row order (self.perm:
         internal row -> file row) and the reordered CSR and CSC."""
         indptr, indices, data = train.csr()
-        cols, colour = colouring(indptr, indices, data, n)
-        self.perm = row_order(indptr, indices, cols, colour, n)
+        cols, colour, self.sequential = colouring(indptr, indices, data, n)
+        self.perm = row_order(indptr, indices, cols, colour, n, self.sequential)
         # read in file order, each chunk's memory-mapped pages dropped once copied
         self.indptr, self.indices, self.data = permute_rows(indptr, indices, data, self.perm,
                                                             release_source=True)
@@ -179,6 +182,7 @@ class CoordinateLearner(Learner):
     def _setup_targets(self, train):
         # targets as read (float32 from the reader: exact in every float64 use, half the memory)
         self._y = np.asarray(train.y)[self.perm]
+        self._size = target_size(self.task, self._y)
         release_pages(train.y)
         # latent targets: a float64 copy for probit (drawn or set every sweep); regression
         # reads y itself
@@ -259,7 +263,7 @@ class CoordinateLearner(Learner):
         terms = relation_terms(self._train_rel, m.w, m.V, self.use_w)
         n = self.cache.shape[0]
         step = n if self._yhat is not None else REFRESH_ROWS
-        self._nonfinite = 0     # regression: counted while e is written (_check_finite)
+        self._sq_error = 0.0    # regression: Σ e² as e is written (_check_diverged)
         for a in range(0, max(n, 1), max(step, 1)):
             b = min(a + step, n)
             out = self._yhat[a:b] if self._yhat is not None else self._rowbuf[:b - a]
@@ -267,7 +271,7 @@ class CoordinateLearner(Learner):
             predict_rows(self.indptr[a:b + 1], self.indices, self.data, w0, m.w, m.V, self.use_w, out,
                          self.cache[a:b], np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
             if self._yhat is None:
-                self._nonfinite += set_residuals(self.cache[a:b], out, self._z[a:b])
+                self._sq_error += set_residuals(self.cache[a:b], out, self._z[a:b])
         self.cached_factors = self.factor_blocks[0]
 
     def _predict(self, d):
@@ -282,16 +286,18 @@ class CoordinateLearner(Learner):
         m = self.model
         return apply_link(raw, m.link, m.y_min, m.y_max)
 
-    def _check_finite(self, it):
-        # regression: the non-finite ŷ were counted as e was written (_refresh_train)
-        bad = count_nonfinite(self._yhat) if self._yhat is not None else self._nonfinite
-        if bad or not math.isfinite(self._w0[0]) or count_nonfinite(self.model.w) \
-                or count_nonfinite(self.model.V):
-            raise TrainingError(
-                f"{self.opts.method.upper()} diverged in iteration {it}: "
-                f"{bad} of {self.cache.shape[0]} train predictions are not finite "
-                f"(rejected draws so far: {self.rejected_draws()}); "
-                f"try a larger -regular or a smaller -init_stdev")
+    def _check_diverged(self, it):
+        """base.check_diverged on the train rows' ŷ after the refresh (regression: Σ e² was
+        summed as e was written, _refresh_train)."""
+        m = self.model
+        sq_error = squared_error(self._yhat, self._y) if self._yhat is not None else self._sq_error
+        finite = math.isfinite(self._w0[0]) and not count_nonfinite(m.w) and not count_nonfinite(m.V)
+        rejected = self.rejected_draws()
+        check_diverged(self.opts.method.upper(), it, sq_error, self.cache.shape[0], self._size, finite,
+                       "a larger -regular or a smaller -init_stdev"
+                       + (f" (rejected draws so far: {rejected})" if rejected else "")
+                       + ("; the train rows repeat features within a row, which makes ŷ quadratic "
+                          "in their factors: merge the repeats" if self.has_duplicates else ""))
 
     # -- Learner interface ------------------------------------------------------------
     def step(self, it):
@@ -299,7 +305,7 @@ class CoordinateLearner(Learner):
         self._before_sweep()
         self.sweep(int(self.rng.integers(0, 2**63 - 1)))
         self._refresh_train()
-        self._check_finite(it)
+        self._check_diverged(it)
         if self.task == "c":
             self._latent()
             set_residuals(self.cache, self._yhat, self._z)

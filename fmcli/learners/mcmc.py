@@ -46,7 +46,7 @@ import numpy as np
 
 from fmcli.config import njit
 from fmcli.learners.coord import CoordinateLearner
-from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU
+from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite
 from fmcli.model import FMModel
 
 # libFM's fixed hyperprior parameters
@@ -63,25 +63,36 @@ def draw_alpha(e, alpha_old, rejected):
     for i in range(e.shape[0]):
         x = np.float64(e[i])
         ss += x * x
-    a = np.random.gamma((ALPHA0 + e.shape[0]) / 2.0, 2.0 / (GAMMA0 + ss))
-    if not (math.isfinite(a) and a > 0.0):
+    a = _gamma_or_nan((ALPHA0 + e.shape[0]) / 2.0, GAMMA0 + ss)
+    if not (finite(a) and a > 0.0):
         rejected[REJ_ALPHA] += 1
         return alpha_old
     return a
 
 
 @njit
+def _gamma_or_nan(shape, twice_rate):
+    """A draw of Gamma(shape, rate twice_rate/2), NaN (a rejected draw) when the rate is not a
+    positive finite number: residuals or parameters of a diverging sampler overflow Σ²,
+    and numba's gamma raises on a zero scale."""
+    if not (finite(twice_rate) and twice_rate > 0.0):
+        return np.nan
+    return np.random.gamma(shape, 2.0 / twice_rate)
+
+
+@njit
 def _draw_pair(n, s, ss, mu_old, lam_old, rejected, rej_mu, rej_lam):
     """(μ, λ): λ ~ Gamma((α0 + n + 1)/2, rate [γ0 + β0(μ_old − μ0)² + Σ(θ − μ_old)²]/2), then
     μ ~ N((Σθ + β0 μ0)/(n + β0), 1/((n + β0) λ)). s = Σθ, ss = Σ(θ − μ_old)²."""
-    lam = np.random.gamma((ALPHA0 + n + 1.0) / 2.0,
-                          2.0 / (GAMMA0 + BETA0 * (mu_old - MU0) ** 2 + ss))
-    if not (math.isfinite(lam) and lam > 0.0):
+    lam = _gamma_or_nan((ALPHA0 + n + 1.0) / 2.0, GAMMA0 + BETA0 * (mu_old - MU0) ** 2 + ss)
+    if not (finite(lam) and lam > 0.0):
         rejected[rej_lam] += 1
         lam = lam_old
     prec = (n + BETA0) * lam
-    mu = (s + BETA0 * MU0) / (n + BETA0) + np.random.standard_normal() / math.sqrt(prec)
-    if not math.isfinite(mu):
+    # prec = 0 (λ = 0 kept from a rejected draw) would divide by zero: μ rejected too
+    mu = (s + BETA0 * MU0) / (n + BETA0) + np.random.standard_normal() / math.sqrt(prec) \
+        if prec > 0.0 and finite(prec) else np.nan
+    if not finite(mu):
         rejected[rej_mu] += 1
         mu = mu_old
     return mu, lam

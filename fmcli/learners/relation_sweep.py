@@ -17,6 +17,11 @@ coordinate's pass. Feature by feature this would need the k×k moments Σ a_f a_
 relation row (the e changes of v_{j,f} move Σ a_g e); coordinate by coordinate, as libFM
 sweeps relation features (all w_j, then all v_{j,0}, ...), one factor's moments suffice.
 Cost of a relation per sweep: O(k (train rows + relation entries)).
+
+Compiled without fastmath (EXACT_FLOAT): with reassoc/contract, these kernels compiled in the
+running process and the same kernels loaded from numba's cache gave models that differed in
+the last bits (the first run after a cache wipe against every later one); without, cold and
+warm runs agree (tests/test_robust.py). The main sweep's kernels agree either way.
 """
 
 import math
@@ -25,15 +30,15 @@ import numba
 import numpy as np
 from numba import prange
 
-from fmcli.config import njit
+from fmcli.config import EXACT_FLOAT, njit
 from fmcli.learners.streams import stream_normals
-from fmcli.learners.sweep import REJ_V, REJ_W, solve
+from fmcli.learners.sweep import REJ_V, REJ_W, finite, solve
 
 # columns of the per-relation-row statistics array `stats`
 _M, _A, _AA, _E, _AE, _D0, _D1, _Q0 = range(8)
 
 
-@njit
+@njit(fastmath=EXACT_FLOAT)
 def _relation_w(j, J, cptr, crow, cval, stats, w, lam, mu, alpha, z, rej):
     """w_J (J = offset + j, the model id of relation feature j) from the relation rows'
     statistics; the change goes into E and D0."""
@@ -46,7 +51,7 @@ def _relation_w(j, J, cptr, crow, cval, stats, w, lam, mu, alpha, z, rej):
         s2 += x * x * stats[r, _M]
         s1 += x * (old * x * stats[r, _M] - stats[r, _E])
     new = solve(alpha * s1 + lam * mu, lam + alpha * s2, z)
-    if not math.isfinite(new):
+    if not finite(new):
         rej[REJ_W] += 1
         return
     d = new - old
@@ -58,7 +63,7 @@ def _relation_w(j, J, cptr, crow, cval, stats, w, lam, mu, alpha, z, rej):
     w[J] = new
 
 
-@njit
+@njit(fastmath=EXACT_FLOAT)
 def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
     """v_{J,f} from the relation rows' statistics of factor f; Q[r, f] follows the change."""
     old = V[J, f]
@@ -72,7 +77,7 @@ def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
         s2 += hh
         s1 += old * hh - x * (qp * stats[r, _E] + stats[r, _AE])
     new = solve(alpha * s1 + lam * mu, lam + alpha * s2, z)
-    if not math.isfinite(new):
+    if not finite(new):
         rej[REJ_V] += 1
         return
     d = new - old
@@ -90,7 +95,7 @@ def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
     V[J, f] = new
 
 
-@njit
+@njit(fastmath=EXACT_FLOAT)
 def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha, lam_w, mu_w,
                       lam_v, mu_v, sample, seed, z, rej):
     """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j)."""
@@ -105,7 +110,7 @@ def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, al
                     alpha, z[c], rej)
 
 
-@njit(parallel=True)
+@njit(parallel=True, fastmath=EXACT_FLOAT)
 def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr, link_rows,
                    groups, cache, Q, stats, w, V, use_w, alpha, lam_w, mu_w, lam_v, mu_v, sample, seed,
                    Z, rej):

@@ -8,6 +8,14 @@ feature of the largest colour class (typically the users: row_order), so that ea
 feature's rows are contiguous and the gathers of the sweep nearly sequential; within a
 class, features are visited in order of their first row (class_order). A relation is
 coloured on its own, over the relation rows some train row links to (relation_schedule).
+
+Long rows. A row of L entries needs L colours, and greedy colouring costs Σ_rows nnz_i²: one
+row of 200,000 entries took minutes to colour and made 200,000 classes of one feature each,
+a parallel launch apiece every sweep. The features of rows longer than LONG_ROW are therefore
+not coloured: they make one last class, the sequential class, swept in one lane (in class
+order, one feature after the other: each update sees the earlier ones, as a single-threaded
+sweep), so colouring costs at most LONG_ROW per entry and a sweep O(k nnz) whatever the row
+lengths. Data without such rows get the same classes as before, bit for bit.
 """
 
 from dataclasses import dataclass
@@ -54,30 +62,56 @@ def row_keys(indptr, indices, colour, big, n):
     return key
 
 
+LONG_ROW = 1024   # rows longer than this: their features go to the sequential class
+
+
+def colour_classes(cptr, crow, indptr, indices, cols, n):
+    """(colour, sequential): colour_features of `cols` (in the given order), except the features
+    of rows longer than LONG_ROW, which all get the colour `sequential` after the others
+    (-1: no such row, the plain colouring)."""
+    lens = np.diff(indptr)
+    long_rows = lens > LONG_ROW
+    if not long_rows.any():
+        colour = colour_features(cptr, crow, indptr, indices, cols) if len(cols) else np.full(n, -1, np.int64)
+        return colour, -1
+    in_long = np.zeros(n, bool)
+    in_long[indices[np.repeat(long_rows, lens)]] = True
+    short = cols[~in_long[cols]]
+    # a short feature's rows are all short: its scan costs at most LONG_ROW per entry (the long
+    # rows' features it meets are uncoloured, -1, and ignored)
+    colour = colour_features(cptr, crow, indptr, indices, short) if len(short) else np.full(n, -1, np.int64)
+    sequential = int(colour.max()) + 1 if len(short) else 0
+    colour[cols[in_long[cols]]] = sequential
+    return colour, sequential
+
+
 def index_dtype(n):
     """int32 for indices below n when they fit: half the memory of int64 (perm, indptr)."""
     return np.int32 if n < 2**31 else np.int64
 
 
 def colouring(indptr, indices, data, n):
-    """(cols, colour): the features with entries, longest column first, and the colour of
-    each of the n features (-1: no entries)."""
+    """(cols, colour, sequential): the features with entries, longest column first, the colour
+    of each of the n features (-1: no entries), and the sequential class (colour_classes)."""
     cptr, crow, cval = transpose(indptr, indices, data, n)
     del cval
     counts = np.diff(cptr)
     cols = np.flatnonzero(counts).astype(np.int64)
     cols = cols[np.argsort(-counts[cols], kind="stable")]
-    colour = colour_features(cptr, crow, indptr, indices, cols) if len(cols) else np.full(n, -1, np.int64)
-    return cols, colour
+    colour, sequential = colour_classes(cptr, crow, indptr, indices, cols, n)
+    return cols, colour, sequential
 
 
-def row_order(indptr, indices, cols, colour, n):
+def row_order(indptr, indices, cols, colour, n, sequential=-1):
     """perm (internal row -> row of the file): rows sorted by their feature in the colour
-    class with the most features."""
+    class with the most features (other than the sequential class, when there is another)."""
     n_rows = len(indptr) - 1
     if not len(cols):
         return np.arange(n_rows, dtype=index_dtype(n_rows))
-    big = np.bincount(colour[cols]).argmax()
+    sizes = np.bincount(colour[cols])
+    if 0 <= sequential and len(sizes) > 1:
+        sizes[sequential] = -1
+    big = sizes.argmax()
     key = row_keys(indptr, indices, colour, big, n)
     return np.argsort(key, kind="stable").astype(index_dtype(n_rows))
 
@@ -86,20 +120,26 @@ def class_order(cols, colour, cptr, crow):
     """(order, class_ptr): the features of class c are order[class_ptr[c]:class_ptr[c+1]],
     each class by the features' first row (over the reordered rows' CSC)."""
     counts = np.diff(cptr)
-    first = np.where(counts > 0, crow[np.minimum(cptr[:-1], len(crow) - 1)], 0)
+    # (a train set without any entry: no feature has a first row, and crow is empty)
+    first = np.where(counts > 0, crow[np.minimum(cptr[:-1], len(crow) - 1)], 0) if len(crow) \
+        else np.zeros(len(counts), np.int64)
     order = cols[np.lexsort((first[cols], colour[cols]))]
     n_classes = int(colour[cols].max()) + 1 if len(cols) else 0
     class_ptr = np.searchsorted(colour[order], np.arange(n_classes + 1)).astype(np.int64)
     return order.astype(np.int64), class_ptr
 
 
-def lanes(order, class_ptr, work, n_lanes):
+def lanes(order, class_ptr, work, n_lanes, sequential=-1):
     """Cut each class order[class_ptr[c]:class_ptr[c+1]] into n_lanes contiguous pieces of about
-    equal total `work` (per feature); returns lane_ptr (n_classes * n_lanes + 1,)."""
+    equal total `work` (per feature); the sequential class (colour_classes) whole into the
+    first lane. Returns lane_ptr (n_classes * n_lanes + 1,)."""
     cum = np.concatenate([[0.0], np.cumsum(work[order], dtype=np.float64)])
     ptr = [0]
     for c in range(len(class_ptr) - 1):
         a, b = class_ptr[c], class_ptr[c + 1]
+        if c == sequential:
+            ptr.extend([b] * n_lanes)
+            continue
         cuts = cum[a] + (cum[b] - cum[a]) * np.arange(1, n_lanes) / n_lanes
         ptr.extend(np.clip(np.searchsorted(cum, cuts), a, b).tolist() + [b])
     return np.array(ptr, np.int64)
@@ -136,6 +176,7 @@ class RelationSchedule:
     link_rows: np.ndarray
     work: np.ndarray        # per feature, for the lanes
     stats: np.ndarray       # (relation rows, 8) statistics scratch of the relation sweep
+    sequential: int = -1    # the class of the long relation rows' features (colour_classes)
 
     @property
     def offset(self):
@@ -160,9 +201,9 @@ def relation_schedule(rel, links):
                              minlength=rel.n_features)
     cols = np.flatnonzero(np.diff(cptr)).astype(np.int64)
     cols = cols[np.argsort(-flat_count[cols], kind="stable")]
-    colour = colour_features(cptr, crow, indptr, indices, cols)
+    colour, sequential = colour_classes(cptr, crow, indptr, indices, cols, rel.n_features)
     order = cols[np.argsort(colour[cols], kind="stable")]
     class_ptr = np.searchsorted(colour[order], np.arange(colour.max() + 2)).astype(np.int64) \
         if len(cols) else np.zeros(1, np.int64)
     return RelationSchedule(rel, links, np.sort(cols), cptr, crow, cval, order, class_ptr, link_ptr,
-                            link_rows, np.diff(cptr) + 8.0, np.zeros((rel.n_rows, 8)))
+                            link_rows, np.diff(cptr) + 8.0, np.zeros((rel.n_rows, 8)), sequential)

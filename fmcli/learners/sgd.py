@@ -40,8 +40,7 @@ import numpy as np
 
 from fmcli.config import njit
 from fmcli.data import permute_rows
-from fmcli.errors import TrainingError
-from fmcli.learners.base import Learner
+from fmcli.learners.base import Learner, check_diverged, target_size
 from fmcli.memory import release_pages
 from fmcli.model import row_sums
 
@@ -63,6 +62,7 @@ class SGDLearner(Learner):
         self.reg = np.array(opts.regular[:3], np.float64)
         self._w0 = np.array([model.w0])
         self.optimizer = opts.optimizer
+        self._size = None       # target_size of the train rows, at the first check
         self.state = optimizer_state(OPTIMIZERS[self.optimizer], model.n_features, model.k)
         shuffle = rng.permutation(train.n_rows).astype(np.int64, copy=False)
         # the epochs and the train metrics read the shuffled copy only: a memory-mapped
@@ -88,16 +88,21 @@ class SGDLearner(Learner):
         if n % RUN:
             order = order[order < n]
         self._w0[0] = m.w0
-        _fm_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
-                  self.opts.task == "c", self.rates, self.reg, OPTIMIZERS[self.optimizer], *self.state)
+        sq_error = _fm_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
+                             self.opts.task == "c", self.rates, self.reg, OPTIMIZERS[self.optimizer],
+                             *self.state)
         m.w0 = float(self._w0[0])
-        self._check_finite(f"SGD ({self.optimizer}) diverged in epoch {it} (NaN or inf in the model): "
-                           f"lower -learn_rate (now {','.join('%g' % r for r in self.rates)})")
+        self._check_diverged(f"SGD ({self.optimizer})", it, sq_error)
 
-    def _check_finite(self, message):
+    def _check_diverged(self, what, it, sq_error):
+        """base.check_diverged on the epoch's errors (each row's, before its own update)."""
         m = self.model
-        if not (np.isfinite(m.w0) and np.isfinite(m.w).all() and np.isfinite(m.V).all()):
-            raise TrainingError(message)
+        if self._size is None:
+            self._size = target_size(self.opts.task, self.y)
+        check_diverged(what, it, sq_error, len(self.y), self._size,
+                       bool(np.isfinite(m.w0) and np.isfinite(m.w).all() and np.isfinite(m.V).all()),
+                       f"a smaller -learn_rate (now {','.join('%g' % r for r in self.rates)}) "
+                       f"or a larger -regular")
 
     def train_scores(self):
         return self.model.predict(*self.rows), self.y
@@ -150,16 +155,19 @@ def row_score(indices, data, start, end, bias, w, V, use_w, s):
 def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg,
               mode, a_w0, a_w, a_V, b_w0, b_w, b_V, pw):
     """One pass over the rows in `order`; updates w0[0], w and V and the optimizer's
-    state (see optimizer_state) in place. mode: SGD, ADAGRAD or ADAM."""
+    state (see optimizer_state) in place. mode: SGD, ADAGRAD or ADAM. Returns Σ (ŷ − y)² of
+    the rows, each ŷ as predicted before the row's update (for the divergence check)."""
     k = V.shape[1]
     nf = w.shape[0]
     s = np.empty(k)
     eta0, eta1, eta2 = rates[0], rates[1], rates[2]
     r0, r1, r2 = reg[0], reg[1], reg[2]
     c1 = c2 = 1.0
+    sq_error = 0.0
     for i in order:
         start, end = indptr[i], indptr[i + 1]
         pred = row_score(indices, data, start, end, w0[0] if use_w0 else 0.0, w, V, use_w, s)
+        sq_error += (pred - y[i]) ** 2
         if classify:
             yi = y[i]
             g = -yi * (1.0 - 1.0 / (1.0 + np.exp(-yi * pred)))
@@ -211,3 +219,4 @@ def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify
                     v = V[j, f]
                     V[j, f], a_V[j, f], b_V[j, f] = _adam(v, gx * (s[f] - v * x) + r2 * v, eta2,
                                                           a_V[j, f], b_V[j, f], c1, c2)
+    return sq_error

@@ -37,11 +37,11 @@ class SGDALearner(SGDLearner):
         m, val = self.model, self.evals["validation"]
         order = self.rng.permutation(self.train.n_rows).astype(np.int64)
         self._w0[0] = m.w0
-        _sgda_epoch(*self.train.csr(), self.train.y, order, *val.csr(), val.y, it > 0,
-                    self._w0, m.w, m.V, m.use_w0, m.use_w, self.opts.task == "c", self.eta,
-                    self.groups, self.lam_w, self.lam_v, self.grad_w, self.grad_v)
+        sq_error = _sgda_epoch(*self.train.csr(), self.train.y, order, *val.csr(), val.y, it > 0,
+                               self._w0, m.w, m.V, m.use_w0, m.use_w, self.opts.task == "c", self.eta,
+                               self.groups, self.lam_w, self.lam_v, self.grad_w, self.grad_v)
         m.w0 = float(self._w0[0])
-        self._check_finite(f"SGDA diverged in epoch {it} (NaN or inf in the model): lower -learn_rate")
+        self._check_diverged("SGDA", it, sq_error)
 
     def log_values(self):
         out = {f"regw[{g}]": v for g, v in enumerate(self.lam_w)}
@@ -69,10 +69,12 @@ def _sgda_epoch(indptr, indices, data, y, order, vindptr, vindices, vdata, vy, a
     sum_xxvv = np.zeros(lam_v.shape)
     touched = np.zeros(lam_w.shape[0], np.bool_)
     v_pos = 0
+    sq_error = 0.0      # Σ (ŷ − y)² of the train rows before their steps (returned)
     for i in order:
         # theta-step, storing each parameter's loss-gradient term for the look-ahead
         start, end = indptr[i], indptr[i + 1]
         pred = row_score(indices, data, start, end, w0[0] if use_w0 else 0.0, w, V, use_w, s)
+        sq_error += (pred - y[i]) ** 2
         g = _loss_derivative(pred, y[i], classify)
         if use_w0:
             w0[0] -= eta * g
@@ -139,3 +141,4 @@ def _sgda_epoch(indptr, indices, data, y, order, vindptr, vindices, vdata, vy, a
                 lam_v[grp, f] = max(0.0, lam_v[grp, f] + lg * (s_ahead[f] * sum_xv[grp, f] - sum_xxvv[grp, f]))
                 sum_xv[grp, f] = 0.0
                 sum_xxvv[grp, f] = 0.0
+    return sq_error

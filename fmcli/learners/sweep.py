@@ -16,11 +16,13 @@ After a change by Δ: e_i += h_i Δ, and for v also q_{i,f} += x_ij Δ. P = 0 (n
 prior) sets θ = 0, as libFM. A non-finite result is rejected (the old value is kept) and
 counted in `rejected` (indices REJ_*).
 
-A column (feature j) is updated in one of two layouts with the same arithmetic (_w_terms,
-_v_terms, _w_change, _v_change): in place, entry by entry (exact with duplicated (row,
-feature) entries: each later entry sees the earlier ones' updates), or gathered: its rows'
-caches copied into a contiguous buffer, updated there and scattered back, which makes two
-random passes over the cache per column instead of 2(k+1).
+A column (feature j) is updated in one of two layouts with the same arithmetic (_terms, _v_h,
+_v_change): in place, entry by entry, for data with duplicated (row, feature) entries: a
+row's copies of j add up to the row's one h = ∂ŷ_i/∂θ (for w exact; for v the derivative at
+the current θ, ŷ being quadratic in v_{j,f} there), and the cache updates stay exact (each
+later entry sees the earlier ones' updates); or gathered: its rows' caches copied into a
+contiguous buffer, updated there and scattered back, which makes two random passes over the
+cache per column instead of 2(k+1).
 """
 
 import math
@@ -42,6 +44,14 @@ CACHE_DTYPE = np.float32   # e and q: half the memory traffic of float64; reset 
 PREFETCH_AHEAD = 16        # cache rows requested ahead of the column kernels' gathers and scatters
 
 
+@njit(inline="always")
+def finite(x):
+    """math.isfinite for kernels: numba's isfinite tests that x − x is ordered, which fastmath's
+    reassoc + nsz fold to 0 == 0, true even for inf and NaN; a comparison with the largest
+    double is not folded (no nnan/ninf in the policy) and is false for both."""
+    return abs(x) <= 1.7976931348623157e308
+
+
 @njit
 def solve(num, P, z):
     """θ = num/P + z/√P: the ALS minimiser (z = 0) or a draw from N(num/P, 1/P) (z ~ N(0, 1));
@@ -60,7 +70,7 @@ def _update_w0(cache, w0, lam0, alpha, z, rej):
     for i in range(n):
         s1 += old - cache[i, 0]
     new = solve(alpha * s1, lam0 + alpha * n, z)
-    if not math.isfinite(new):
+    if not finite(new):
         rej[REJ_W0] += 1
         return
     d = new - old
@@ -71,38 +81,60 @@ def _update_w0(cache, w0, lam0, alpha, z, rej):
 
 
 @njit(inline="always")
+def _terms(h, e, old):
+    """One row's (h², h (θ h − e)) for a parameter θ with ∂ŷ/∂θ = h."""
+    return h * h, h * (old * h - e)
+
+
+@njit(inline="always")
 def _w_terms(x, e, old):
     """One entry's (h², h (θ h − e)) for w_j: h = x."""
-    return x * x, x * (old * x - e)
+    return _terms(x, e, old)
+
+
+@njit(inline="always")
+def _v_h(x, q, old):
+    """One entry's h = ∂ŷ/∂v_{j,f} = x (q − x θ)."""
+    return x * (q - x * old)
 
 
 @njit(inline="always")
 def _v_terms(x, q, e, old):
     """One entry's (h², h (θ h − e)) for v_{j,f}: h = x (q − x θ)."""
-    h = x * (q - x * old)
-    return h * h, h * (old * h - e)
+    return _terms(_v_h(x, q, old), e, old)
 
 
 @njit(inline="always")
 def _v_change(x, q, old, d):
     """The changes (of e, of q) of one entry after v_{j,f} moved by d."""
-    return x * (q - x * old) * d, x * d
+    return _v_h(x, q, old) * d, x * d
 
 
 @njit
 def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej):
-    """w_j and v_{j,0..k−1} of feature j, reading and updating the cache entry by entry."""
+    """w_j and v_{j,0..k−1} of feature j, reading and updating the cache entry by entry.
+    A row's entries of j (adjacent in the column) make one term: h of the row is the sum of
+    its entries' h (∂ŷ_i/∂θ), so P and m weigh a row once, however often it holds j (a term
+    per entry would make the step c times too long for c copies: a long row of repeated
+    features diverged)."""
     p0, p1 = cptr[j], cptr[j + 1]
     if use_w:
         old = w[j]
         s1 = 0.0
         s2 = 0.0
-        for p in range(p0, p1):
-            a, b = _w_terms(np.float64(cval[p]), cache[crow[p], 0], old)
+        p = p0
+        while p < p1:
+            i = crow[p]
+            h = np.float64(cval[p])
+            p += 1
+            while p < p1 and crow[p] == i:
+                h += np.float64(cval[p])
+                p += 1
+            a, b = _terms(h, cache[i, 0], old)
             s2 += a
             s1 += b
         new = solve(alpha * s1 + lam_w * mu_w, lam_w + alpha * s2, z[0])
-        if math.isfinite(new):
+        if finite(new):
             d = new - old
             for p in range(p0, p1):
                 cache[crow[p], 0] += cval[p] * d
@@ -113,13 +145,20 @@ def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
         old = V[j, f]
         s1 = 0.0
         s2 = 0.0
-        for p in range(p0, p1):
+        p = p0
+        while p < p1:
             i = crow[p]
-            a, b = _v_terms(np.float64(cval[p]), cache[i, 1 + f], cache[i, 0], old)
+            q = cache[i, 1 + f]
+            h = _v_h(np.float64(cval[p]), q, old)
+            p += 1
+            while p < p1 and crow[p] == i:
+                h += _v_h(np.float64(cval[p]), q, old)
+                p += 1
+            a, b = _terms(h, cache[i, 0], old)
             s2 += a
             s1 += b
         new = solve(alpha * s1 + lam_v[f] * mu_v[f], lam_v[f] + alpha * s2, z[1 + f])
-        if math.isfinite(new):
+        if finite(new):
             d = new - old
             for p in range(p0, p1):
                 i = crow[p]
@@ -161,7 +200,7 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
             s2 += a
             s1 += b
         new = solve(alpha * s1 + lam_w * mu_w, lam_w + alpha * s2, z[0])
-        if math.isfinite(new):
+        if finite(new):
             d = new - old
             for t in range(m):
                 buf[0, t] += lx[t] * d
@@ -177,7 +216,7 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
             s2 += a
             s1 += b
         new = solve(alpha * s1 + lam_v[f] * mu_v[f], lam_v[f] + alpha * s2, z[1 + f])
-        if math.isfinite(new):
+        if finite(new):
             d = new - old
             for t in range(m):
                 de, dq = _v_change(np.float64(lx[t]), buf[1 + f, t], old, d)
@@ -258,18 +297,30 @@ def factor_block_sums(indptr, indices, data, V, f0, f1, cache):
 
 @njit(parallel=True)
 def set_residuals(cache, yhat, t):
-    """e_i = ŷ_i − t_i into the cache's column 0; returns how many ŷ_i are not finite."""
-    bad = 0
+    """e_i = ŷ_i − t_i into the cache's column 0; returns Σ e_i² of the stored (float32) e:
+    inf or NaN when some ŷ_i is, or is beyond float32's range (the divergence check)."""
+    sq = 0.0
     for i in prange(cache.shape[0]):
         cache[i, 0] = yhat[i] - t[i]
-        bad += 0 if math.isfinite(yhat[i]) else 1
-    return bad
+        e = np.float64(cache[i, 0])
+        sq += e * e
+    return sq
+
+
+@njit
+def squared_error(yhat, y):
+    """Σ (ŷ_i − y_i)²."""
+    sq = 0.0
+    for i in range(yhat.shape[0]):
+        d = yhat[i] - y[i]
+        sq += d * d
+    return sq
 
 
 @njit
 def count_nonfinite(a):
     c = 0
     for x in a.ravel():
-        if not math.isfinite(x):
+        if not finite(x):
             c += 1
     return c
