@@ -9,7 +9,7 @@ import numpy as np
 
 from fmcli import metrics
 from fmcli.console import Console
-from fmcli.io.atomic import atomic_output, check_writable
+from fmcli.io.atomic import atomic_output, check_distinct, check_writable, publish_together
 from fmcli.io.predictions import format_predictions
 
 
@@ -22,12 +22,14 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
     from fmcli.io.modelfile import load_model
 
     console = console or Console()
+    check_distinct([("-model", model_path), ("-test", test_path)] + relation_inputs(relations, ("test",)),
+                   [("-out", out_path)])
     check_writable(out_path, "-out")
     model = load_model(model_path, task=task)
     rels = model_relations(model, model_path, relations)
     classes = model.task == "c"
     n_rows, labeled, sums = 0, True, np.zeros(2)
-    with atomic_output(out_path) as out:
+    with publish_together(), atomic_output(out_path) as out:
         for chunk in _chunks(test_path, chunk_bytes):
             part = tuple((rel, links[n_rows:n_rows + chunk.n_rows]) for rel, links in rels)
             for rel, links in part:
@@ -74,6 +76,13 @@ def _chunks(path, chunk_bytes):
         p, q = d.indptr[a], d.indptr[b]
         yield SparseData(np.asarray(d.indptr[a:b + 1]) - p, d.indices[p:q], d.data[p:q], d.y[a:b],
                          d.n_features, d.source)
+
+
+def relation_inputs(names, parts):
+    """(option, path) of every file the relations `names` are read from, for the sets `parts`
+    ("train", "test", "validation"): R.xt, R.x, R.groups and R.PART (fmcli.io.relation)."""
+    suffixes = ("xt", "x", "groups") + tuple(parts)
+    return [(f"-relation {name}", f"{name}.{suffix}") for name in names for suffix in suffixes]
 
 
 def model_relations(model, model_path, names):
