@@ -92,6 +92,33 @@ def test_stdout_gets_every_prediction_through_a_slow_pipe(model, big_test):
     assert r.returncode == 0 and r.stdout.split() == [b"96000"], r.stderr
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 KB tmpfs (needs the right to mount, else the test is skipped): a disk that fills
+    in the middle of a write, so write(2) first comes back short, then fails."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(folder)], capture_output=True)
+    if r.returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_disk_that_fills_during_the_write(model, big_test, small_disk):
+    with open(small_disk / "s.txt", "wb") as f:
+        r = subprocess.run([sys.executable, "-m", "fmcli", "predict", "-model", str(model), "-test", str(big_test),
+                            "-out", "-"], env=ENV, stdout=f, stderr=subprocess.PIPE, timeout=300)
+    assert (r.returncode, r.stderr.decode()) == (1, "fmcli: error: <stdout>: No space left on device\n")
+    (small_disk / "s.txt").unlink()
+    (small_disk / "p.txt").write_text("old\n")
+    r = fmcli("predict", "-model", model, "-test", big_test, "-out", small_disk / "p.txt")
+    assert (r.returncode, r.stderr.decode()) == (1, f"fmcli: error: {small_disk / 'p.txt'}: No space left on device\n")
+    assert os.listdir(small_disk) == ["p.txt"] and (small_disk / "p.txt").read_text() == "old\n"
+
+
 @pytest.mark.parametrize("option", ["-out", "-save_model", "-rlog", "--log-json"])
 def test_full_disk_names_the_file(tmp_path, option):
     r = fmcli(*MOVIES, "-method", "sgd", "-iter", "1", option, "/dev/full", "-q", cwd=tmp_path)

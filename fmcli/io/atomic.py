@@ -40,14 +40,23 @@ published = False                     # a publish_together block of this process
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-class OutputError(FmcliError):
-    """Writing an output failed (disk full, I/O error): exit 1, the message names the output."""
+class OutputError(FmcliError, OSError):
+    """Writing an output failed (disk full, I/O error): exit 1, the message names the output.
+    Also an OSError (errno and strerror of the failure), as the write's own error was."""
 
     exit_code = 1
 
     def __init__(self, name, err):
+        if isinstance(err, OSError):
+            OSError.__init__(self, err.errno, err.strerror or str(err), name)
+            self.message = f"{name}: {err.strerror or err}"
+        else:
+            OSError.__init__(self, None, str(err), name)
+            self.message = f"{name}: {err}"
         self.name = name
-        super().__init__(f"{name}: {err.strerror or err}" if isinstance(err, OSError) else f"{name}: {err}")
+
+    def __str__(self):
+        return self.message
 
 
 class ReaderGone(Exception):
