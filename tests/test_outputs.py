@@ -171,7 +171,8 @@ def _check_progress_files(folder):
 
 
 def test_sigterm_at_random_moments_leaves_old_or_complete_outputs(tmp_path):
-    """SIGTERM at a random moment (seeded) of a run, mostly near its end, over several trials:
+    """SIGTERM at a random moment (seeded) of a run, near its end or while the model is written,
+    over several trials:
     -out and -save_model are both the old files or both exactly the new ones (as an undisturbed
     run writes them); no temporary file is left."""
     reference = tmp_path / "reference"
@@ -189,7 +190,12 @@ def test_sigterm_at_random_moments_leaves_old_or_complete_outputs(tmp_path):
         _write_old(folder, ["p.txt", "m.fm", "r.tsv", "j.jsonl"])
         proc = subprocess.Popen([sys.executable, "-m", "fmcli", *SIGNAL_RUN, "-q"], cwd=folder, env=ENV,
                                 stderr=subprocess.PIPE)
-        time.sleep(duration * rng.uniform(0.6, 1.1))
+        if trial % 2:  # a random moment of the run
+            time.sleep(duration * rng.uniform(0.6, 1.1))
+        else:  # a random moment of the model's writing: once its temporary file is there
+            while proc.poll() is None and not any(n.startswith(".m.fm.") for n in os.listdir(folder)):
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0, 0.02))
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=300)
         # -15: the signal came while Python starts or ends, when fmcli's handler is not installed

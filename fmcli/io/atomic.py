@@ -311,10 +311,11 @@ def _discard(pending):
 
 
 def _commit(pending):
-    """Rename every (temporary, destination, name for messages) into place with SIGINT/SIGTERM held and the
-    destination folders locked (flock, in a fixed order), so that two runs publishing the same
-    outputs do not interleave and a signal cannot split the renames: a signal pending when the
-    lock is taken publishes nothing; one arriving during the renames acts after them."""
+    """Rename every (temporary, destination, name for messages) into place with SIGINT and
+    SIGTERM held and the destination folders locked (flock, in a fixed order), so that two runs
+    publishing the same outputs do not interleave and a signal cannot split the renames: a
+    signal that came before the first rename publishes nothing; one arriving during the
+    renames acts after them."""
     if not pending:
         return
     held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
