@@ -37,7 +37,7 @@ _publication = contextvars.ContextVar("publication", default=None)
 _swept_folders = set()                # folders already cleared of stale temporaries by this process
 _stdout_closed = False                # fd 1 was closed when fmcli started (see protect_standard_fds)
 published = False                     # a publish_together block of this process has renamed its outputs
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class OutputError(FmcliError, OSError):
@@ -298,9 +298,7 @@ def publish_together():
         _discard(pending)
         raise
     _publication.reset(token)
-    _commit(pending)
-    global published
-    published = True
+    _commit(pending, final=True)
 
 
 def _discard(pending):
@@ -310,24 +308,58 @@ def _discard(pending):
     pending.clear()
 
 
-def _commit(pending):
+@contextlib.contextmanager
+def _stop_signals_held():
+    """SIGINT and SIGTERM that arrive in the block are recorded (yielded list) and act when it
+    ends. The handlers are swapped rather than the signals masked: a mask is per thread, and a
+    compiled kernel's worker thread would take the signal and have its handler run at once."""
+    import threading
+
+    arrived = []
+    if threading.current_thread() is not threading.main_thread():  # only there can handlers change
+        yield arrived
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in _STOP_SIGNALS}
+    try:
+        yield arrived
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _deliver(signals):
+    """Let the held signals act now, with the handlers fmcli (or the default) had."""
+    for s in dict.fromkeys(signals):
+        signal.raise_signal(s)
+
+
+def _commit(pending, final=False):
     """Rename every (temporary, destination, name for messages) into place with SIGINT and
     SIGTERM held and the destination folders locked (flock, in a fixed order), so that two runs
     publishing the same outputs do not interleave and a signal cannot split the renames: a
     signal that came before the first rename publishes nothing; one arriving during the
-    renames acts after them."""
-    if not pending:
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    renames acts after them. final: a run's publication (sets `published` when done)."""
+    global published
+    arrived = []
+    try:
+        with _stop_signals_held() as arrived:
+            try:
+                if not arrived:  # else stopped before the first rename: publish nothing
+                    _rename_all(pending)
+                    published = published or final
+            finally:
+                _discard(pending)
+    finally:
+        _deliver(arrived)
+
+
+def _rename_all(pending):
     locks = []
     try:
-        if signal.sigpending() & _STOP_SIGNALS:  # stopped before the first rename: publish nothing
-            return
         folders = {}
         for _, dest, _ in pending:
-            folder = os.path.dirname(dest)
             with contextlib.suppress(OSError):
-                fd = os.open(folder, os.O_RDONLY)
+                fd = os.open(os.path.dirname(dest), os.O_RDONLY)
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) in folders:
                     os.close(fd)
@@ -350,8 +382,6 @@ def _commit(pending):
     finally:
         for fd in locks:
             os.close(fd)
-        _discard(pending)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 @contextlib.contextmanager
