@@ -472,6 +472,9 @@ def plot(files, out, fmt, metric, x_axis, labels, title, width, height, dpi):
 
 def main(argv=None):
     """Run the CLI; turn every failure into one stderr line and a documented exit code."""
+    from fmcli.io.atomic import ReaderGone, protect_standard_fds
+
+    protect_standard_fds()  # before anything is opened: a closed fd 0/1/2 must not be reused
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=argv, prog_name="fmcli", standalone_mode=False)
@@ -492,16 +495,17 @@ def main(argv=None):
     except FmcliError as e:
         _error(str(e))
         code = e.exit_code
-    except KeyboardInterrupt:
-        _error("interrupted; no output written")
-        code = 130
-    except Terminated:
-        _error("terminated; no output written")
-        code = 143
-    except BrokenPipeError:
-        # the reader of our stdout went away (e.g. `| head`): stop quietly
+    except (KeyboardInterrupt, Terminated) as e:  # outside a training loop (which says more)
+        from fmcli.io import atomic
+
+        what = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
+        _error(f"{what} after the outputs were written" if atomic.published else f"{what}; no output written")
+        code = 130 if isinstance(e, KeyboardInterrupt) else 143
+    except (ReaderGone, BrokenPipeError):
+        # the reader of our stdout went away (e.g. `| head`): stop quietly; later writes
+        # (Python's flush at exit) go to /dev/null
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, 1)
         code = 141
     except MemoryError:
         _error("out of memory")
@@ -520,8 +524,13 @@ def main(argv=None):
 def _error(msg, hint=None):
     """`fmcli: error: MSG` on one line: control characters from the input (a vertical tab, an
     escape sequence, a newline in a file name) are shown escaped, never sent to the terminal."""
+    from fmcli.console import drop_messages
+
     msg = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in str(msg))
-    print(f"fmcli: error: {msg}" + (f"\n{hint}" if hint else ""), file=sys.stderr, flush=True)
+    try:
+        print(f"fmcli: error: {msg}" + (f"\n{hint}" if hint else ""), file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr full or closed: the exit status still tells
+        drop_messages(sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,22 @@
 """Messages on stderr: nothing with --quiet, a progress bar only on a terminal.
 
-stdout is reserved for data (predictions with `-out -`).
+stdout is reserved for data (predictions with `-out -`). Messages are a courtesy: a stderr
+that cannot take them (`2>/dev/full`, a closed pipe) drops them and never changes how a run
+ends (see drop_messages).
 """
 
+import os
 import sys
+
+
+def drop_messages(stream):
+    """After a failed write to `stream`, send further messages nowhere: if it is sys.stderr it
+    is replaced by /dev/null, so that Python's flush at exit cannot fail (exit status 120)
+    either. Returns the replacement."""
+    null = open(os.devnull, "w")
+    if stream is sys.stderr:
+        sys.stderr = null
+    return null
 
 
 class Console:
@@ -43,7 +56,11 @@ class Console:
             self._bar = None
 
     def _write(self, msg):
-        if self._bar is not None:
-            self._bar.write(msg, file=self.stream)
-        else:
-            print(msg, file=self.stream, flush=True)
+        try:
+            if self._bar is not None:
+                self._bar.write(msg, file=self.stream)
+            else:
+                print(msg, file=self.stream, flush=True)
+        except (OSError, ValueError):  # a full or closed stderr: drop messages, go on
+            self._bar = None
+            self.stream = drop_messages(self.stream)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from fmcli import __version__
 from fmcli.errors import InputError, UsageError
-from fmcli.io.atomic import atomic_output, check_writable
+from fmcli.io.atomic import atomic_output, check_distinct, check_writable, publish_together
 
 MAPPING_FORMAT = "fmcli-convert-mapping"
 MAPPING_VERSION = 1
@@ -472,12 +472,8 @@ def run_convert(job, console=None):
     for p in (job.meta, job.mapping):
         if p == "-":
             raise UsageError("--meta and --mapping need file names, not - (stdout carries only data)")
-    every_output = [p for p in outputs + [job.meta, job.mapping] if p and p != "-"]
-    for p in every_output:
-        if p in inputs or (job.use_mapping and p == job.use_mapping):
-            raise UsageError(f"{p}: an output would overwrite an input")
-    if len(set(every_output)) != len(every_output):
-        raise UsageError("two outputs have the same name")
+    check_distinct([("-in", p) for p in inputs] + [("--use-mapping", job.use_mapping)],
+                   [("-out", p) for p in outputs] + [("-meta", job.meta), ("--mapping", job.mapping)])
     for p, what in [(o, "-out") for o in outputs] + [(job.meta, "--meta"), (job.mapping, "--mapping")]:
         check_writable(p, what)
     sep = parse_separator(job.sep)
@@ -541,24 +537,26 @@ def run_convert(job, console=None):
         texts.append(lines)
         stats_per.append(stats)
 
-    # every input was read and checked: now write
-    for path, lines in zip(outputs, texts):
-        with atomic_output(path) as f:
-            f.write("\n".join(lines) + "\n")
-    if job.meta:
-        groups = [None] * n_features
-        for c in columns:
-            if c.role == "numeric":
-                groups[c.id] = c.group
-            elif c.role == "categorical":
-                for fid in c.ids.values():
-                    groups[fid] = c.group
-        with atomic_output(job.meta) as f:
-            f.write("".join(f"{g}\n" for g in groups))
-    if job.mapping:
-        with atomic_output(job.mapping) as f:
-            json.dump(mapping_dict(columns, n_features, sep, header_flag), f)   # ASCII whatever the locale
-            f.write("\n")
+    # every input was read and checked: now write, all outputs or none, standard output last
+    # (it cannot wait for the files' renames)
+    with publish_together():
+        if job.meta:
+            groups = [None] * n_features
+            for c in columns:
+                if c.role == "numeric":
+                    groups[c.id] = c.group
+                elif c.role == "categorical":
+                    for fid in c.ids.values():
+                        groups[fid] = c.group
+            with atomic_output(job.meta) as f:
+                f.write("".join(f"{g}\n" for g in groups))
+        if job.mapping:
+            with atomic_output(job.mapping) as f:
+                json.dump(mapping_dict(columns, n_features, sep, header_flag), f)   # ASCII whatever the locale
+                f.write("\n")
+        for path, lines in sorted(zip(outputs, texts), key=lambda pair: pair[0] == "-"):
+            with atomic_output(path) as f:
+                f.write("\n".join(lines) + "\n")
 
     summary = []
     for t, path, lines, stats in zip(tables, outputs, texts, stats_per):
@@ -603,15 +601,16 @@ def convert_format(inputs, outputs, to, console=None):
         raise UsageError(f"{len(inputs)} -in files but {len(outputs)} -out files: give one -out per -in, in order")
     if to == "binary" and "-" in outputs:
         raise UsageError("--binary needs -out file names (a binary file is not written to stdout)")
+    check_distinct([("-in", p) for p in inputs], [("-out", p) for p in outputs])
     for p in outputs:
-        if p != "-" and p in inputs:
-            raise UsageError(f"{p}: an output would overwrite an input")
         check_writable(p, "-out")
     data = [load_dataset(p, cache=False, targets="optional") for p in inputs]  # all read before any write
+    with publish_together():  # all outputs or none, standard output last
+        for d, out in sorted(zip(data, outputs), key=lambda pair: pair[1] == "-"):
+            if to == "binary":
+                write_cache(d, out)
+            else:
+                write_libfm(out, d)
     for d, out in zip(data, outputs):
-        if to == "binary":
-            write_cache(d, out)
-        else:
-            write_libfm(out, d)
         console.info(f"{d.source}: {d.n_rows} rows, {d.nnz} values, {d.n_features} features -> "
                      f"{'stdout' if out == '-' else out} ({'binary' if to == 'binary' else 'libFM text'})")

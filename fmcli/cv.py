@@ -167,7 +167,10 @@ def run_cv(job, console):
     from fmcli.executors import executor
     from fmcli.io.atomic import check_writable
 
+    from fmcli.io.atomic import check_distinct
+
     check(job)
+    check_distinct([("-train", job.train), ("-meta", job.meta)], [("-out", job.out), ("--summary", job.summary)])
     for path, what in ((job.out, "-out"), (job.summary, "--summary")):
         check_writable(path, what)
     folder = job.work_dir or tempfile.mkdtemp(prefix="fmcli-cv-")
@@ -197,14 +200,15 @@ def run_cv(job, console):
 
 def write_outputs(job, per_fold, summary, oof):
     """-out and --summary, published together."""
-    from fmcli.io.atomic import atomic_output
+    from fmcli.io.atomic import atomic_output, publish_together
     from fmcli.io.predictions import format_predictions
 
     doc = {"k": job.k, "task": job.opts.task, "method": job.opts.method, "folds": per_fold,
            "mean": {n: mu for n, (mu, _) in summary.items()}, "sd": {n: sd for n, (_, sd) in summary.items()}}
-    if job.out:
-        with atomic_output(job.out) as f:
-            f.write(format_predictions(oof))
-    if job.summary:
-        with atomic_output(job.summary) as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
+    with publish_together():
+        if job.summary:
+            with atomic_output(job.summary) as f:
+                f.write(json.dumps(doc, indent=1) + "\n")
+        if job.out:  # last: standard output cannot wait for the others' renames
+            with atomic_output(job.out) as f:
+                f.write(format_predictions(oof))

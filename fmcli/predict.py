@@ -8,8 +8,8 @@ renamed at the end; standard output receives each chunk as it is scored.
 import numpy as np
 
 from fmcli.console import Console
-from fmcli.io.atomic import atomic_output, check_writable
 from fmcli.errors import UsageError
+from fmcli.io.atomic import atomic_output, check_distinct, check_writable, publish_together
 from fmcli.io.predictions import format_predictions
 from fmcli.scoring import check_finite, chunks, metric_sums
 
@@ -31,6 +31,8 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
     from fmcli.train import threads
 
     console = console or Console()
+    check_distinct([("-model", model_path), ("-test", test_path)] + relation_inputs(relations, ("test",)),
+                   [("-out", out_path)])
     check_writable(out_path, "-out")
     model = load_model(model_path, task=task)
     rels = model_relations(model, model_path, relations)
@@ -43,7 +45,7 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
         return n_rows
     classes = model.task == "c"     # the model's own task, unless -task said otherwise
     n_rows, labeled, sums, warned = 0, True, np.zeros(2), False
-    with atomic_output(out_path) as out:
+    with publish_together(), atomic_output(out_path) as out:
         for chunk in chunks(test_path, chunk_bytes):
             part = tuple((rel, links[n_rows:n_rows + chunk.n_rows]) for rel, links in rels)
             for rel, links in part:
@@ -105,11 +107,18 @@ def _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards, work
         from fmcli.errors import InputError
 
         raise InputError(test_path, None, "no data rows (the file is empty or has only blank lines and comments)")
-    with atomic_output(out_path) as out:
+    with publish_together(), atomic_output(out_path) as out:
         for text, _, _, _ in results:
             out.write(text)
     return (sum(r[1] for r in results), all(r[2] for r in results),
             sum((r[3] for r in results if r[2]), np.zeros(2)))
+
+
+def relation_inputs(names, parts):
+    """(option, path) of every file the relations `names` are read from, for the sets `parts`
+    ("train", "test", "validation"): R.xt, R.x, R.groups and R.PART (fmcli.io.relation)."""
+    suffixes = ("xt", "x", "groups") + tuple(parts)
+    return [(f"-relation {name}", f"{name}.{suffix}") for name in names for suffix in suffixes]
 
 
 def model_relations(model, model_path, names):

@@ -2,14 +2,13 @@
 iterate, write outputs.
 
 The CLI turns options into a TrainJob and calls run_train; everything here is usable from
-Python too. Outputs (-out, -save_model) are written atomically and only after training
-succeeded; -rlog, --log-json and --checkpoint are replaced whole after every iteration so a
-long run can be watched.
+Python too. Outputs (-out, -save_model, the final -rlog and --log-json) are published
+together, only after training succeeded and every output is complete; -rlog, --log-json and
+--checkpoint are also replaced whole after every iteration so a long run can be watched.
 """
 
 import contextlib
 import dataclasses
-import os
 import time
 
 import numpy as np
@@ -260,8 +259,22 @@ def _interrupted(stop, plan, progress):
     return Interrupted(message, 130 if isinstance(stop, KeyboardInterrupt) else 143)
 
 
+def check_files_distinct(job):
+    """No output of the job may be one of its inputs or another of its outputs (checked before
+    anything is read, fmcli.io.atomic.check_distinct)."""
+    from fmcli.io.atomic import check_distinct
+    from fmcli.predict import relation_inputs
+
+    parts = ("train",) + (("test",) if job.test else ()) + (("validation",) if job.validation else ())
+    check_distinct([("-train", job.train), ("-test", job.test), ("-validation", job.validation),
+                    ("-load_model", job.load_model), ("-meta", job.meta)] + relation_inputs(job.relations, parts),
+                   [("-out", job.out), ("-save_model", job.save_model), ("-rlog", job.rlog),
+                    ("--log-json", job.log_json), ("--checkpoint", job.checkpoint)])
+
+
 def run_train(job, console=None):
     """Train as the job says; returns (model, test predictions or None)."""
+    check_files_distinct(job)
     plan = resolve(job)
     with threads(plan.opts.threads):
         return _run_train(plan, console or Console())
@@ -309,17 +322,30 @@ def _run_train(plan, console):
     if test_pred is not None and not np.isfinite(test_pred).all():
         raise TrainingError(f"{opts.method} diverged: the -test predictions are NaN or inf; try a "
                             f"smaller -init_stdev or -learn_rate, or a larger -regular")
+    size = _publish(job, _numbered(final, plan, done), test_pred, rlog, "validation" in evals, learner.log_values())
     if job.out:
-        from fmcli.io.predictions import write_predictions
-
-        write_predictions(job.out, test_pred)
         what = "values clipped to the train target range" if opts.task == "r" else "probabilities of class +1"
         console.info(f"Wrote {len(test_pred)} predictions ({what}) to {'stdout' if job.out == '-' else job.out}")
     if job.save_model:
-        from fmcli.io.modelfile import save_model
-
-        save_model(job.save_model, _numbered(final, plan, done))
-        size = os.path.getsize(job.save_model) / 1e6
         kept = f", {len(final.samples[0])} MCMC samples" if final.samples is not None else ""
-        console.info(f"Writing FM model to {job.save_model} ({size:.1f} MB{kept})")
+        console.info(f"Writing FM model to {job.save_model} ({size / 1e6:.1f} MB{kept})")
     return final, test_pred
+
+
+def _publish(job, final, test_pred, rlog, validation, hyper):
+    """Every output of the run, or none (fmcli.io.atomic.publish_together): the model, the
+    final -rlog and --log-json, then the predictions (last, as standard output cannot wait for
+    the others' renames); a failure or signal on the way leaves every destination as it was.
+    Returns the model file's size (0 without one)."""
+    from fmcli.io.atomic import publish_together
+    from fmcli.io.modelfile import save_model
+    from fmcli.io.predictions import write_predictions
+
+    size = 0
+    with publish_together():
+        if job.save_model:
+            size = save_model(job.save_model, final)
+        rlog.publish(validation, hyper)
+        if job.out:
+            write_predictions(job.out, test_pred)
+    return size

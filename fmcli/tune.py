@@ -163,7 +163,11 @@ def run_tune(job, console):
     from fmcli.io.load import load_dataset
     from fmcli.metrics import evaluate
 
+    from fmcli.io.atomic import check_distinct
+
     metric = check(job)
+    check_distinct([("-train", job.train), ("-validation", job.validation), ("-meta", job.meta)],
+                   [("--json", job.out), ("--save-best", job.save_best)])
     check_writable(job.out, "--json")
     check_writable(job.save_best, "--save-best")
     cands = candidates(job)
@@ -206,17 +210,19 @@ def run_tune(job, console):
     best = rows[ranked[0]]
     console.info(f"Best: {best['command']}")
     doc = {"metric": metric, "better": better, "candidates": rows, "best": best}
+    from fmcli.io.atomic import atomic_output, publish_together
+
+    with publish_together():   # the best model and the JSON, or neither
+        if job.save_best:
+            from fmcli.console import Console
+            from fmcli.plan import TrainJob
+            from fmcli.train import run_train
+
+            run_train(TrainJob(cands[ranked[0]][1], job.train, save_model=job.save_best, meta=job.meta,
+                               cache=job.cache), Console(quiet=True))
+        if job.out:
+            with atomic_output(job.out) as f:
+                f.write(json.dumps(doc, indent=1) + "\n")
     if job.save_best:
-        from fmcli.console import Console
-        from fmcli.plan import TrainJob
-        from fmcli.train import run_train
-
-        run_train(TrainJob(cands[ranked[0]][1], job.train, save_model=job.save_best, meta=job.meta,
-                           cache=job.cache), Console(quiet=True))
         console.info(f"Saved the best candidate, trained on all of {job.train}, to {job.save_best}")
-    if job.out:
-        from fmcli.io.atomic import atomic_output
-
-        with atomic_output(job.out) as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
     return doc

@@ -35,7 +35,6 @@ several GB/s, so the check costs a few per cent of one ALS iteration (bench/note
 import hashlib
 import json
 import os
-import time
 
 import numpy as np
 

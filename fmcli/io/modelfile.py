@@ -145,7 +145,8 @@ _SHA_LINE_RE = re.compile(rb"#fmcli-sha256 ([0-9a-f]{64})")
 # ----------------------------------------------------------------------------- saving
 
 def save_model(path, model):
-    """Write `model` to `path` atomically: binary if the name ends in .npz, else text."""
+    """Write `model` to `path` atomically: binary if the name ends in .npz, else text.
+    Returns the bytes written."""
     path = os.fspath(path)
     _check_model(model)
     meta = _meta_dict(model)
@@ -154,14 +155,18 @@ def save_model(path, model):
         with atomic_output(path, binary=True) as f:
             for i in range(0, len(payload), 1 << 20):
                 f.write(payload[i:i + (1 << 20)])
-        return
+        return len(payload)
+    size = 0
     with atomic_output(path, binary=True) as f:
         sha = hashlib.sha256()
         for chunk in _text_chunks(model, meta):
             data = chunk.encode("ascii")
             sha.update(data)
             f.write(data)
-        f.write(f"{_SHA_PREFIX}{sha.hexdigest()}\n".encode("ascii"))
+            size += len(data)
+        tail = f"{_SHA_PREFIX}{sha.hexdigest()}\n".encode("ascii")
+        f.write(tail)
+    return size + len(tail)
 
 
 def _check_model(model):

@@ -469,6 +469,20 @@ class RunLog:
             self.records.append(json.dumps(record, default=float))
             self._replace(self.json_path, "\n".join(self.records) + "\n")
 
+    def publish(self, validation, hyper):
+        """Write both files in their final state once more (inside publish_together: together
+        with the run's other outputs). After no iteration (-iter 0) -rlog is its header line
+        (the columns the run would have filled; `validation`: whether it had -validation,
+        `hyper`: the learner's log_values) and --log-json an empty file (no record)."""
+        if self.header is None:
+            nan = float("nan")
+            metrics = dict.fromkeys(("rmse", "mae", "accuracy", "auc", "logloss", "ll10"), nan)
+            self.header = list(self.columns(metrics, None, metrics if validation else None, nan, nan, hyper))
+        if self.rlog_path:
+            self._replace(self.rlog_path, "\t".join(self.header) + "\n" + "".join(r + "\n" for r in self.rows))
+        if self.json_path:
+            self._replace(self.json_path, "".join(r + "\n" for r in self.records))
+
     @staticmethod
     def _replace(path, text):
         with atomic_output(path) as f:

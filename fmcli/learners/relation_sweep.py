@@ -24,7 +24,6 @@ the last bits (the first run after a cache wipe against every later one); withou
 warm runs agree (tests/test_robust.py). The main sweep's kernels agree either way.
 """
 
-import math
 
 import numba
 import numpy as np
