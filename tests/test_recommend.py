@@ -84,3 +84,185 @@ def test_auc_matches_pair_counting(seed):
     want = reference_auc(scores, candidate, relevant)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert np.isnan(got[1])
+
+
+# ---- the engine: every score is predict's -------------------------------------------------------
+
+import json
+
+from fmcli import recommend
+from fmcli.model import FMModel
+
+
+def random_model(rng, n_features, k, samples=0, link="identity", y=(1.0, 5.0), relations=None):
+    """A model with random parameters (a trained one's scale), optionally with stored samples
+    (float32, as model files keep them)."""
+    m = FMModel(float(rng.normal(3, 0.5)), rng.normal(0, 0.3, n_features), rng.normal(0, 0.4, (n_features, k)),
+                task="r" if link == "identity" else "c", link=link,
+                y_min=y[0] if link == "identity" else -1.0, y_max=y[1] if link == "identity" else 1.0)
+    if samples:
+        m.samples = (rng.normal(3, 0.5, samples), rng.normal(0, 0.3, (samples, n_features)).astype(np.float32),
+                     rng.normal(0, 0.4, (samples, n_features, k)).astype(np.float32))
+    if relations:
+        m.meta["relations"] = relations
+    return m
+
+
+def write_mapping_v1(path, n_users, n_items):
+    users = {f"u{i}": i for i in range(n_users)}
+    items = {f"i{i}": n_users + i for i in range(n_items)}
+    m = {"format": "fmcli-convert-mapping", "version": 1, "fmcli_version": "0.1.0", "separator": ",",
+         "header": True, "n_features": n_users + n_items,
+         "columns": [{"name": "user", "role": "categorical", "group": 0, "ids": users},
+                     {"name": "item", "role": "categorical", "group": 1, "ids": items},
+                     {"name": "rating", "role": "target"}]}
+    path.write_text(json.dumps(m))
+    return m
+
+
+def write_mapping_v2(tmp_path, rng, n_users, n_items, n_side, relation_rows=None):
+    """A version-2 mapping: user one-hots, item one-hots, then n_side side features shared at
+    random by users and items (values as convert's normalised sets); one user and one item
+    from a side table only (no one-hot). relation_rows: a relation keyed by users."""
+    n_main = n_users + n_items + n_side
+    side = lambda: sorted((n_users + n_items + int(j), float(np.float32(1 / np.sqrt(c))))
+                          for c in [int(rng.integers(1, 4))] for j in rng.choice(n_side, c, replace=False))
+    ufeat = {f"u{i}": [[i, 1.0]] + [list(p) for p in side()] for i in range(n_users)}
+    ufeat["cold_user"] = [list(p) for p in side()]
+    ifeat = {f"i{i}": [[n_users + i, 1.0]] + [list(p) for p in side()] for i in range(n_items)}
+    ifeat["cold_item"] = [list(p) for p in side()]
+    user = {"column": "user", "features": ufeat}
+    if relation_rows is not None:
+        user["relation"] = {"name": str(tmp_path / "rel"), "rows": relation_rows}
+    m = {"format": "fmcli-convert-mapping", "version": 2, "fmcli_version": "0.1.0", "separator": ",",
+         "header": True, "n_features": n_main,
+         "columns": [{"name": "user", "role": "categorical", "group": 0,
+                      "ids": {f"u{i}": i for i in range(n_users)}},
+                     {"name": "item", "role": "categorical", "group": 1,
+                      "ids": {f"i{i}": n_users + i for i in range(n_items)}},
+                     {"name": "rating", "role": "target"}],
+         "entities": {"user": user, "item": {"column": "item", "features": ifeat}}}
+    (tmp_path / "map.json").write_text(json.dumps(m))
+    return m
+
+
+def pair_rows(m, users, items):
+    """The libFM rows convert builds for pairs: the user's features, then the item's."""
+    ent = m.get("entities")
+    indptr, indices, data = [0], [], []
+    for u in users:
+        for i in items:
+            if ent:
+                pairs = ent["user"]["features"][u] + ent["item"]["features"][i]
+            else:
+                pairs = [[m["columns"][0]["ids"][u], 1.0], [m["columns"][1]["ids"][i], 1.0]]
+            indices += [p[0] for p in pairs]
+            data += [p[1] for p in pairs]
+            indptr.append(len(indices))
+    return np.array(indptr, np.int64), np.array(indices, np.int32), np.array(data, np.float32)
+
+
+def engine_scores(model, mapping):
+    scorer = recommend.Scorer.of_model(model, mapping.item.rows(np.arange(mapping.item.n_rows)))
+    params = recommend.parameter_sets(model)
+    terms = recommend.side_terms(model, *mapping.user.rows(np.arange(mapping.user.n_rows)), params)
+    return scorer, terms
+
+
+CASES = {"plain": {}, "samples": {"samples": 7}, "logistic": {"link": "logistic"},
+         "probit samples": {"link": "probit", "samples": 5}, "unclipped": {"y": (-np.inf, np.inf)}}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_scores_equal_predict_v1(case, tmp_path):
+    rng = np.random.default_rng(7)
+    m = write_mapping_v1(tmp_path / "map.json", 13, 17)
+    model = random_model(rng, 30, 5, **CASES[case])
+    mapping = recommend.load_sides(tmp_path / "map.json", model, "user", "item")
+    scorer, terms = engine_scores(model, mapping)
+    got = scorer.score_all(terms).ravel()
+    want = model.predict(*pair_rows(m, mapping.user.ids, mapping.item.ids))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
+    assert (got == want).mean() > 0.3   # most are the same bits; the rest differ in the last bits
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_scores_equal_predict_v2_side_features_and_relation(case, tmp_path):
+    rng = np.random.default_rng(11)
+    n_users, n_items, n_side = 9, 12, 6
+    # the relation: 4 rows over 5 relation features, user j's row j % 4; cold_user's row 3
+    rel_rows = [" ".join(f"{j}:{v:.6g}" for j, v in zip(rng.choice(5, 2, replace=False), rng.random(2)))
+                for _ in range(4)]
+    (tmp_path / "rel.x").write_text("".join(f"0 {r}\n" for r in rel_rows))
+    rows = {f"u{i}": i % 4 for i in range(n_users)} | {"cold_user": 3}
+    m = write_mapping_v2(tmp_path, rng, n_users, n_items, n_side, rows)
+    n_main = n_users + n_items + n_side
+    rel_meta = [{"name": str(tmp_path / "rel"), "offset": n_main, "n_features": 5}]
+    model = random_model(rng, n_main + 5, 4, relations=rel_meta, **CASES[case])
+    mapping = recommend.load_sides(tmp_path / "map.json", model)
+    assert mapping.user.ids[-1] == "cold_user" and mapping.item.ids[-1] == "cold_item"
+    scorer, terms = engine_scores(model, mapping)
+    got = scorer.score_all(terms).ravel()
+
+    from fmcli.io.relation import read_design
+
+    rel = read_design(str(tmp_path / "rel"))
+    rel.offset = n_main
+    links = np.repeat([rows[u] for u in mapping.user.ids], mapping.item.n_rows)
+    want = model.predict(*pair_rows(m, mapping.user.ids, mapping.item.ids), relations=((rel, links),))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
+
+
+# ---- top-N: a partial sort that equals the full sort -------------------------------------------
+
+def brute_top_n(scores, excluded, n):
+    out = []
+    for u, row in enumerate(scores):
+        order = sorted((i for i in range(len(row)) if i not in excluded[u]), key=lambda i: (-row[i], i))
+        out.append(order[:n])
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 40])
+def test_top_n_equals_full_sort_and_never_returns_excluded(n, tmp_path):
+    rng = np.random.default_rng(n)
+    write_mapping_v1(tmp_path / "map.json", 70, 33)   # 70 users: more than one parallel task
+    model = random_model(rng, 103, 3, y=(1.0, 3.2))   # a low y_max: many ties at 3.2
+    mapping = recommend.load_sides(tmp_path / "map.json", model, "user", "item")
+    scorer, terms = engine_scores(model, mapping)
+    excluded = [set(rng.choice(33, int(rng.integers(0, 33)), replace=False).tolist()) for _ in range(70)]
+    excluded[5] = set(range(33))                         # nothing left to recommend
+    ptr, items = recommend._csr(np.repeat(np.arange(70), [len(e) for e in excluded]),
+                                np.array([i for e in excluded for i in sorted(e)], np.int64), 70)
+    got, got_scores = scorer.top_n(terms, ptr, items, n)
+    full = scorer.score_all(terms)
+    want = brute_top_n(full, excluded, n)
+    assert (full == 3.2).sum() > 50
+    for u in range(70):
+        listed = [i for i in got[u].tolist() if i >= 0]
+        assert listed == want[u]
+        assert not set(listed) & excluded[u]
+        np.testing.assert_array_equal(got_scores[u, :len(listed)], full[u, listed])
+    assert (got[5] == -1).all()
+
+
+def test_results_do_not_depend_on_the_thread_count(tmp_path):
+    import numba
+
+    rng = np.random.default_rng(3)
+    write_mapping_v1(tmp_path / "map.json", 150, 60)
+    model = random_model(rng, 210, 6, samples=4)
+    mapping = recommend.load_sides(tmp_path / "map.json", model, "user", "item")
+    scorer, terms = engine_scores(model, mapping)
+    ptr, items = recommend._csr(rng.integers(0, 150, 500), rng.integers(0, 60, 500), 150)
+    saved = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, 2, saved}):
+            numba.set_num_threads(threads)
+            results.append(scorer.top_n(terms, ptr, items, 7) + (scorer.score_all(terms),))
+    finally:
+        numba.set_num_threads(saved)
+    for r in results[1:]:
+        for a, b in zip(results[0], r):
+            np.testing.assert_array_equal(a, b)
