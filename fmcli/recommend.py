@@ -33,10 +33,10 @@ from numba import prange
 
 from fmcli.config import njit
 from fmcli.errors import InputError, TrainingError, UsageError
+from fmcli.model import row_sums
 
 LINK_CODES = {"identity": 0, "logistic": 1, "probit": 2}
 USERS_PER_TASK = 32          # users of one parallel task of the top-N kernel
-BLOCK_BYTES = 256 << 10      # item terms scored against a user before the next block (cache)
 CHUNK_BYTES = 64 << 20       # user terms held at once: users are processed in chunks
 
 
@@ -273,47 +273,60 @@ def _join_relation(side, rel, link, offset):
 # ---- the terms of each side ------------------------------------------------------------------
 
 def parameter_sets(model):
-    """The (w0, w, V) sets a prediction averages: the stored samples, or the model itself."""
-    if model.samples is None:
-        return [(model.w0, model.w, model.V)]
-    w0s, ws, Vs = model.samples
-    return [(w0s[s], ws[s], Vs[s]) for s in range(len(w0s))]
+    """(w0s (S,), ws (S, n), Vs (S, n, k)): the parameter sets a prediction averages, the
+    stored samples or the model itself (as views, no copy)."""
+    if model.samples is not None:
+        return model.samples
+    return np.array([model.w0]), model.w[None, :], model.V[None, :, :]
 
 
 def side_terms(model, indptr, indices, data, params):
     """(rows, S, k + 1) float64: per parameter set s, column 0 the row's own part a (linear
     terms and the pairs within the row), columns 1..k its factor sums q, from the model's one
-    row prediction (fmcli.model.predict_rows) on the side's features alone."""
-    from fmcli.model import NO_MAP, predict_rows
-
-    n_rows, k = len(indptr) - 1, model.k
-    out = np.empty((n_rows, len(params), k + 1))
-    terms = np.empty((n_rows, k + 1))
-    part = np.empty(n_rows)
-    for s, (_, w, V) in enumerate(params):
-        predict_rows(indptr, indices, data, 0.0, w, V, model.use_w, part, terms, NO_MAP, np.empty((0, k + 1)))
-        terms[:, 0] = part
-        out[:, s, :] = terms
+    row arithmetic (fmcli.model.row_sums) on the side's features alone."""
+    _, ws, Vs = params
+    out = np.empty((len(indptr) - 1, ws.shape[0], Vs.shape[2] + 1))
+    _side_terms(indptr, indices, data, ws, Vs, model.use_w, out)
     if not np.isfinite(out).all():
         raise TrainingError("the model gives NaN or inf scores")
     return out
 
 
+@njit(parallel=True)
+def _side_terms(indptr, indices, data, ws, Vs, use_w, out):
+    """out[i, t] = (a, q_1..q_k) of row i under parameter set t: a = Σ w_j x_j + ½(|q|² − Σ|v_j x_j|²),
+    the row's prediction without the bias (predict_rows' formula)."""
+    n_rows, n_sets, k = indptr.shape[0] - 1, ws.shape[0], Vs.shape[2]
+    for b in prange((n_rows + 1023) // 1024):
+        q = np.empty(k)
+        for i in range(b * 1024, min(n_rows, (b + 1) * 1024)):
+            for t in range(n_sets):
+                q[:] = 0.0
+                acc, sq = row_sums(indices, data, indptr[i], indptr[i + 1], 0.0, ws[t], Vs[t], use_w, q)
+                pair = 0.0
+                for f in range(k):
+                    pair += q[f] * q[f]
+                    out[i, t, 1 + f] = q[f]
+                out[i, t, 0] = acc + 0.5 * (pair - sq)
+
+
 def biases(model, params):
     """w0 of each parameter set (0 without a bias)."""
-    return np.array([float(w0) if model.use_w0 else 0.0 for w0, _, _ in params])
+    return np.array([float(w0) if model.use_w0 else 0.0 for w0 in params[0]])
 
 
-@dataclass
+ITEMS_PER_BLOCK = 256   # items scored at once against the users of a task (vector length)
+
+
 class Scorer:
-    """Everything that scores (user, item) pairs but the user terms: the item terms, the
-    biases and the link of the model's predictions."""
+    """Everything that scores (user, item) pairs but the user terms: the item terms (held
+    transposed, (S, k + 1, n_items), so the kernels run along items), the biases and the link
+    of the model's predictions."""
 
-    item_terms: np.ndarray   # (n_items, S, k + 1)
-    bias: np.ndarray         # (S,)
-    link: int
-    y_min: float
-    y_max: float
+    def __init__(self, item_terms, bias, link, y_min, y_max):
+        self.n_items = item_terms.shape[0]
+        self.items_t = np.ascontiguousarray(item_terms.transpose(1, 2, 0))
+        self.bias, self.link, self.y_min, self.y_max = np.asarray(bias, np.float64), link, y_min, y_max
 
     @classmethod
     def of_model(cls, model, item_rows):
@@ -322,7 +335,7 @@ class Scorer:
                    float(model.y_min), float(model.y_max))
 
     def users_per_chunk(self):
-        return max(USERS_PER_TASK, CHUNK_BYTES // (8 * self.item_terms.shape[1] * self.item_terms.shape[2]))
+        return max(USERS_PER_TASK, CHUNK_BYTES // (8 * self.items_t.shape[0] * self.items_t.shape[1]))
 
     def top_n(self, user_terms, excl_indptr, excl_items, n):
         """(items (rows, n) int64, -1 padded; scores (rows, n)) of the n best items per user
@@ -330,40 +343,53 @@ class Scorer:
         n_users = user_terms.shape[0]
         items = np.full((n_users, n), -1, np.int64)
         scores = np.full((n_users, n), -np.inf)
-        per_item = 8 * self.item_terms.shape[1] * self.item_terms.shape[2]
-        _top_n(user_terms, self.item_terms, self.bias, self.link, self.y_min, self.y_max,
-               np.asarray(excl_indptr, np.int64), np.asarray(excl_items, np.int64),
-               max(1, BLOCK_BYTES // per_item), items, scores)
+        _top_n(np.ascontiguousarray(user_terms), self.items_t, self.bias, self.link, self.y_min, self.y_max,
+               np.asarray(excl_indptr, np.int64), np.asarray(excl_items, np.int64), items, scores)
         return items, scores
 
     def score_all(self, user_terms):
         """(rows, n_items) scores of every pair (evaluation's AUC, tests)."""
-        out = np.empty((user_terms.shape[0], self.item_terms.shape[0]))
-        _score_all(user_terms, self.item_terms, self.bias, self.link, self.y_min, self.y_max, out)
+        out = np.empty((user_terms.shape[0], self.n_items))
+        _score_all(np.ascontiguousarray(user_terms), self.items_t, self.bias, self.link, self.y_min,
+                   self.y_max, out)
         return out
 
 
 @njit(inline="always")
-def _pair_score(A, B, u, i, bias, link, y_min, y_max):
-    """The prediction of pair (u, i): per parameter set s the raw score bias_s + a_u + b_i +
-    <q_u, q_i>, the link applied, the mean over the sets and, for regression, clipped again
-    (FMModel.predict's order; one set: the link applied once)."""
+def _block_scores(A, Bt, bias, link, y_min, y_max, u0, u1, i0, i1, raw, total):
+    """total[r, c] = the prediction of pair (u0 + r, i0 + c): per parameter set s the raw score
+    bias_s + a_u + b_i + <q_u, q_i>, the link applied, the mean over the sets and, for
+    regression, clipped again (FMModel.predict's order; one set: the link applied once).
+    The loops run along items (contiguous in Bt) so that they vectorise."""
     n_sets, width = A.shape[1], A.shape[2]
-    total = 0.0
+    m = i1 - i0
+    total[:u1 - u0, :m] = 0.0
     for s in range(n_sets):
-        raw = bias[s] + A[u, s, 0] + B[i, s, 0]
-        for f in range(1, width):
-            raw += A[u, s, f] * B[i, s, f]
-        if link == 0:
-            total += min(max(raw, y_min), y_max)
-        elif link == 1:
-            total += 1.0 / (1.0 + np.exp(-raw))
-        else:
-            total += 0.5 * math.erfc(-raw / math.sqrt(2.0))
-    mean = total / n_sets
-    if link == 0:
-        mean = min(max(mean, y_min), y_max)
-    return mean
+        for r in range(u1 - u0):
+            a0 = bias[s] + A[u0 + r, s, 0]
+            b = Bt[s, 0, i0:i1]   # 1-D views: plain unit-stride loops that vectorise
+            for c in range(m):
+                raw[c] = a0 + b[c]
+            for f in range(1, width):
+                af = A[u0 + r, s, f]
+                b = Bt[s, f, i0:i1]
+                for c in range(m):
+                    raw[c] += af * b[c]
+            tr = total[r]
+            if link == 0:
+                for c in range(m):
+                    tr[c] += min(max(raw[c], y_min), y_max)
+            elif link == 1:
+                for c in range(m):
+                    tr[c] += 1.0 / (1.0 + np.exp(-raw[c]))
+            else:
+                for c in range(m):
+                    tr[c] += 0.5 * math.erfc(-raw[c] / math.sqrt(2.0))
+    for r in range(u1 - u0):
+        tr = total[r]
+        for c in range(m):
+            v = tr[c] / n_sets
+            tr[c] = min(max(v, y_min), y_max) if link == 0 else v
 
 
 @njit(inline="always")
@@ -388,20 +414,23 @@ def _sift_down(items, scores, u, size, p):
 
 
 @njit(parallel=True)
-def _top_n(A, B, bias, link, y_min, y_max, excl_indptr, excl_items, block, items, scores):
+def _top_n(A, Bt, bias, link, y_min, y_max, excl_indptr, excl_items, items, scores):
     """Per user row u, the n = items.shape[1] best items into items[u], scores[u] (sorted,
-    best first). Users in tasks of USERS_PER_TASK; items in blocks of `block`, each block
-    scored against every user of the task while it is in cache; a min-heap of the n best so
-    far per user (its root the worst). Each user's result depends only on its own scores,
-    so not on the number of threads."""
-    n_users, n_items, n = A.shape[0], B.shape[0], items.shape[1]
+    best first). Users in tasks of USERS_PER_TASK, items in blocks of ITEMS_PER_BLOCK scored
+    against every user of the task (a blocked matrix product); a min-heap of the n best so far
+    per user, its root the worst. A user's result depends only on its own scores, so not on
+    the number of threads."""
+    n_users, n_items, n = A.shape[0], Bt.shape[2], items.shape[1]
     for t in prange((n_users + USERS_PER_TASK - 1) // USERS_PER_TASK):
         u0 = t * USERS_PER_TASK
         u1 = min(n_users, u0 + USERS_PER_TASK)
         next_excl = excl_indptr[u0:u1].copy()
         size = np.zeros(u1 - u0, np.int64)
-        for i0 in range(0, n_items, block):
-            i1 = min(n_items, i0 + block)
+        raw = np.empty(ITEMS_PER_BLOCK)
+        total = np.empty((USERS_PER_TASK, ITEMS_PER_BLOCK))
+        for i0 in range(0, n_items, ITEMS_PER_BLOCK):
+            i1 = min(n_items, i0 + ITEMS_PER_BLOCK)
+            _block_scores(A, Bt, bias, link, y_min, y_max, u0, u1, i0, i1, raw, total)
             for u in range(u0, u1):
                 p, end, m = next_excl[u - u0], excl_indptr[u + 1], size[u - u0]
                 for i in range(i0, i1):
@@ -409,7 +438,7 @@ def _top_n(A, B, bias, link, y_min, y_max, excl_indptr, excl_items, block, items
                         p += 1
                     if p < end and excl_items[p] == i:
                         continue
-                    sc = _pair_score(A, B, u, i, bias, link, y_min, y_max)
+                    sc = total[u - u0, i - i0]
                     if m < n:   # heap not full: sift the new entry up
                         c = m
                         items[u, c], scores[u, c] = i, sc
@@ -425,7 +454,7 @@ def _top_n(A, B, bias, link, y_min, y_max, excl_indptr, excl_items, block, items
                         items[u, 0], scores[u, 0] = i, sc
                         _sift_down(items, scores, u, m, 0)
                 next_excl[u - u0], size[u - u0] = p, m
-        for u in range(u0, u1):   # heap sort: pop the worst to the end
+        for u in range(u0, u1):   # heap sort: move the worst to the end, one by one
             m = size[u - u0]
             while m > 1:
                 m -= 1
@@ -435,10 +464,17 @@ def _top_n(A, B, bias, link, y_min, y_max, excl_indptr, excl_items, block, items
 
 
 @njit(parallel=True)
-def _score_all(A, B, bias, link, y_min, y_max, out):
-    for u in prange(A.shape[0]):
-        for i in range(B.shape[0]):
-            out[u, i] = _pair_score(A, B, u, i, bias, link, y_min, y_max)
+def _score_all(A, Bt, bias, link, y_min, y_max, out):
+    n_users, n_items = A.shape[0], Bt.shape[2]
+    for t in prange((n_users + USERS_PER_TASK - 1) // USERS_PER_TASK):
+        u0 = t * USERS_PER_TASK
+        u1 = min(n_users, u0 + USERS_PER_TASK)
+        raw = np.empty(ITEMS_PER_BLOCK)
+        total = np.empty((USERS_PER_TASK, ITEMS_PER_BLOCK))
+        for i0 in range(0, n_items, ITEMS_PER_BLOCK):
+            i1 = min(n_items, i0 + ITEMS_PER_BLOCK)
+            _block_scores(A, Bt, bias, link, y_min, y_max, u0, u1, i0, i1, raw, total)
+            out[u0:u1, i0:i1] = total[:u1 - u0, :i1 - i0]
 
 
 # ---- delimited files of raw ids ----------------------------------------------------------------
@@ -713,7 +749,7 @@ def evaluate_scorer(scorer, user_chunks, excl, relevant, k):
     lists and the AUC's candidates."""
     from fmcli.ranking import auc_rows, topk_metrics
 
-    n_items = scorer.item_terms.shape[0]
+    n_items = scorer.n_items
     ranked, rel_ptr, rel_items, aucs = [], [np.zeros(1, np.int64)], [], []
     offset = 0
     step = max(1, CHUNK_BYTES // (8 * n_items))
