@@ -1,6 +1,8 @@
 """fmcli recommend: ranking metrics, the top-N engine and the command."""
 
+import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -87,8 +89,6 @@ def test_auc_matches_pair_counting(seed):
 
 
 # ---- the engine: every score is predict's -------------------------------------------------------
-
-import json
 
 from fmcli import recommend
 from fmcli.model import FMModel
@@ -266,3 +266,139 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path):
     for r in results[1:]:
         for a, b in zip(results[0], r):
             np.testing.assert_array_equal(a, b)
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+@pytest.fixture
+def rated(tmp_path, run):
+    """Generated ratings (user,item,rating CSV with a header: 30 users, 20 items), a train/test
+    split, their conversion with a mapping and an MCMC model with its samples."""
+    rng = np.random.default_rng(5)
+    pairs = [(u, i) for u in range(30) for i in range(20) if rng.random() < 0.35]
+    rows = [f"u{u},i{i},{int(np.clip(round(3 + np.sin(u) * np.cos(i) * 2 + rng.normal(0, 0.5)), 1, 5))}"
+            for u, i in pairs]
+    rng.shuffle(rows)
+    train, test = rows[:len(rows) * 4 // 5], rows[len(rows) * 4 // 5:]
+    (tmp_path / "train.csv").write_text("user,item,rating\n" + "\n".join(train) + "\n")
+    (tmp_path / "test.csv").write_text("user,item,rating\n" + "\n".join(test) + "\n")
+    p = lambda name: str(tmp_path / name)
+    code, _, err = run("convert", "-in", p("train.csv"), "-in", p("test.csv"), "-out", p("train.libfm"),
+                       "-out", p("test.libfm"), "--target", "rating", "--categorical", "user,item",
+                       "-meta", p("meta"), "--mapping", p("map.json"), "-q")
+    assert code == 0, err
+    code, _, err = run("train", "-task", "r", "-train", p("train.libfm"), "-test", p("test.libfm"),
+                       "-method", "mcmc", "-dim", "1,1,4", "-iter", "12", "-meta", p("meta"),
+                       "-save_model", p("m.fm"), "-q")
+    assert code == 0, err
+    return p
+
+
+def read_lines(path):
+    return [line.split("\t") for line in open(path).read().splitlines()]
+
+
+def test_cli_scores_equal_fmcli_predict(rated, run):
+    p = rated
+    code, _, err = run("recommend", "-model", p("m.fm"), "--mapping", p("map.json"), "--user", "user",
+                       "--item", "item", "-n", "20", "-out", p("all.tsv"))
+    assert code == 0, err
+    lines = read_lines(p("all.tsv"))
+    assert len(lines) == 30 * 20 and all(len(l) == 4 for l in lines)
+    with open(p("pairs.csv"), "w") as f:
+        f.write("user,item\n" + "".join(f"{u},{i}\n" for u, i, _, _ in lines))
+    code, _, err = run("convert", "-in", p("pairs.csv"), "-out", p("pairs.libfm"), "--use-mapping", p("map.json"),
+                       "--no-target", "-q")
+    assert code == 0, err
+    code, out, err = run("predict", "-model", p("m.fm"), "-test", p("pairs.libfm"), "-out", "-", "-q")
+    assert code == 0, err
+    assert out.split() == [s for _, _, s, _ in lines]
+    for u in range(30):   # ranks 1..20 by descending score
+        block = lines[u * 20:(u + 1) * 20]
+        assert [int(r) for *_, r in block] == list(range(1, 21))
+        assert [float(s) for _, _, s, _ in block] == sorted((float(s) for _, _, s, _ in block), reverse=True)
+
+
+def test_cli_users_file_exclusions_and_unknown_users(rated, run):
+    p = rated
+    with open(p("users.csv"), "w") as f:
+        f.write("user\nu3\nnobody\nu7\nu3\n")
+    code, out, err = run("recommend", "-model", p("m.fm"), "-mapping", p("map.json"), "-user", "user",
+                         "-item", "item", "-users", p("users.csv"), "-exclude", p("train.csv"), "-n", "5")
+    assert code == 0, err
+    assert "1 unknown user(s) skipped" in err
+    lines = [l.split("\t") for l in out.splitlines()]
+    assert [l[0] for l in lines] == ["u3"] * 5 + ["u7"] * 5
+    seen = {tuple(r.split(",")[:2]) for r in open(p("train.csv")).read().splitlines()[1:]}
+    assert not any((u, i) in seen for u, i, _, _ in lines)
+    # stdin works as a users file; -q silences the count
+    code, out2, err = run("recommend", "--model", p("m.fm"), "--mapping", p("map.json"), "--user", "user",
+                          "--item", "item", "--users", "-", "--exclude", p("train.csv"), "--top", "5", "-q",
+                          stdin=b"user\nu3\nnobody\nu7\n")
+    assert code == 0 and out2 == out and err == ""
+
+
+def test_cli_evaluate_and_metrics_json(rated, run):
+    p = rated
+    code, out, err = run("recommend", "-model", p("m.fm"), "--mapping", p("map.json"), "--user", "user",
+                         "--item", "item", "-exclude", p("train.csv"), "--evaluate", p("test.csv"),
+                         "--min-rating", "4", "-k", "5", "--metrics-json", p("m.json"))
+    assert code == 0, err
+    names = [l.split("\t")[0] for l in out.splitlines()]
+    assert names == ["precision@5", "recall@5", "ndcg@5", "map@5", "hit_rate@5", "auc"]
+    got = json.load(open(p("m.json")))
+    assert got["k"] == 5 and got["users"] > 0
+    for line in out.splitlines():
+        name, value = line.split("\t")
+        assert float(value) == pytest.approx(got[name], rel=1e-5) and 0 <= got[name] <= 1
+    # a test file with unknown ids: a counted note, not an error
+    with open(p("test2.csv"), "w") as f:
+        f.write(open(p("test.csv")).read() + "ghost,i1,5\nu1,ghost,5\n")
+    code, out, err = run("recommend", "-model", p("m.fm"), "--mapping", p("map.json"), "--user", "user",
+                         "--item", "item", "-exclude", p("train.csv"), "--evaluate", p("test2.csv"), "-k", "5")
+    assert code == 0, err
+    assert "1 row(s) of unknown users and 1 of unknown (or non-candidate) items skipped" in err
+
+
+def test_cli_similar_items(rated, run):
+    p = rated
+    code, out, err = run("recommend", "-model", p("m.fm"), "--mapping", p("map.json"), "--user", "user",
+                         "--item", "item", "--similar", "i4", "-n", "6")
+    assert code == 0, err
+    lines = [l.split("\t") for l in out.splitlines()]
+    assert len(lines) == 6 and all(l[0] == "i4" and l[1] != "i4" for l in lines)
+    scores = [float(l[2]) for l in lines]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    code, _, err = run("recommend", "-model", p("m.fm"), "--mapping", p("map.json"), "--user", "user",
+                       "--item", "item", "--similar", "nothing")
+    assert code == 2 and "not an item of the mapping" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-n", "0"], "-n"),
+    (["-k", "0", "--evaluate", "test.csv"], "-k"),
+    (["--user", "rating", "--item", "item"], "not categorical"),
+    (["--user", "user"], "--user COL --item COL"),
+    (["--user", "user", "--item", "nope"], "no such column"),
+    (["--user", "user", "--item", "item", "--min-rating", "4"], "--min-rating applies to --evaluate"),
+    (["--user", "user", "--item", "item", "-users", "missing.csv"], "missing.csv"),
+    (["--user", "user", "--item", "item", "-exclude", "bad.csv"], "bad.csv:3"),
+    (["--user", "user", "--item", "item", "--mapping", "small.json"], "not the mapping"),
+])
+def test_cli_errors_exit_2_without_output(rated, run, args, message):
+    p = rated
+    m = json.load(open(p("map.json")))
+    m["columns"][1]["ids"] = dict(list(m["columns"][1]["ids"].items())[:-3])   # a mapping of fewer items
+    m["n_features"] -= 3
+    with open(p("small.json"), "w") as f:
+        json.dump(m, f)
+    with open(p("bad.csv"), "w") as f:
+        f.write("user,item,rating\nu1,i1,5\nu1,i2\n")
+    args = [p(a) if a.endswith((".csv", ".json")) else a for a in args]
+    if "--mapping" not in args:
+        args += ["--mapping", p("map.json")]
+    code, out, err = run("recommend", "-model", p("m.fm"), *args, "-out", p("out.tsv"))
+    assert code == 2, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert not (os.path.exists(p("out.tsv")))
+
