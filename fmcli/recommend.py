@@ -479,22 +479,48 @@ def _score_all(A, Bt, bias, link, y_min, y_max, out):
 
 # ---- delimited files of raw ids ----------------------------------------------------------------
 
-def read_id_rows(path, mapping, wanted):
-    """Rows of the columns `wanted` (names) of a delimited file laid out as convert's inputs:
-    the mapping's separator; with the mapping's header, the columns by name; without, either
-    all the mapping's columns in order or exactly the wanted ones. Returns (list of field
-    tuples, line numbers, name for messages)."""
-    from fmcli.convert import read_table
+def _split_rows(path, sep):
+    """(rows as field lists, their line numbers, name for messages): a delimited file read as
+    fmcli convert reads its inputs, with a fast path for UTF-8 text without quotes (the
+    fields of the rows are stripped where they are used)."""
+    from fmcli.convert import _Table, _text_lines
+    from fmcli.io.sources import read_input
 
-    table, _ = read_table(path, mapping.separator)
-    rows, numbers = table.rows, table.line_numbers
+    data, name = read_input(path)
+    if b'"' not in data and b"\x00" not in data:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None   # convert's reader names the line
+        if text is not None:
+            text = text[1:] if text.startswith("\ufeff") else text
+            lines = [line.strip() for line in text.split("\n")]
+            numbers = range(1, len(lines) + 1)
+            if "#" in text or not all(lines[:-1]):   # comments or blank lines: keep the others' numbers
+                numbers = [n for n, line in zip(numbers, lines) if line and line[0] != "#"]
+                lines = [lines[n - 1] for n in numbers]
+            elif lines and not lines[-1]:
+                lines.pop()
+                numbers = range(1, len(lines) + 1)
+            return [line.split() for line in lines] if sep == " " else [line.split(sep) for line in lines], \
+                numbers, name
+    table = _Table(name, _text_lines(data, name), sep)
+    return table.rows, table.line_numbers, name
+
+
+def read_id_rows(path, mapping, wanted):
+    """The columns `wanted` (names) of a delimited file laid out as convert's inputs: the
+    mapping's separator; with the mapping's header, the columns by name; without, either all
+    the mapping's columns in order or exactly the wanted ones. Returns (one list of stripped
+    fields per wanted column, the rows' line numbers, name for messages)."""
+    rows, numbers, name = _split_rows(path, mapping.separator)
     if mapping.header:
         if not rows:
-            raise InputError(table.name, None, "no header line (the mapping's files have one)")
-        names = rows[0]
+            raise InputError(name, None, "no header line (the mapping's files have one)")
+        names = [f.strip() for f in rows[0]]
         for w in wanted:
             if w not in names:
-                raise InputError(table.name, numbers[0], f"no column {w!r} in the header")
+                raise InputError(name, numbers[0], f"no column {w!r} in the header")
         positions = [names.index(w) for w in wanted]
         rows, numbers = rows[1:], numbers[1:]
         width = len(names)
@@ -505,14 +531,12 @@ def read_id_rows(path, mapping, wanted):
         elif width == len(wanted):
             positions = list(range(len(wanted)))
         else:
-            raise InputError(table.name, numbers[0], f"{width} fields: expected {len(wanted)} "
+            raise InputError(name, numbers[0], f"{width} fields: expected {len(wanted)} "
                              f"({', '.join(wanted)}) or all {len(mapping.columns)} columns of the mapping")
-    out = []
     for row, line in zip(rows, numbers):
         if len(row) != width:
-            raise InputError(table.name, line, f"{len(row)} fields, expected {width}")
-        out.append(tuple(row[p] for p in positions))
-    return out, numbers, table.name
+            raise InputError(name, line, f"{len(row)} fields, expected {width}")
+    return [[row[p].strip() for row in rows] for p in positions], numbers, name
 
 
 def interactions(path, mapping, candidates, min_rating=None):
@@ -524,36 +548,28 @@ def interactions(path, mapping, candidates, min_rating=None):
         if mapping.target is None:
             raise UsageError("--min-rating: the mapping has no target (rating) column")
         wanted.append(mapping.target)
-    rows, numbers, name = read_id_rows(path, mapping, wanted)
-    users, items, unknown = [], [], {"user": 0, "item": 0}
-    for fields, line in zip(rows, numbers):
-        if min_rating is not None:
+    cols, numbers, name = read_id_rows(path, mapping, wanted)
+    users = np.array([mapping.user.index.get(v, -1) for v in cols[0]], np.int64)
+    items = np.array([candidates.get(v, -1) for v in cols[1]], np.int64)
+    keep = np.ones(len(users), np.bool_)
+    if min_rating is not None:
+        for r, text in enumerate(cols[2]):
             try:
-                rating = float(fields[2])
+                rating = float(text)
             except ValueError:
-                raise InputError(name, line, f"column {mapping.target}: bad rating {fields[2][:40]!r}") from None
-            if not rating >= min_rating:
-                continue
-        u = mapping.user.index.get(fields[0])
-        i = candidates.get(fields[1])
-        if u is None:
-            unknown["user"] += 1
-        elif i is None:
-            unknown["item"] += 1
-        else:
-            users.append(u)
-            items.append(i)
-    return _csr(np.array(users, np.int64), np.array(items, np.int64), mapping.user.n_rows), unknown, name
+                raise InputError(name, numbers[r], f"column {mapping.target}: bad rating {text[:40]!r}") from None
+            keep[r] = rating >= min_rating
+    unknown = {"user": int((keep & (users < 0)).sum()), "item": int((keep & (users >= 0) & (items < 0)).sum())}
+    keep &= (users >= 0) & (items >= 0)
+    return _csr(users[keep], items[keep], mapping.user.n_rows), unknown, name
 
 
 def _csr(rows, cols, n_rows):
     """CSR of (row, col) pairs, each row's cols sorted and unique."""
-    key = np.unique(rows * (int(cols.max()) + 1 if len(cols) else 1) + cols)
     width = int(cols.max()) + 1 if len(cols) else 1
-    r, c = key // width, key % width
-    indptr = np.zeros(n_rows + 1, np.int64)
-    np.add.at(indptr, r + 1, 1)
-    return np.cumsum(indptr), c
+    key = np.unique(rows * width + cols)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(key // width, minlength=n_rows))]).astype(np.int64)
+    return indptr, key % width
 
 
 def rows_of(indptr, items, which):
@@ -631,9 +647,9 @@ def _candidates(job, mapping, console):
     """{raw item id: candidate position}: every item, or those of --items (unknown ones counted)."""
     if job.items is None:
         return {v: p for p, v in enumerate(mapping.item.ids)}
-    rows, _, name = read_id_rows(job.items, mapping, [mapping.item.column])
+    (column,), _, name = read_id_rows(job.items, mapping, [mapping.item.column])
     out, unknown = {}, 0
-    for (v,) in rows:
+    for v in column:
         if v not in mapping.item.index:
             unknown += 1
         elif v not in out:
@@ -650,9 +666,9 @@ def _users(job, mapping, console):
     counted and skipped, repeats once)."""
     if job.users is None:
         return np.arange(mapping.user.n_rows, dtype=np.int64)
-    rows, _, name = read_id_rows(job.users, mapping, [mapping.user.column])
+    (column,), _, name = read_id_rows(job.users, mapping, [mapping.user.column])
     out, seen, unknown = [], set(), 0
-    for (v,) in rows:
+    for v in column:
         r = mapping.user.index.get(v)
         if r is None:
             unknown += 1

@@ -402,3 +402,23 @@ def test_cli_errors_exit_2_without_output(rated, run, args, message):
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
     assert not (os.path.exists(p("out.tsv")))
 
+
+
+def test_id_files_read_as_convert_reads_them(tmp_path):
+    """The fast path (unquoted UTF-8) and convert's reader (quotes) give the same fields, line
+    numbers for errors included; comments, blank lines, CRLF and a BOM are skipped."""
+    from fmcli.convert import _Table, _text_lines
+
+    mapping = recommend.Mapping(None, None, ",", True, ["user", "item", "rating"], "rating")
+    plain = "\ufeffuser,item,rating\r\n# a comment\r\nu1, i2 ,5\r\n\r\nu3,i4,1\r\n"
+    quoted = plain.replace("u3", '"u3"')
+    for text in (plain, quoted):
+        (tmp_path / "f.csv").write_bytes(text.encode())
+        cols, numbers, _ = recommend.read_id_rows(str(tmp_path / "f.csv"), mapping, ["item", "user"])
+        assert cols == [["i2", "i4"], ["u1", "u3"]] and list(numbers) == [3, 5]
+        rows, numbers, _ = recommend._split_rows(str(tmp_path / "f.csv"), ",")
+        table = _Table("f", _text_lines(text.encode(), "f"), ",")
+        assert [[f.strip() for f in r] for r in rows] == table.rows and list(numbers) == table.line_numbers
+    (tmp_path / "f.csv").write_text("user,item,rating\nu1,i2,5\n\nu3,i4\n")
+    with pytest.raises(recommend.InputError, match="f.csv:4: 2 fields, expected 3"):
+        recommend.read_id_rows(str(tmp_path / "f.csv"), mapping, ["user"])
