@@ -64,7 +64,7 @@ def top_n_all(model, mapping, exclude, n=10):
     excl = R._exclusions(job, mapping, candidates, Console(quiet=True))
     scorer = R.Scorer.of_model(model, R._candidate_rows(mapping, candidates))
     users = np.arange(mapping.user.n_rows)
-    parts = [scorer.top_n(t, *R.rows_of(*excl, w), n) for w, t in R._user_chunks(model, mapping, users, scorer)]
+    parts = [scorer.top_n(t, *R.rows_of(excl[0], w, excl[1]), n) for w, t in R._user_chunks(model, mapping, users, scorer)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -184,7 +184,7 @@ def synthetic(work):
     def ours():
         scorer = R.Scorer.of_model(model, R._candidate_rows(mapping, candidates))
         users = np.arange(n_users)
-        parts = [scorer.top_n(t, *R.rows_of(*excl, w), 10) for w, t in R._user_chunks(model, mapping, users, scorer)]
+        parts = [scorer.top_n(t, *R.rows_of(excl[0], w, excl[1]), 10) for w, t in R._user_chunks(model, mapping, users, scorer)]
         return np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts])
 
     ours()

@@ -61,12 +61,8 @@ class Side:
         return len(self.ids)
 
     def rows(self, which):
-        """The CSR of the rows `which` (int64 indices into ids)."""
-        starts, ends = self.indptr[which], self.indptr[which + 1]
-        counts = ends - starts
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        take = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
-        return indptr, self.indices[take], self.data[take]
+        """The CSR (indptr, indices, data) of the rows `which` (int64 indices into ids)."""
+        return rows_of(self.indptr, which, self.indices, self.data)
 
 
 @dataclass
@@ -572,13 +568,13 @@ def _csr(rows, cols, n_rows):
     return indptr, key % width
 
 
-def rows_of(indptr, items, which):
-    """The CSR rows `which` of (indptr, items)."""
-    starts, ends = indptr[which], indptr[which + 1]
-    counts = ends - starts
+def rows_of(indptr, which, *arrays):
+    """(indptr, *arrays) of the CSR rows `which` (int64 row indices) of (indptr, *arrays)."""
+    starts = indptr[which]
+    counts = indptr[which + 1] - starts
     out_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     take = np.repeat(starts - out_ptr[:-1], counts) + np.arange(out_ptr[-1])
-    return out_ptr, items[take]
+    return (out_ptr, *(a[take] for a in arrays))
 
 
 # ---- the command -------------------------------------------------------------------------------
@@ -707,7 +703,7 @@ def _write_top_n(job, model, mapping, candidates, users, excl, scorer, console):
     lines = 0
     with atomic_output(job.out) as out:
         for which, terms in _user_chunks(model, mapping, users, scorer):
-            items, scores = scorer.top_n(terms, *rows_of(*excl, which), n)
+            items, scores = scorer.top_n(terms, *rows_of(excl[0], which, excl[1]), n)
             out.write(format_top_n([mapping.user.ids[u] for u in which.tolist()], item_ids, items, scores))
             lines += int((items >= 0).sum())
     where = "stdout" if job.out == "-" else job.out
@@ -772,10 +768,10 @@ def evaluate_scorer(scorer, user_chunks, excl, relevant, k):
     for which, terms in user_chunks:
         for a in range(0, len(which), step):
             rows, t = which[a:a + step], terms[a:a + step]
-            e_ptr, e_items = rows_of(*excl, rows)
+            e_ptr, e_items = rows_of(excl[0], rows, excl[1])
             items, _ = scorer.top_n(t, e_ptr, e_items, min(k, n_items))
             ranked.append(np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1))
-            r_ptr, r_items = rows_of(*relevant, rows)
+            r_ptr, r_items = rows_of(relevant[0], rows, relevant[1])
             rel_ptr.append(r_ptr[1:] + offset)
             rel_items.append(r_items)
             offset += len(r_items)
