@@ -120,7 +120,10 @@ def load_sides(path, model, user_column=None, item_column=None):
             if c.get("role") != "categorical":
                 raise UsageError(f"{option} {name!r}: the column is {c.get('role')}, not categorical: "
                                  "the user and the item must be one-hot (categorical) columns")
-            sides.append(_one_hot_side(name, c["ids"]))
+            ids = c.get("ids")
+            if not isinstance(ids, dict) or not all(_is_int(v) and 0 <= v < n_features for v in ids.values()):
+                raise bad(f"column {name!r}: bad value -> id table")
+            sides.append(_one_hot_side(name, ids))
         if user_column == item_column:
             raise UsageError(f"--user and --item name the same column {user_column!r}")
         others = [c["name"] for c in cols if c.get("role") in ("categorical", "numeric")
@@ -159,6 +162,8 @@ def load_sides(path, model, user_column=None, item_column=None):
                     raise bad(f"entities.{key}.relation: needs a name and rows")
                 relations[r["name"]] = (sides[-1], r["rows"], f"entities.{key}.relation")
         user, item = sides
+        if user.column == item.column:
+            raise bad(f"the user and the item are the same column {user.column!r}")
     _fit_model(path, model, n_features, relations, bad)
     target = targets[0] if targets else None
     return Mapping(user, item, sep, header, [c["name"] for c in cols], target)

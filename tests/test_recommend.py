@@ -422,3 +422,36 @@ def test_id_files_read_as_convert_reads_them(tmp_path):
     (tmp_path / "f.csv").write_text("user,item,rating\nu1,i2,5\n\nu3,i4\n")
     with pytest.raises(recommend.InputError, match="f.csv:4: 2 fields, expected 3"):
         recommend.read_id_rows(str(tmp_path / "f.csv"), mapping, ["user"])
+
+
+def test_mappings_that_do_not_fit_the_model_are_refused(tmp_path):
+    from fmcli.errors import FmcliError
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "rel.x").write_text("0 0:1\n0 1:0.5\n")
+    m = write_mapping_v2(tmp_path, rng, 4, 5, 3, {f"u{i}": i % 2 for i in range(4)})
+    n_main = 12
+    rel_meta = [{"name": str(tmp_path / "rel"), "offset": n_main, "n_features": 2}]
+    path = tmp_path / "map.json"
+    recommend.load_sides(path, random_model(rng, n_main + 2, 3, relations=rel_meta))   # fits
+
+    def refused(model, match, edit=None):
+        bad = json.loads(json.dumps(m))
+        if edit:
+            edit(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(FmcliError, match=match) as e:
+            recommend.load_sides(tmp_path / "bad.json", model)
+        assert e.value.exit_code == 2
+
+    refused(random_model(rng, n_main, 3), "not trained with")                         # no relations
+    refused(random_model(rng, n_main + 2, 3, relations=rel_meta), "do not give",
+            lambda d: d["entities"]["user"].pop("relation"))
+    refused(random_model(rng, n_main + 5, 3), "has 12 features but the model has 17",
+            lambda d: d["entities"]["user"].pop("relation"))
+    refused(random_model(rng, n_main + 2, 3, relations=rel_meta), "neither the user nor the item",
+            lambda d: d.update(context_columns=["hour"]))
+    refused(random_model(rng, n_main + 2, 3, relations=rel_meta), "bad .feature id, value. pair",
+            lambda d: d["entities"]["item"]["features"]["i1"].append([99, 1.0]))
+    refused(random_model(rng, n_main + 2, 3, relations=rel_meta), "not a row of",
+            lambda d: d["entities"]["user"]["relation"]["rows"].update(u1=7))
