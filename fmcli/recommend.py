@@ -480,64 +480,154 @@ def _score_all(A, Bt, bias, link, y_min, y_max, out):
 
 # ---- delimited files of raw ids ----------------------------------------------------------------
 
-def _split_rows(path, sep):
-    """(rows as field lists, their line numbers, name for messages): a delimited file read as
-    fmcli convert reads its inputs, with a fast path for UTF-8 text without quotes (the
-    fields of the rows are stripped where they are used)."""
-    from fmcli.convert import _Table, _text_lines
-    from fmcli.io.sources import read_input
-
-    data, name = read_input(path)
-    if b'"' not in data and b"\x00" not in data:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None   # convert's reader names the line
-        if text is not None:
-            text = text[1:] if text.startswith("\ufeff") else text
-            lines = [line.strip() for line in text.split("\n")]
-            numbers = range(1, len(lines) + 1)
-            if "#" in text or not all(lines[:-1]):   # comments or blank lines: keep the others' numbers
-                numbers = [n for n, line in zip(numbers, lines) if line and line[0] != "#"]
-                lines = [lines[n - 1] for n in numbers]
-            elif lines and not lines[-1]:
-                lines.pop()
-                numbers = range(1, len(lines) + 1)
-            return [line.split() for line in lines] if sep == " " else [line.split(sep) for line in lines], \
-                numbers, name
-    table = _Table(name, _text_lines(data, name), sep)
-    return table.rows, table.line_numbers, name
-
-
 def read_id_rows(path, mapping, wanted):
     """The columns `wanted` (names) of a delimited file laid out as convert's inputs: the
     mapping's separator; with the mapping's header, the columns by name; without, either all
     the mapping's columns in order or exactly the wanted ones. Returns (one list of stripped
-    fields per wanted column, the rows' line numbers, name for messages)."""
-    rows, numbers, name = _split_rows(path, mapping.separator)
+    fields per wanted column, the rows' line numbers, name for messages). ASCII text without
+    quotes is split by a compiled scan; anything else by convert's reader."""
+    from fmcli.io.sources import read_input
+
+    data, name = read_input(path)
+    if data.isascii() and b'"' not in data and b"\x00" not in data:
+        buf = np.frombuffer(data, np.uint8)
+        numbers, starts, ends, counts = _scan_lines(buf, ord(mapping.separator))
+        first = [bytes(buf[starts[0]:ends[0]]).decode("ascii")] if len(numbers) else []
+        rows = [first[0].split() if mapping.separator == " " else first[0].split(mapping.separator)] if first else []
+    else:
+        from fmcli.convert import _Table, _text_lines
+
+        table = _Table(name, _text_lines(data, name), mapping.separator)
+        rows, numbers, buf = table.rows, np.asarray(table.line_numbers, np.int64), None
+        counts = np.array([len(r) for r in rows], np.int64)
     if mapping.header:
-        if not rows:
+        if not len(numbers):
             raise InputError(name, None, "no header line (the mapping's files have one)")
         names = [f.strip() for f in rows[0]]
         for w in wanted:
             if w not in names:
-                raise InputError(name, numbers[0], f"no column {w!r} in the header")
+                raise InputError(name, int(numbers[0]), f"no column {w!r} in the header")
         positions = [names.index(w) for w in wanted]
-        rows, numbers = rows[1:], numbers[1:]
-        width = len(names)
+        skip, width = 1, len(names)
     else:
-        width = len(rows[0]) if rows else len(wanted)
+        width = int(counts[0]) if len(counts) else len(wanted)
         if width == len(mapping.columns):
             positions = [mapping.columns.index(w) for w in wanted]
         elif width == len(wanted):
             positions = list(range(len(wanted)))
         else:
-            raise InputError(name, numbers[0], f"{width} fields: expected {len(wanted)} "
+            raise InputError(name, int(numbers[0]), f"{width} fields: expected {len(wanted)} "
                              f"({', '.join(wanted)}) or all {len(mapping.columns)} columns of the mapping")
-    for row, line in zip(rows, numbers):
-        if len(row) != width:
-            raise InputError(name, line, f"{len(row)} fields, expected {width}")
-    return [[row[p].strip() for row in rows] for p in positions], numbers, name
+        skip = 0
+    ragged = np.flatnonzero(counts[skip:] != width)
+    if len(ragged):
+        r = skip + int(ragged[0])
+        raise InputError(name, int(numbers[r]), f"{int(counts[r])} fields, expected {width}")
+    numbers = numbers[skip:]
+    if buf is None:
+        return [[row[p].strip() for row in rows[skip:]] for p in positions], numbers, name
+    spans = _field_spans(buf, starts[skip:], ends[skip:], ord(mapping.separator), np.array(positions, np.int64))
+    return [_strings(buf, spans[0][:, c], spans[1][:, c]) for c in range(len(positions))], numbers, name
+
+
+def _strings(buf, starts, ends):
+    """The ASCII strings buf[starts[r]:ends[r]], converted once per distinct value."""
+    width = max(1, int((ends - starts).max()) if len(starts) else 1)
+    chars = np.zeros((len(starts), width), np.uint8)
+    _gather_chars(buf, starts, ends, chars)
+    uniq, inverse = np.unique(chars.view(f"S{width}").ravel(), return_inverse=True)
+    return np.array([u.decode("ascii") for u in uniq.tolist()], dtype=object)[inverse].tolist()
+
+
+@njit(inline="always")
+def _blank(c):
+    """ASCII whitespace as Python's str.split() and str.strip() see it."""
+    return c == 32 or 9 <= c <= 13 or 28 <= c <= 31
+
+
+@njit
+def _scan_lines(buf, sep):
+    """The data lines of buf (not blank, not starting with '#', as convert skips them): their
+    1-based numbers, [start, end) without a final CR, and field counts (sep 32: runs of
+    blanks separate fields, as str.split())."""
+    n_max = 1
+    for c in buf:
+        n_max += c == 10
+    numbers = np.empty(n_max, np.int64)
+    starts = np.empty(n_max, np.int64)
+    ends = np.empty(n_max, np.int64)
+    counts = np.empty(n_max, np.int64)
+    n, line, a = 0, 1, 0
+    size = buf.shape[0]
+    while a <= size:
+        b = a
+        while b < size and buf[b] != 10:
+            b += 1
+        e = b - 1 if b > a and buf[b - 1] == 13 else b
+        f = a
+        while f < e and _blank(buf[f]):
+            f += 1
+        if f < e and buf[f] != 35:   # 35: '#'
+            fields = 0
+            if sep == 32:
+                inside = False
+                for p in range(a, e):
+                    if _blank(buf[p]):
+                        inside = False
+                    elif not inside:
+                        inside = True
+                        fields += 1
+            else:
+                fields = 1
+                for p in range(a, e):
+                    fields += buf[p] == sep
+            numbers[n], starts[n], ends[n], counts[n] = line, a, e, fields
+            n += 1
+        line += 1
+        a = b + 1
+    return numbers[:n], starts[:n], ends[:n], counts[:n]
+
+
+@njit
+def _field_spans(buf, starts, ends, sep, positions):
+    """[start, end) of field positions[c] of each line, stripped of blanks."""
+    n, m = starts.shape[0], positions.shape[0]
+    fs = np.zeros((n, m), np.int64)
+    fe = np.zeros((n, m), np.int64)
+    for r in range(n):
+        field, p, e = 0, starts[r], ends[r]
+        while p <= e:
+            if sep == 32:
+                while p < e and _blank(buf[p]):
+                    p += 1
+                if p >= e:
+                    break
+                q = p
+                while q < e and not _blank(buf[q]):
+                    q += 1
+                a, b = p, q
+            else:
+                q = p
+                while q < e and buf[q] != sep:
+                    q += 1
+                a, b = p, q
+                while a < b and _blank(buf[a]):
+                    a += 1
+                while b > a and _blank(buf[b - 1]):
+                    b -= 1
+            for c in range(m):
+                if positions[c] == field:
+                    fs[r, c], fe[r, c] = a, b
+            field += 1
+            p = q + 1
+    return fs, fe
+
+
+@njit
+def _gather_chars(buf, starts, ends, chars):
+    for r in range(starts.shape[0]):
+        for p in range(starts[r], ends[r]):
+            chars[r, p - starts[r]] = buf[p]
 
 
 def interactions(path, mapping, candidates, min_rating=None):

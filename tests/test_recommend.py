@@ -404,22 +404,29 @@ def test_cli_errors_exit_2_without_output(rated, run, args, message):
 
 
 
-def test_id_files_read_as_convert_reads_them(tmp_path):
-    """The fast path (unquoted UTF-8) and convert's reader (quotes) give the same fields, line
-    numbers for errors included; comments, blank lines, CRLF and a BOM are skipped."""
+@pytest.mark.parametrize("sep", [",", "\t", " "])
+def test_id_files_read_as_convert_reads_them(tmp_path, sep):
+    """The compiled scan (ASCII without quotes) gives the fields and line numbers of convert's
+    reader (used for quoted or non-ASCII text): comments, blank lines and CRLF skipped, fields
+    stripped, an empty last field kept."""
     from fmcli.convert import _Table, _text_lines
 
-    mapping = recommend.Mapping(None, None, ",", True, ["user", "item", "rating"], "rating")
-    plain = "\ufeffuser,item,rating\r\n# a comment\r\nu1, i2 ,5\r\n\r\nu3,i4,1\r\n"
-    quoted = plain.replace("u3", '"u3"')
-    for text in (plain, quoted):
-        (tmp_path / "f.csv").write_bytes(text.encode())
-        cols, numbers, _ = recommend.read_id_rows(str(tmp_path / "f.csv"), mapping, ["item", "user"])
-        assert cols == [["i2", "i4"], ["u1", "u3"]] and list(numbers) == [3, 5]
-        rows, numbers, _ = recommend._split_rows(str(tmp_path / "f.csv"), ",")
-        table = _Table("f", _text_lines(text.encode(), "f"), ",")
-        assert [[f.strip() for f in r] for r in rows] == table.rows and list(numbers) == table.line_numbers
-    (tmp_path / "f.csv").write_text("user,item,rating\nu1,i2,5\n\nu3,i4\n")
+    mapping = recommend.Mapping(None, None, sep, True, ["user", "item", "rating"], "rating")
+    lines = ["user,item,rating", "# a comment", "u1, i2 ,5", "", "  ", "u3,i4,1", "u5,i6,"]
+    if sep == " ":
+        lines = [l.replace(",", "  ") for l in lines[:-1]]
+    text = "\r\n".join(l.replace(",", sep) for l in lines) + "\r\n"
+    results = []
+    quoted = text.replace("u3", '"u3"') if sep != " " else text   # blank-separated: no quoting
+    for variant in (text, quoted, "\ufeff" + text):   # the compiled scan, convert's csv, a BOM
+        (tmp_path / "f.csv").write_bytes(variant.encode())
+        cols, numbers, _ = recommend.read_id_rows(str(tmp_path / "f.csv"), mapping, ["item", "user", "rating"])
+        results.append((cols, list(numbers)))
+    table = _Table("f", _text_lines(text.encode(), "f"), sep)
+    want = [[r[p] for r in table.rows[1:]] for p in (1, 0, 2)]
+    assert results[0] == results[1] == results[2] == (want, table.line_numbers[1:])
+    assert results[0][0][0][:2] == ["i2", "i4"] and results[0][1][:2] == [3, 6]
+    (tmp_path / "f.csv").write_text("user,item,rating\nu1,i2,5\n\nu3,i4\n".replace(",", sep))
     with pytest.raises(recommend.InputError, match="f.csv:4: 2 fields, expected 3"):
         recommend.read_id_rows(str(tmp_path / "f.csv"), mapping, ["user"])
 
