@@ -462,3 +462,40 @@ def test_mappings_that_do_not_fit_the_model_are_refused(tmp_path):
             lambda d: d["entities"]["item"]["features"]["i1"].append([99, 1.0]))
     refused(random_model(rng, n_main + 2, 3, relations=rel_meta), "not a row of",
             lambda d: d["entities"]["user"]["relation"]["rows"].update(u1=7))
+
+
+def test_cli_version2_mapping_with_side_features_and_relation(tmp_path, run):
+    """Through the command: a version-2 mapping (no --user/--item), a cold-start user scored
+    from its side features, the relation rows joined; scores are predict's."""
+    from fmcli.io.modelfile import load_model, save_model
+    from fmcli.io.relation import read_design
+
+    rng = np.random.default_rng(21)
+    (tmp_path / "rel.x").write_text("0 0:1 2:0.5\n0 1:0.7\n0 3:1\n")
+    rows = {f"u{i}": i % 3 for i in range(6)} | {"cold_user": 2}
+    m = write_mapping_v2(tmp_path, rng, 6, 8, 4, rows)
+    n_main = 18
+    model = random_model(rng, n_main + 4, 3, relations=[{"name": str(tmp_path / "rel"), "offset": n_main,
+                                                          "n_features": 4}])
+    model.meta["method"] = "als"
+    save_model(str(tmp_path / "m.fm"), model)
+    model = load_model(str(tmp_path / "m.fm"))
+    (tmp_path / "users.csv").write_text("user\ncold_user\nu2\n")
+    code, out, err = run("recommend", "-model", tmp_path / "m.fm", "--mapping", tmp_path / "map.json",
+                         "-users", tmp_path / "users.csv", "-n", "9")
+    assert code == 0, err
+    lines = [l.split("\t") for l in out.splitlines()]
+    assert [l[0] for l in lines] == ["cold_user"] * 9 + ["u2"] * 9
+    assert {l[1] for l in lines[:9]} == set(m["entities"]["item"]["features"])
+    rel = read_design(str(tmp_path / "rel"))
+    rel.offset = n_main
+    users, items = [l[0] for l in lines], [l[1] for l in lines]
+    indptr, indices, data = [0], [], []
+    for u, i in zip(users, items):
+        pairs = m["entities"]["user"]["features"][u] + m["entities"]["item"]["features"][i]
+        indices += [p[0] for p in pairs]
+        data += [p[1] for p in pairs]
+        indptr.append(len(indices))
+    want = model.predict(np.array(indptr, np.int64), np.array(indices, np.int32), np.array(data, np.float32),
+                         relations=((rel, np.array([rows[u] for u in users])),))
+    assert [l[2] for l in lines] == ["%.6g" % v for v in want]
