@@ -133,7 +133,7 @@ def machine_check():
             out[i] = s
         return out
 
-    from fmcli.train import threads
+    from fmcli.config import threads
     work(10)
     times = []
     for n_threads in (1, 2):

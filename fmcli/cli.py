@@ -468,6 +468,66 @@ def plot(files, out, fmt, metric, x_axis, labels, title, width, height, dpi):
                      title=title, width=width, height=height, dpi=dpi))
 
 
+@cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)
+@opt("-model", "-load_model", "--load_model", "model_path", required=True, metavar="FILE",
+     help="A model saved by fmcli train -save_model (any method; MCMC averages its stored samples).")
+@opt("-mapping", "mapping", required=True, metavar="FILE",
+     help="The fmcli convert --mapping of the model's data: it says which column is the user and which the "
+          "item, and how to build each side's features from raw ids.")
+@opt("-n", "--top", "n", default=10, show_default=True, type=click.IntRange(min=1),
+     help="Items per user (per --similar item).")
+@opt("-users", "users", metavar="FILE", help="The users to recommend for, one per row ('-' = stdin), laid out "
+                                             "as convert's inputs. [default: every user of the mapping]")
+@opt("-items", "items", metavar="FILE", help="Candidate items, one per row. [default: every item of the mapping]")
+@opt("-exclude", "exclude", metavar="FILE",
+     help="Interactions (user, item rows, e.g. the train ratings) whose items are not recommended to "
+          "their user again.")
+@opt("-out", default="-", show_default=True, metavar="FILE",
+     help="Where to write user<TAB>item<TAB>score<TAB>rank lines (metrics with --evaluate); '-' = stdout.")
+@opt("-user", "user_column", metavar="COL", help="With a version-1 mapping: the user column (categorical).")
+@opt("-item", "item_column", metavar="COL", help="With a version-1 mapping: the item column (categorical).")
+@opt("-evaluate", "evaluate", metavar="TEST",
+     help="Instead: rank for the users of these held-out interactions (-exclude items left out) and print "
+          "precision, recall, NDCG, MAP and hit rate at -k, and AUC, one a line.")
+@click.option("--min-rating", "-min_rating", "min_rating", type=float, metavar="R",
+              help="With --evaluate: only rows rated >= R are relevant.")
+@opt("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="The metrics' cut-off.")
+@click.option("--metrics-json", "-metrics_json", "metrics_json", metavar="FILE",
+              help="With --evaluate: also write the metrics as one JSON object.")
+@click.option("--similar", "-similar", "similar", metavar="ITEM",
+              help="Instead: the -n items most like ITEM (cosine of the item side's factor vectors).")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Threads for the compiled kernels (0: all cores). Results do not depend on it.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def recommend(model_path, mapping, n, users, items, exclude, out, user_column, item_column, evaluate,
+              min_rating, k, metrics_json, similar, threads, quiet):
+    """Recommend the top-N items per user with a saved model, from raw ids.
+
+    Builds each (user, item) pair's features as fmcli convert would from the
+    mapping, and scores it as fmcli predict would (clipped values or
+    probabilities; MCMC: the mean over the stored samples). Items are ranked by
+    that score, ties by item order. Unknown users are counted and skipped.
+
+    \b
+    Example:
+      fmcli recommend -model ua.mcmc.fm --mapping ua.map.json --user 0 --item 1 \\
+          -exclude ml-100k/ua.base -n 10 -out top10.tsv
+      echo 42 | fmcli recommend -model m.fm --mapping map.json -users - -n 5
+      fmcli recommend -model m.fm --mapping map.json -exclude train.tsv \\
+          --evaluate test.tsv --min-rating 4 -k 10 --metrics-json metrics.json
+      fmcli recommend -model m.fm --mapping map.json --similar 50 -n 10
+    """
+    from fmcli.console import Console
+    from fmcli.recommend import RecommendJob, run_recommend
+    from fmcli.config import threads as kernel_threads
+
+    job = RecommendJob(model=model_path, mapping=mapping, n=n, users=users, items=items, exclude=exclude,
+                       out=out, user_column=user_column, item_column=item_column, evaluate=evaluate,
+                       min_rating=min_rating, k=k, metrics_json=metrics_json, similar=similar)
+    with kernel_threads(threads):
+        run_recommend(job, Console(quiet=quiet))
+
+
 # ---- entry point --------------------------------------------------------------------------------
 
 def main(argv=None):

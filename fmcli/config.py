@@ -8,6 +8,8 @@ fmcli.learners.sweep.finite. A kernel that must give the same bits compiled cold
 process) and warm (from the cache) takes fastmath=EXACT_FLOAT.
 """
 
+import contextlib
+
 import numpy as np
 
 VALUE_DTYPE = np.float32   # feature values and targets, as libFM reads them
@@ -30,3 +32,19 @@ def njit(*args, **kwargs):
     kwargs.setdefault("fastmath", FASTMATH)
     kwargs.setdefault("nogil", True)
     return numba.njit(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def threads(n):
+    """Run compiled kernels on n threads (0: all cores); numba's setting is restored after."""
+    if not n:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

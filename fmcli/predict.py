@@ -28,7 +28,7 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
     (fmcli.shards) on local processes, or on Dask (workers, scheduler)."""
     from fmcli.errors import InputError
     from fmcli.io.modelfile import load_model
-    from fmcli.train import threads
+    from fmcli.config import threads
 
     console = console or Console()
     check_distinct([("-model", model_path), ("-test", test_path)] + relation_inputs(relations, ("test",)),

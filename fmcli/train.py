@@ -7,7 +7,6 @@ together, only after training succeeded and every output is complete; -rlog, --l
 --checkpoint are also replaced whole after every iteration so a long run can be watched.
 """
 
-import contextlib
 import dataclasses
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 from fmcli import metrics
 from fmcli.console import Console
 from fmcli.errors import Interrupted, Terminated, TrainingError, UsageError
+from fmcli.config import threads
 from fmcli.plan import main_groups, resolve
 from fmcli.io.runlog import RunLog, iteration_line
 
@@ -154,22 +154,6 @@ def _metrics(task, pred, y):
     if task == "c":
         m["ll10"] = metrics.libfm_ll(pred, y)
     return m
-
-
-@contextlib.contextmanager
-def threads(n):
-    """Run compiled kernels on n threads (0: all cores); numba's setting is restored after."""
-    if not n:
-        yield
-        return
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
 
 
 class EarlyStop:

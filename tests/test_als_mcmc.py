@@ -114,7 +114,7 @@ def test_mcmc_burn_in_leaves_out_the_first_samples():
 @pytest.mark.parametrize("method", ["als", "mcmc"])
 def test_predictions_in_the_file_order_although_rows_are_reordered_inside(method):
     from fmcli.learners import coord
-    from fmcli.train import threads
+    from fmcli.config import threads
 
     p = recsys(5, n=1500, n_test=10)
     with threads(min(2, numba.config.NUMBA_NUM_THREADS)):
@@ -131,7 +131,7 @@ def test_predictions_in_the_file_order_although_rows_are_reordered_inside(method
 
 
 def test_thread_count_is_restored():
-    from fmcli.train import threads
+    from fmcli.config import threads
 
     before = numba.get_num_threads()
     with threads(1):

@@ -331,7 +331,7 @@ def test_factor_blocks_draw_from_streams_of_their_own():
 @pytest.mark.parametrize("layout", ["factor_blocks", "relations"])
 @pytest.mark.parametrize("method", ["als", "mcmc"])
 def test_thread_count_does_not_change_the_model(layout, method, monkeypatch):
-    from fmcli.train import threads
+    from fmcli.config import threads
 
     monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)
     if layout == "factor_blocks":

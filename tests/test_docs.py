@@ -31,13 +31,13 @@ def mentions(text, name):
 
 
 def test_every_command_has_a_page():
-    assert sorted(cli.commands) == ["convert", "cv", "plot", "predict", "train", "tune"]
+    assert sorted(cli.commands) == ["convert", "cv", "plot", "predict", "recommend", "train", "tune"]
     for command in cli.commands:
         assert os.path.exists(man_path(command)), f"no man page for fmcli {command}"
     assert set(PAGES) == {man_path()} | {man_path(c) for c in cli.commands}
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "convert", "plot", "cv", "tune"])
+@pytest.mark.parametrize("command", ["train", "predict", "convert", "plot", "cv", "tune", "recommend"])
 def test_every_option_is_in_its_man_page(command):
     path = man_path(command)
     text = man_text(path)

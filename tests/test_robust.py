@@ -235,7 +235,7 @@ def test_long_rows_keep_the_model_independent_of_the_threads(method, relations, 
     from conftest import relation_problem
 
     from fmcli.learners import coord, schedule
-    from fmcli.train import threads
+    from fmcli.config import threads
 
     monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)
     if relations:
