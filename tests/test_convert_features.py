@@ -218,3 +218,66 @@ def test_plain_conversions_keep_mapping_version_1(run, tmp_path):
     m = json.loads(mapping.read_text())
     assert m["version"] == 1 and set(m) == {"format", "version", "fmcli_version", "separator", "header",
                                             "n_features", "columns"}
+
+
+def ratings_tables(tmp_path, rng, n_users=25, n_items=15, n_train=150, n_test=40):
+    """Train and test rating triples (tab-separated, no header) and a users side table."""
+    def triples(n):
+        return [(f"u{rng.integers(0, n_users)}", f"i{rng.integers(0, n_items)}", int(rng.integers(1, 6)))
+                for _ in range(n)]
+    train, test = triples(n_train), triples(n_test)
+    tr = write(tmp_path, "train.tsv", "".join(f"{u}\t{i}\t{r}\n" for u, i, r in train))
+    te = write(tmp_path, "test.tsv", "".join(f"{u}\t{i}\t{r}\n" for u, i, r in test))
+    users = write(tmp_path, "users.txt", "".join(f"u{u}|{'MF'[u % 2]}\n" for u in range(n_users + 3)))
+    return train, test, tr, te, users
+
+
+def test_relations_against_a_brute_force_construction(run, tmp_path, rng):
+    from fmcli.io.relation import load_relations
+
+    train, test, tr, te, users = ratings_tables(tmp_path, rng)
+    base, mapping = tmp_path / "rel", tmp_path / "m.json"
+    code, _, err = run("convert", "-in", tr, "-in", te, "-out", tmp_path / "tr.libfm", "-out", tmp_path / "te.libfm",
+                       "--target", "2", "--categorical", "0,1", "--join", f"{users}:0=0:sep=|:name=user",
+                       "--user", "0", "--item", "1", "--relations", base, "--mapping", mapping)
+    assert code == 0, err
+    m = json.loads(mapping.read_text())
+    user_rows = m["entities"]["user"]["relation"]["rows"]
+    item_rows = m["entities"]["item"]["relation"]["rows"]
+    assert m["entities"]["user"]["relation"]["name"] == f"{base}.users"
+    # brute force: the items of each user in the train rows only, 1/sqrt(n)
+    n_main = m["n_features"]
+    got = load_relations([f"{base}.users", f"{base}.items"], n_main,
+                         {"train": len(train), "test": len(test)}, cache=False)
+    for side, (rows, other_rows, k) in enumerate(((user_rows, item_rows, 0), (item_rows, user_rows, 1))):
+        rel, links = got["train"][side]
+        assert rel.n_rows == len(rows) + 1                    # and the row of unknown keys
+        for key, r in rows.items():
+            members = sorted({other_rows[t[1 - k]] for t in train if t[k] == key})
+            a, b = rel.indptr[r], rel.indptr[r + 1]
+            assert rel.indices[a:b].tolist() == members
+            np.testing.assert_allclose(rel.data[a:b], 1 / math.sqrt(len(members)) if members else [], rtol=1e-7)
+        assert rel.indptr[-1] - rel.indptr[-2] == 0
+        for part, rows_of_part in (("train", train), ("test", test)):
+            assert got[part][side][1].tolist() == [rows[t[k]] for t in rows_of_part]
+    assert sorted(user_rows) == sorted({t[0] for t in train + test} | {f"u{u}" for u in range(28)})
+
+
+def test_train_reads_the_relations_as_they_are(run, tmp_path, rng):
+    """fmcli train -relation BASE.users,BASE.items on convert's output; predict with them gives -out."""
+    _, _, tr, te, users = ratings_tables(tmp_path, rng, n_train=300)
+    base = tmp_path / "rel"
+    trl, tel, meta, model = (tmp_path / n for n in ("tr.libfm", "te.libfm", "g", "m.fm"))
+    code, _, err = run("convert", "-in", tr, "-in", te, "-out", trl, "-out", tel, "--target", "2",
+                       "--categorical", "0,1", "--join", f"{users}:0=0:sep=|:name=user", "--user", "0",
+                       "--item", "1", "--relations", base, "-meta", meta)
+    assert code == 0, err
+    rels = f"{base}.users,{base}.items"
+    code, _, err = run("train", "-task", "r", "-train", trl, "-test", tel, "-method", "mcmc", "-dim", "1,1,2",
+                       "-iter", "5", "-meta", meta, "-relation", rels, "-out", tmp_path / "p1", "-save_model", model,
+                       "--no-cache", "-seed", "1")
+    assert code == 0, err
+    assert "Loading relation" in err and "Test=" in err
+    code, _, err = run("predict", "-model", model, "-test", tel, "-relation", rels, "-out", tmp_path / "p2")
+    assert code == 0, err
+    assert (tmp_path / "p1").read_text() == (tmp_path / "p2").read_text()
