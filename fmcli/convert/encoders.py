@@ -11,8 +11,6 @@ import bisect
 import math
 import re
 
-import numpy as np
-
 from fmcli.convert.table import NUMBER, parse_number, why_not_number
 
 SET_NORMS = ("1", "n", "sqrt")
@@ -158,6 +156,7 @@ class Numeric(Encoder):
     def fit(self, values, next_id, next_group):
         self.id, self.group = next_id, next_group
         if self.standardize:
+            import numpy as np      # here: `fmcli convert` without statistics stays light
             xs = []
             for (v,) in values:
                 if v:
@@ -224,6 +223,8 @@ class Buckets(Encoder):
         return v
 
     def fit(self, values, next_id, next_group):
+        import numpy as np
+
         xs = []
         for (v,) in values:
             if v:
