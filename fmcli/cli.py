@@ -347,6 +347,14 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
       cut -f1,2 new_pairs.tsv | fmcli convert -in - -out - --use-mapping ua.map.json --no-target \\
           | fmcli predict -model m.fm -test - -out -
       fmcli convert --binary -in big.libfm -out big.fmbin     # loads memory-mapped
+
+    \b
+    Side tables, a genre set and the implicit-feedback relations (u.user, u.item):
+      fmcli convert -in ua.base -in ua.test -out ua.train.libfm -out ua.test.libfm \\
+          --target 2 --categorical 0,1 --drop 3 --user 0 --item 1 \\
+          --join 'u.user:0=0:sep=|:name=user' --drop user.4 --standardize user.1 \\
+          --join 'u.item:0=1:sep=|:name=item:encoding=latin-1' --drop item.1,item.2,item.3,item.4 \\
+          --set-columns genres=item.5..item.23 --relations ua -meta ua.meta --mapping ua.map.json
     """
     from fmcli.console import Console
     from fmcli.convert import ConvertJob, convert_format, run_convert
