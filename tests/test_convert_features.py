@@ -281,3 +281,20 @@ def test_train_reads_the_relations_as_they_are(run, tmp_path, rng):
     code, _, err = run("predict", "-model", model, "-test", tel, "-relation", rels, "-out", tmp_path / "p2")
     assert code == 0, err
     assert (tmp_path / "p1").read_text() == (tmp_path / "p2").read_text()
+
+
+def test_join_on_a_dropped_column_and_the_side_encoding_is_recorded(run, tmp_path):
+    """The key column may be dropped from the features; a side table read with --encoding is read
+    the same way again through the mapping."""
+    ratings = write(tmp_path, "r.csv", "user,item,rating\nu1,i1,5\nu2,i1,3\n")
+    users = write(tmp_path, "users.txt", "id|city\nu1|Köln\nu2|Zürich\n".encode("latin-1"))
+    mapping = tmp_path / "m.json"
+    code, stdout, err = run("convert", "-in", ratings, "-out", "-", "--target", "rating", "--drop", "user",
+                            "--categorical", "item", "--encoding", "latin-1",
+                            "--join", f"{users}:id=user:sep=|:name=u", "--mapping", mapping)
+    assert code == 0, err
+    assert stdout == "5 0:1 1:1\n3 0:1 2:1\n"
+    assert json.loads(mapping.read_text())["joins"][0]["encoding"] == "iso8859-1"
+    new = write(tmp_path, "n.csv", "user,item\nu2,i1\n")
+    code, stdout, err = run("convert", "-in", new, "-out", "-", "--use-mapping", mapping, "--no-target")
+    assert code == 0 and stdout == "0:1 2:1\n", err

@@ -302,10 +302,11 @@ def _values(table, skip, record, pos):
 class _Encoded:
     """A table's values per record and the pairs of each row (after fitting)."""
 
-    def __init__(self, table, skip, records, positions):
+    def __init__(self, table, skip, records, positions, keys=()):
+        """keys: names of the columns whose values are join keys (read even when dropped)."""
         self.table, self.skip, self.records = table, skip, records
         self.values = {id(r): _values(table, skip, r, p) for r, p in zip(records, positions)
-                       if not isinstance(r, enc.Plain) or r.role in ("target", "key")}
+                       if not isinstance(r, enc.Plain) or r.role in ("target", "key") or r.name in keys}
 
     def line(self, k):
         return self.table.line_numbers[k + (1 if self.skip else 0)]
@@ -421,7 +422,9 @@ FIXED_BY_MAPPING = ("target", "categorical", "numeric", "drop", "mapping", "sets
 
 
 def _read_side(j, job, mapped):
-    t, used = read_table(j.path, j.sep, j.encoding or (None if mapped else parse_encoding(job.encoding)))
+    if j.encoding is None and not mapped:    # the inputs' encoding, recorded with the join
+        j.encoding = parse_encoding(job.encoding)
+    t, used = read_table(j.path, j.sep, j.encoding)
     if not t.rows:
         raise InputError(t.name, None, "no data rows (the file is empty or has only blank lines and comments)")
     j.sep = used
@@ -558,7 +561,8 @@ def run_convert(job, console=None):
         _check_field_counts(t, s)
     for j, t in zip(joins, side_tables):
         _check_field_counts(t, j.header)
-    main_encoded = [_Encoded(t, s, main.records, p) for t, s, p in zip(tables, skip, positions)]
+    join_keys = {j.on for j in joins}
+    main_encoded = [_Encoded(t, s, main.records, p, join_keys) for t, s, p in zip(tables, skip, positions)]
     side_encoded = [_Encoded(t, j.header, j.records, p) for j, t, p in zip(joins, side_tables, side_positions)]
 
     if fitting:
