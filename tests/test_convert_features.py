@@ -196,6 +196,7 @@ def test_timestamp_parts(run, tmp_path):
     ("id|age\nu1|20\nu2\n", [], "users.txt:3: 1 fields, expected 2"),
     ("id|age\nu1|20\nu2|old\n", ["--numeric", "u.age"], "users.txt:3: column u.age: bad value 'old'"),
     ("id|age\nu1|20\n", ["--standardize", "u.nope"], "no such column"),
+    ("id|age|age\nu1|20|3\n", [], "users.txt:1: repeated column name(s) in the header: age"),
     ("id|age\nu1|20\n", ["--user", "rating"], "--user rating: the user column must be categorical"),
 ])
 def test_join_errors_name_file_line_column_nothing_written(run, tmp_path, users, args, message):

@@ -519,10 +519,12 @@ def run_convert(job, console=None):
         first = tables[0].rows[0]
         header = _decide_header(job, first, job.target)
         names = list(first) if header else [str(i) for i in range(len(first))]
-        if header and len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise InputError(tables[0].name, tables[0].line_numbers[0],
-                             f"repeated column name(s) in the header: {', '.join(dup)}")
+        for t, has, cols in [(tables[0], header, names)] + [(t, j.header, t.rows[0]) for j, t in
+                                                            zip(joins, side_tables)]:
+            if has and len(set(cols)) != len(cols):
+                dup = sorted({n for n in cols if cols.count(n) > 1})
+                raise InputError(t.name, t.line_numbers[0], f"repeated column name(s) in the header: "
+                                                            f"{', '.join(dup)}")
         for t in tables[1:]:
             if header and t.rows[0] != tables[0].rows[0]:
                 raise InputError(t.name, t.line_numbers[0], "its header differs from the first input's")
