@@ -322,7 +322,8 @@ def predict(model_path, test_path, out, task, quiet, relation):
 @click.option("--relations", metavar="BASE",
               help="Write the implicit-feedback relations BASE.users (each user's rated items, 1/sqrt(n)) and "
                    "BASE.items (each item's raters) from the first -in (train) only: R.x, R.groups and R.train, "
-                   "R.test, R.validation for the 1st, 2nd, 3rd -in. Needs --user and --item.")
+                   "R.test, R.validation for the 1st, 2nd, 3rd -in. Needs --user and --item. With --use-mapping: "
+                   "only R.test, the new rows' relation rows (for fmcli predict -relation).")
 @click.option("--binary", "to_binary", is_flag=True,
               help="Instead: convert libFM text to fmcli's binary data file, which train and predict load "
                    "memory-mapped.")

@@ -299,3 +299,32 @@ def test_join_on_a_dropped_column_and_the_side_encoding_is_recorded(run, tmp_pat
     new = write(tmp_path, "n.csv", "user,item\nu2,i1\n")
     code, stdout, err = run("convert", "-in", new, "-out", "-", "--use-mapping", mapping, "--no-target")
     assert code == 0 and stdout == "0:1 2:1\n", err
+
+
+def test_new_rows_get_their_relation_rows_from_the_mapping(run, tmp_path, rng):
+    """--use-mapping --relations BASE writes BASE.*.test for new rows: predict -relation on them
+    gives the predictions of the same pairs in the original conversion; unknown users link to
+    the empty last row."""
+    train, test, tr, te, users = ratings_tables(tmp_path, rng, n_train=300)
+    base, mapping, model = tmp_path / "rel", tmp_path / "m.json", tmp_path / "m.fm"
+    trl, tel = tmp_path / "tr.libfm", tmp_path / "te.libfm"
+    code, _, err = run("convert", "-in", tr, "-in", te, "-out", trl, "-out", tel, "--target", "2",
+                       "--categorical", "0,1", "--user", "0", "--item", "1", "--relations", base, "--mapping", mapping)
+    assert code == 0, err
+    rels = f"{base}.users,{base}.items"
+    code, _, err = run("train", "-task", "r", "-train", trl, "-test", tel, "-method", "als", "-dim", "1,1,2",
+                       "-iter", "3", "-relation", rels, "-out", tmp_path / "p1", "-save_model", model, "--no-cache")
+    assert code == 0, err
+    new = write(tmp_path, "new.tsv", "".join(f"{u}\t{i}\n" for u, i, _ in test) + "nobody\ti0\n")
+    newl = tmp_path / "new.libfm"
+    code, _, err = run("convert", "-in", new, "-out", newl, "--use-mapping", mapping, "--no-target",
+                       "--relations", base)
+    assert code == 0, err
+    n_users = len(json.loads(mapping.read_text())["entities"]["user"]["relation"]["rows"])
+    assert (tmp_path / "rel.users.test").read_text().splitlines()[-1] == str(n_users)
+    code, pred, err = run("predict", "-model", model, "-test", newl, "-relation", rels, "-out", "-")
+    assert code == 0, err
+    assert pred.splitlines()[:-1] == (tmp_path / "p1").read_text().splitlines()
+    code, _, err = run("convert", "-in", new, "-out", "-", "--use-mapping", mapping, "--no-target",
+                       "--relations", tmp_path / "other")
+    assert code == 2 and "the mapping's relations are" in err

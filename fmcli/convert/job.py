@@ -411,14 +411,38 @@ def _check_paths(job, outputs, relation_paths):
 
 
 def _relation_paths(job):
+    """The relation files to write: all of them for a new conversion; for new rows converted
+    with a mapping, only the links R.test that `fmcli predict -relation` reads."""
     if not job.relations:
         return []
-    return [f"{job.relations}.{side}.{ext}" for side in ("users", "items")
-            for ext in ("x", "groups") + PARTS[:len(job.inputs)]]
+    exts = ("test",) if job.use_mapping else ("x", "groups") + PARTS[:len(job.inputs)]
+    return [f"{job.relations}.{side}.{ext}" for side in ("users", "items") for ext in exts]
+
+
+def _mapped_links(job, mapping, path, encoded):
+    """{R.test: text} for new rows: each row's relation row from the mapping's entities (the last,
+    empty row for keys the mapping does not know)."""
+    ents = mapping.get("entities") or {}
+    out = {}
+    for role, side in (("user", "users"), ("item", "items")):
+        rel = (ents.get(role) or {}).get("relation")
+        if not isinstance(rel, dict) or not isinstance(rel.get("rows"), dict):
+            raise InputError(path, None, "--relations: the mapping has no relation rows (it was written "
+                                         "without --relations)")
+        if rel.get("name") != f"{job.relations}.{side}":
+            raise UsageError(f"--relations {job.relations}: the mapping's relations are {rel.get('name')!r} and "
+                             f"its pair; give that BASE")
+        rows, column = rel["rows"], ents[role].get("column")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(rows) for v in rows.values()) \
+                or not any(column in r.fields for r in encoded.records):
+            raise InputError(path, None, f"not a valid fmcli convert mapping: bad {role} relation rows")
+        out[f"{job.relations}.{side}.test"] = "".join(f"{rows.get(k, len(rows))}\n"
+                                                      for k in encoded.column(column))
+    return out
 
 
 FIXED_BY_MAPPING = ("target", "categorical", "numeric", "drop", "mapping", "sets", "set_columns", "standardize",
-                    "log1p", "buckets", "tfidf", "timestamp", "user", "item", "relations")
+                    "log1p", "buckets", "tfidf", "timestamp", "user", "item")
 
 
 def _read_side(j, job, mapped):
@@ -464,11 +488,11 @@ def run_convert(job, console=None):
         raise UsageError("-out -: standard output can take only one output")
     if job.set_norm not in enc.SET_NORMS:
         raise UsageError(f"--set-norm {job.set_norm!r}: 1, n or sqrt")
-    if job.relations:
-        if job.use_mapping:
-            raise UsageError("--relations builds the relations of a new conversion (the train rows are the "
-                             "first -in); with --use-mapping the mapping's entities give each user's and "
-                             "item's relation row")
+    if job.relations and job.use_mapping:
+        if len(inputs) != 1:
+            raise UsageError("--relations with --use-mapping: one -in (its links are written as R.test, "
+                             "which fmcli predict -relation reads)")
+    elif job.relations:
         if not (job.user and job.item):
             raise UsageError("--relations needs --user COL and --item COL")
         if len(inputs) > len(PARTS):
@@ -484,7 +508,7 @@ def run_convert(job, console=None):
                  if getattr(job, o)] + (["--set-norm"] if job.set_norm != "1" else [])
         if given:
             raise UsageError(f"{', '.join(given)}: the columns come from --use-mapping {job.use_mapping}")
-        main, joins, n_features, _ = load_mapping(job.use_mapping)
+        main, joins, n_features, mapping_read = load_mapping(job.use_mapping)
         if sep == "auto":
             sep = main.sep
         if encoding is None:
@@ -615,6 +639,8 @@ def run_convert(job, console=None):
             entities["user"]["relation"], entities["item"]["relation"] = relation_rows(job.relations, user_keys,
                                                                                         item_keys)
 
+    if job.relations and job.use_mapping:
+        relation_texts = _mapped_links(job, mapping_read, job.use_mapping, main_encoded[0])
     files = list(zip(outputs, ("\n".join(lines) + "\n" for lines in texts)))
     if job.meta:
         groups = [None] * n_features
@@ -661,7 +687,11 @@ def run_convert(job, console=None):
         console.info(f"Wrote feature groups to {job.meta}")
     if job.mapping:
         console.info(f"Wrote the id mapping to {job.mapping}")
-    if job.relations:
+    if job.relations and job.use_mapping:
+        console.info(f"Wrote the relation rows of the new rows to {job.relations}.users.test and "
+                     f"{job.relations}.items.test (fmcli predict -relation {job.relations}.users,"
+                     f"{job.relations}.items)")
+    elif job.relations:
         console.info(f"Wrote the relations {job.relations}.users and {job.relations}.items "
                      f"(-relation {job.relations}.users,{job.relations}.items)")
     return {"n_features": n_features, "files": summary, "separator": sep}
