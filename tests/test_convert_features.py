@@ -104,6 +104,9 @@ def test_indicator_and_field_sets(run, tmp_path):
     code, _, err = run("convert", "-in", src, "-out", tmp_path / "o2", "--target", "y", "--set-columns", "abc=a..c")
     assert code == 2 and f"{src}:2: column abc: indicator column c: 'yes' is not a number" in err
     assert not (tmp_path / "o2").exists()
+    code, _, err = run("convert", "-in", src, "-out", tmp_path / "o2", "--target", "y", "--set-columns", "ab=a..b",
+                       "--set-columns", "bc=b..c")
+    assert code == 2 and "column b cannot be both part of set ab (--set-columns) and part of set bc" in err
 
 
 def test_numeric_transforms_recorded_and_reproduced(run, tmp_path, rng):

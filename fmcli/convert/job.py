@@ -200,11 +200,11 @@ def _plan_new(job, main_names, main_rows, joins, side_rows):
         (t1, a), (t2, b) = cols.resolve(m.group(2), "--set-columns"), cols.resolve(m.group(3), "--set-columns")
         if t1 != t2 or b < a:
             raise UsageError(f"--set-columns {spec!r}: FIRST and LAST must be columns of one table, in order")
-        if cols.has(name) or name in indicator_sets.values():
+        if cols.has(name) or name in [n for n, _ in indicator_sets.values()]:
             raise UsageError(f"--set-columns {spec!r}: {name} is already the name of a column")
         for i in range(a, b + 1):
-            assign((t1, i), "indicator", "--set-columns", name)
-        indicator_sets[(t1, a)] = name
+            assign((t1, i), f"part of set {name}", "--set-columns")
+        indicator_sets[(t1, a)] = (name, [cols.names[t1][i] for i in range(a, b + 1)])
     for spec in (job.user, job.item):
         if spec is not None and cols.resolve(spec, "--user/--item")[0] != 0:
             raise UsageError(f"--user/--item {spec}: must be a column of the main table")
@@ -233,10 +233,8 @@ def _plan_new(job, main_names, main_rows, joins, side_rows):
                 records.append(enc.TfIdf(name))
             elif role == "timestamp":
                 records.append(enc.Timestamp(name, extra[(t, i)]))
-            elif (t, i) in indicator_sets:
-                members = [n for k, n in enumerate(names) if extra.get((t, k)) == indicator_sets[(t, i)]
-                           and roles[(t, k)][0] == "indicator"]
-                records.append(enc.Indicators(indicator_sets[(t, i)], members, job.set_norm))
+            elif (t, i) in indicator_sets:       # the set stands where its first column was
+                records.append(enc.Indicators(*indicator_sets[(t, i)], job.set_norm))
         tables.append(records)
     return tables
 
