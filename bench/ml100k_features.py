@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MovieLens 100k with features built only by `fmcli convert`: user one-hot, item one-hot, the
 user's age (standardised), gender and occupation from u.user, the item's 19 genre flags from
-u.item (latin-1) as one set (1/sqrt(n)), 30-day periods of the rating's timestamp, and the two
+u.item (latin-1) as one set (value 1 each), 30-day periods of the rating's timestamp, and the two
 implicit-feedback relations (each user's rated items, each item's raters, from the train split
 only); then MCMC with -meta. Prints every command it runs and the last iteration's test RMSE.
 
@@ -42,7 +42,7 @@ def convert_args(data, split, out, timestamp):
             "--join", f"{d('u.user')}:0=0:sep=|:name=user", "--drop", "user.4", "--standardize", "user.1",
             "--join", f"{d('u.item')}:0=1:sep=|:name=item:encoding=latin-1",
             "--drop", "item.1,item.2,item.3,item.4", "--set-columns", "genres=item.5..item.23",
-            "--set-norm", "sqrt", "--relations", o("rel"), "-meta", o("meta"), "--mapping", o("map.json"), "-q"]
+            "--relations", o("rel"), "-meta", o("meta"), "--mapping", o("map.json"), "-q"]
     args += ["--timestamp", "3:days30"] if timestamp else ["--drop", "3"]
     return args
 

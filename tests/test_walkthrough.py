@@ -15,7 +15,7 @@ def convert_args(td, tmp):
             "--join", f"{td('minilens.user')}:0=0:sep=|:name=user", "--drop", "user.4", "--standardize", "user.1",
             "--join", f"{td('minilens.item')}:0=1:sep=|:name=item:encoding=latin-1",
             "--drop", "item.1,item.2,item.3,item.4", "--set-columns", "genres=item.5..item.9",
-            "--set-norm", "sqrt", "--timestamp", "3:days30", "--relations", tmp / "rel",
+            "--timestamp", "3:days30", "--relations", tmp / "rel",
             "-meta", tmp / "meta", "--mapping", tmp / "map.json"]
 
 
