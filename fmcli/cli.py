@@ -389,6 +389,39 @@ def tune(train_path, grid, validation_path, k, random_n, grid_seed, metric, earl
               help="Convert new data with the ids of this mapping; unknown values are dropped and counted.")
 @click.option("--no-target", "-no_target", "no_target", is_flag=True,
               help="With --use-mapping: the rows have no target column (data to predict).")
+@click.option("--encoding", "-encoding", metavar="ENC",
+              help="Text encoding of the inputs (and side tables), e.g. latin-1. [default: UTF-8, checked only "
+                   "in the columns used]")
+@click.option("--join", "joins", multiple=True, metavar="FILE:KEY=MAINCOL",
+              help="Join a side table: its row whose KEY column equals the row's MAINCOL adds its features; its "
+                   "columns are NAME.COL (NAME: the file name). Options after more colons: sep=S, header=yes|no "
+                   "[default: yes when KEY is a name], encoding=E, name=N. Repeatable.")
+@click.option("--set", "sets", multiple=True, metavar="COL[:SEP]",
+              help="A column holding several values in one field (Action|Comedy; SEP default '|'): one group, "
+                   "one feature per value. Repeatable.")
+@click.option("--set-columns", "set_columns", multiple=True, metavar="NAME=FIRST..LAST",
+              help="A run of 0/1 indicator columns as one set named NAME (one group). Repeatable.")
+@click.option("--set-norm", "set_norm", default="1", show_default=True, type=click.Choice(["1", "n", "sqrt"]),
+              help="Value of each of a set's n members: 1, 1/n or 1/sqrt(n).")
+@click.option("--standardize", metavar="COLS", multiple=True,
+              help="Numeric columns to standardise (mean 0, sd 1 over the inputs; recorded in the mapping).")
+@click.option("--log1p", metavar="COLS", multiple=True,
+              help="Numeric columns to take as log(1 + value) (before --standardize).")
+@click.option("--buckets", metavar="COL:N", multiple=True,
+              help="A numeric column as N quantile buckets: a categorical group. Repeatable.")
+@click.option("--tfidf", metavar="COLS", multiple=True,
+              help="Text columns as bags of words weighted by TF-IDF (vocabulary and idf in the mapping).")
+@click.option("--timestamp", metavar="COL[:PARTS]", multiple=True,
+              help="A Unix-time column as derived features, PARTS joined by +: day (days since the first), "
+                   "weekday, hour, daysN (N-day periods). [default: weekday+hour+days7]")
+@click.option("--user", metavar="COL", help="The user column (categorical): the mapping records each user's "
+                                             "features (its entities section, for fmcli recommend).")
+@click.option("--item", metavar="COL", help="The item column (categorical), as --user.")
+@click.option("--relations", metavar="BASE",
+              help="Write the implicit-feedback relations BASE.users (each user's rated items, 1/sqrt(n)) and "
+                   "BASE.items (each item's raters) from the first -in (train) only: R.x, R.groups and R.train, "
+                   "R.test, R.validation for the 1st, 2nd, 3rd -in. Needs --user and --item. With --use-mapping: "
+                   "only R.test, the new rows' relation rows (for fmcli predict -relation).")
 @click.option("--binary", "to_binary", is_flag=True,
               help="Instead: convert libFM text to fmcli's binary data file, which train and predict load "
                    "memory-mapped.")
@@ -396,7 +429,8 @@ def tune(train_path, grid, validation_path, k, random_n, grid_seed, metric, earl
               help="Instead: convert a binary data file (or libFM text) back to libFM text.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, meta, mapping, use_mapping,
-            no_target, to_binary, to_text, quiet):
+            no_target, encoding, joins, sets, set_columns, set_norm, standardize, log1p, buckets, tfidf, timestamp,
+            user, item, relations, to_binary, to_text, quiet):
     """Convert delimited files (CSV, TSV, user item rating triples) to libFM text.
 
     The target column becomes the target; categorical columns are one-hot encoded
@@ -412,12 +446,21 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
       cut -f1,2 new_pairs.tsv | fmcli convert -in - -out - --use-mapping ua.map.json --no-target \\
           | fmcli predict -model m.fm -test - -out -
       fmcli convert --binary -in big.libfm -out big.fmbin     # loads memory-mapped
+
+    \b
+    Side tables, a genre set and the implicit-feedback relations (u.user, u.item):
+      fmcli convert -in ua.base -in ua.test -out ua.train.libfm -out ua.test.libfm \\
+          --target 2 --categorical 0,1 --drop 3 --user 0 --item 1 \\
+          --join 'u.user:0=0:sep=|:name=user' --drop user.4 --standardize user.1 \\
+          --join 'u.item:0=1:sep=|:name=item:encoding=latin-1' --drop item.1,item.2,item.3,item.4 \\
+          --set-columns genres=item.5..item.23 --relations ua -meta ua.meta --mapping ua.map.json
     """
     from fmcli.console import Console
     from fmcli.convert import ConvertJob, convert_format, run_convert
 
     if to_binary or to_text:
-        delimited = (target, categorical, numeric, drop, meta, mapping, use_mapping, no_target)
+        delimited = (target, categorical, numeric, drop, meta, mapping, use_mapping, no_target, encoding, joins,
+                     sets, set_columns, standardize, log1p, buckets, tfidf, timestamp, user, item, relations)
         if to_binary and to_text or any(delimited) or header is not None or sep != "auto":
             raise UsageError("--binary and --to-text convert between libFM text and binary only: "
                              "give one of them, with -in and -out")
@@ -425,7 +468,10 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
         return
     job = ConvertJob(inputs=list(inputs), outputs=list(outputs), sep=sep, header=header, target=target,
                      categorical=list(categorical), numeric=list(numeric), drop=list(drop), meta=meta,
-                     mapping=mapping, use_mapping=use_mapping, no_target=no_target)
+                     mapping=mapping, use_mapping=use_mapping, no_target=no_target, encoding=encoding,
+                     joins=list(joins), sets=list(sets), set_columns=list(set_columns), set_norm=set_norm,
+                     standardize=list(standardize), log1p=list(log1p), buckets=list(buckets), tfidf=list(tfidf),
+                     timestamp=list(timestamp), user=user, item=item, relations=relations)
     run_convert(job, Console(quiet=quiet))
 
 

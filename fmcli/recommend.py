@@ -89,11 +89,11 @@ def load_sides(path, model, user_column=None, item_column=None):
         return InputError(path, None, f"not a usable fmcli convert mapping: {why}")
 
     version = m.get("version")
-    if version == 1:
-        from fmcli.convert import load_mapping
+    if version in (1, 2):
+        from fmcli.convert.mapping import load_mapping
 
-        load_mapping(path)   # convert's own check of a version-1 mapping
-    elif version != 2:
+        load_mapping(path)   # convert's own check of every field
+    else:
         raise bad(f"version {version!r} (recommend reads versions 1 and 2)")
     n_features = m.get("n_features")
     if not _is_int(n_features) or n_features < 0:
@@ -179,7 +179,7 @@ def _read_json(path):
         m = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InputError(path, None, "not a valid fmcli convert mapping: not JSON") from None
-    from fmcli.convert import MAPPING_FORMAT
+    from fmcli.convert.mapping import MAPPING_FORMAT
 
     if not isinstance(m, dict) or m.get("format") != MAPPING_FORMAT:
         raise InputError(path, None, f"not a valid fmcli convert mapping: 'format' is not {MAPPING_FORMAT!r}")
@@ -495,9 +495,9 @@ def read_id_rows(path, mapping, wanted):
         first = [bytes(buf[starts[0]:ends[0]]).decode("ascii")] if len(numbers) else []
         rows = [first[0].split() if mapping.separator == " " else first[0].split(mapping.separator)] if first else []
     else:
-        from fmcli.convert import _Table, _text_lines
+        from fmcli.convert.table import Table, text_lines
 
-        table = _Table(name, _text_lines(data, name), mapping.separator)
+        table = Table(name, text_lines(data, name, None), mapping.separator)
         rows, numbers, buf = table.rows, np.asarray(table.line_numbers, np.int64), None
         counts = np.array([len(r) for r in rows], np.int64)
     if mapping.header:

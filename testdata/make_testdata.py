@@ -8,6 +8,11 @@ is known. Deterministic: running this again rewrites identical files.
                                            age feature), groups for -meta
   clicks.{train,test}.libfm                 0/1 labels from a planted FM (probit)
   regression.{train,test}.libfm             numeric features, noisy planted FM target
+  minilens.{base,test,user,item}            raw MovieLens-style tables for the README walkthrough
+                                           test: user item rating time (tab), id|age|gender|
+                                           occupation|zip, id|title|date||url|5 genre flags
+                                           (latin-1 titles); ratings from planted user, item
+                                           and gender x genre effects
 """
 
 import os
@@ -78,8 +83,35 @@ def regression(rng):
     write("regression.test.libfm", y[cut:], idx[cut:], val[cut:], lambda t: f"{t:.4f}")
 
 
+def minilens(rng):
+    users, items, genres, n = 60, 40, 5, 1500
+    gender = rng.integers(0, 2, users + 2)       # 2 users with no ratings (cold start)
+    age = rng.integers(15, 70, users + 2)
+    jobs = ["student", "writer", "engineer", "artist"]
+    flags = (rng.random((items, genres)) < 0.35).astype(int)
+    taste = rng.normal(0, 0.8, (2, genres))          # gender x genre effect
+    bu, bi = rng.normal(0, 0.4, users), rng.normal(0, 0.4, items)
+    u = rng.integers(0, users, n)
+    i = np.minimum(rng.zipf(1.4, n) - 1, items - 1)
+    score = 3.4 + bu[u] + bi[i] + (taste[gender[u]] * flags[i]).sum(1) / np.maximum(flags[i].sum(1), 1)
+    y = np.clip(np.rint(score + rng.normal(0, 0.6, n)), 1, 5).astype(int)
+    t = 880000000 + rng.integers(0, 200 * 86400, n)     # not time-ordered: the test rows are a random tenth, as ua
+    cut = int(n * 0.9)
+    for name, rows in (("minilens.base", range(cut)), ("minilens.test", range(cut, n))):
+        with open(os.path.join(HERE, name), "w") as f:
+            f.writelines(f"{u[r] + 1}\t{i[r] + 1}\t{y[r]}\t{t[r]}\n" for r in rows)
+    with open(os.path.join(HERE, "minilens.user"), "w") as f:
+        f.writelines(f"{k + 1}|{age[k]}|{'MF'[gender[k]]}|{jobs[k % 4]}|{10000 + k}\n" for k in range(users + 2))
+    with open(os.path.join(HERE, "minilens.item"), "wb") as f:
+        for k in range(items):
+            title = f"Film {k + 1} ({'Amélie' if k % 7 == 0 else 'Café' if k % 5 == 0 else 'Plain'})"
+            f.write(f"{k + 1}|{title}|01-Jan-1995||http://example.org/{k + 1}|".encode("latin-1")
+                    + "|".join(map(str, flags[k])).encode() + b"\n")
+
+
 if __name__ == "__main__":
     rng = np.random.default_rng(20261121)
     movies(rng)
     clicks(rng)
     regression(rng)
+    minilens(np.random.default_rng(20261203))
