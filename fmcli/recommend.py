@@ -89,11 +89,11 @@ def load_sides(path, model, user_column=None, item_column=None):
         return InputError(path, None, f"not a usable fmcli convert mapping: {why}")
 
     version = m.get("version")
-    if version in (1, 2):
+    if version == 1:
         from fmcli.convert.mapping import load_mapping
 
-        load_mapping(path)   # convert's own check of every field
-    else:
+        load_mapping(path)   # convert's own check of a version-1 mapping
+    elif version != 2:       # version 2: the fields recommend uses are checked below
         raise bad(f"version {version!r} (recommend reads versions 1 and 2)")
     n_features = m.get("n_features")
     if not _is_int(n_features) or n_features < 0:

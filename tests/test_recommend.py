@@ -409,7 +409,7 @@ def test_id_files_read_as_convert_reads_them(tmp_path, sep):
     """The compiled scan (ASCII without quotes) gives the fields and line numbers of convert's
     reader (used for quoted or non-ASCII text): comments, blank lines and CRLF skipped, fields
     stripped, an empty last field kept."""
-    from fmcli.convert import _Table, text_lines
+    from fmcli.convert.table import Table, text_lines
 
     mapping = recommend.Mapping(None, None, sep, True, ["user", "item", "rating"], "rating")
     lines = ["user,item,rating", "# a comment", "u1, i2 ,5", "", "  ", "u3,i4,1", "u5,i6,"]
@@ -422,7 +422,7 @@ def test_id_files_read_as_convert_reads_them(tmp_path, sep):
         (tmp_path / "f.csv").write_bytes(variant.encode())
         cols, numbers, _ = recommend.read_id_rows(str(tmp_path / "f.csv"), mapping, ["item", "user", "rating"])
         results.append((cols, list(numbers)))
-    table = _Table("f", text_lines(text.encode(), "f"), sep)
+    table = Table("f", text_lines(text.encode(), "f", None), sep)
     want = [[r[p] for r in table.rows[1:]] for p in (1, 0, 2)]
     assert results[0] == results[1] == results[2] == (want, table.line_numbers[1:])
     assert results[0][0][0][:2] == ["i2", "i4"] and results[0][1][:2] == [3, 6]

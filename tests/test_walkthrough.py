@@ -60,3 +60,20 @@ def test_walkthrough_raw_tables_to_an_mcmc_model(run, testdata, tmp_path):
                           "-relation", rels, "-out", "-")
     assert code == 0, err
     assert np.isfinite(np.array(pred.split(), float)).all()
+    # the recommendation step: top-3 unseen items for user 1, each score what predict gives for
+    # the pair converted through the mapping (its relation rows included)
+    code, top, err = run("recommend", "-model", tmp_path / "m.fm", "--mapping", tmp_path / "map.json",
+                         "-users", "-", "-exclude", testdata("minilens.base"), "-n", "3", "-out", "-", stdin=b"1\n")
+    assert code == 0, err
+    rows = [line.split("\t") for line in top.splitlines()]
+    seen = {l.split("\t")[1] for l in open(testdata("minilens.base")) if l.split("\t")[0] == "1"}
+    assert [r[0] for r in rows] == ["1"] * 3 and [r[3] for r in rows] == ["1", "2", "3"]
+    assert not seen & {r[1] for r in rows}
+    pairs.write_text("".join(f"1\t{r[1]}\t0\t0\n" for r in rows))
+    code, _, err = run("convert", "-in", pairs, "-out", tmp_path / "pairs.libfm", "--use-mapping",
+                       tmp_path / "map.json", "--relations", tmp_path / "rel")   # rel.*.test: the pairs' links
+    assert code == 0, err
+    code, pred, err = run("predict", "-model", tmp_path / "m.fm", "-test", tmp_path / "pairs.libfm",
+                          "-relation", rels, "-out", "-")
+    assert code == 0, err
+    assert pred.split() == [r[2] for r in rows]
