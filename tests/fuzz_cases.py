@@ -551,8 +551,12 @@ def fault_trials(n_kill, seed, log=None):
             if code != 0 or left:
                 fail("partial or mixed output", f"trial {trial}: after the next run: exit {code}, left {left}")
 
-        # 2. streams: closed, full, a reader that goes away
-        pred = f"{py} -m fmcli predict -model {q(ref['fm'])} -test {q(data)}"
+        # 2. streams: closed, full, a reader that goes away (the predictions, 30,000 lines, are more
+        #    than a pipe holds, so the reader is gone before fmcli is done)
+        big = os.path.join(root, "big.libfm")
+        with open(big, "wb") as f:
+            f.write(_read(data) * 10)
+        pred = f"{py} -m fmcli predict -model {q(ref['fm'])} -test {q(big)}"
         stream_cases = [
             (f"{pred} -out - <&-", {0}, "stdin closed"),
             (f"{pred} -out - >&-", {1, 2}, "stdout closed"),
@@ -561,7 +565,7 @@ def fault_trials(n_kill, seed, log=None):
             (f"{pred} -out - >/dev/full", {1}, "stdout full"),
             (f"set -o pipefail; {pred} -out - | head -1 >/dev/null", {141}, "reader goes away (head)"),
             (f"set -o pipefail; {pred} -out - | true", {141}, "reader goes away (true)"),
-            (f"cat {q(data)} | {pred.replace(q(data), '-')} -out - <&-", {0, 2}, "stdin closed, - asked"),
+            (f"cat {q(data)} | {pred.replace(q(big), '-')} -out - <&-", {0, 2}, "stdin closed, - asked"),
         ]
         for command, allowed, what in stream_cases:
             counts["cases"] += 1

@@ -418,17 +418,20 @@ def atomic_output(path, binary=False):
     dest = destination(path)
     folder = os.path.dirname(dest)
     remove_stale_temps(folder)
-    while True:
-        tmp = _temp_name(folder, os.path.basename(dest))
-        try:  # mode 0666 less the umask, as a plain open() creates it
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise OutputError(path, e) from None
     pending = _publication.get()
-    try:
+    tmp = None
+    try:  # from before the temporary exists: a signal at any point leaves no file behind
+        while True:
+            tmp = _temp_name(folder, os.path.basename(dest))   # holds our pid: a file by that name is ours
+            try:  # mode 0666 less the umask, as a plain open() creates it
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                break
+            except FileExistsError:
+                tmp = None
+                continue
+            except OSError as e:
+                tmp = None
+                raise OutputError(path, e) from None
         try:
             out = OutputFile(fd, path)
             yield out
@@ -445,6 +448,7 @@ def atomic_output(path, binary=False):
         else:
             _commit([(tmp, dest, path)])
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
