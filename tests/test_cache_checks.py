@@ -180,6 +180,21 @@ def test_header_checksum_padding_and_size(tmp_path):
     open(path, "wb").write(bytes(raw))
     with pytest.raises(cache.CorruptCache, match="padding after indptr"):
         cache.read_cache(path)
+    # the bytes between the header and the arrays, and the header's own blanks (a changed blank
+    # parses to the same JSON): found by bench/fuzz.py
+    path = crafted(tmp_path)
+    raw = bytearray(open(path, "rb").read())
+    raw[start - 1] = 7
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(cache.CorruptCache, match="padding after the header"):
+        cache.read_cache(path)
+    path = crafted(tmp_path)
+    raw = bytearray(open(path, "rb").read())
+    blank = raw.index(b": ", 16) + 1
+    raw[blank] = ord("\t")
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(cache.CorruptCache, match="header bytes"):
+        cache.read_cache(path)
     path = crafted(tmp_path)
     open(path, "ab").write(b"\0")
     with pytest.raises(cache.CorruptCache, match="bytes after the arrays"):

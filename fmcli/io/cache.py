@@ -361,10 +361,14 @@ def _header(f):
         raise CacheMiss(f"format version {header.get('version')!r}, this fmcli reads version {VERSION}")
     if header.get("sha256") != _header_sum(header):
         raise CorruptCache("header checksum")
+    if blob != json.dumps(header, sort_keys=True).encode():  # e.g. a changed blank: same JSON, other bytes
+        raise CorruptCache("header bytes")
     layout, length = _check_header(header)
     start = _payload_start(n)
     if size != start + length:
         raise CorruptCache("truncated" if size < start + length else "bytes after the arrays")
+    if f.read(start - 16 - n).strip(b"\0"):
+        raise CorruptCache("padding after the header")
     return header, start, layout
 
 
