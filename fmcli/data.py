@@ -86,15 +86,16 @@ def permute_rows(indptr, indices, data, perm, release_source=False):
 
 
 def take_rows(d, rows):
-    """The rows `rows` (in that order) of SparseData `d`, with d's feature count: a subset
-    such as a cross-validation fold keeps the id space of the whole file."""
+    """The rows `rows` (in that order) of SparseData `d`; its feature count is theirs (largest
+    id + 1), as the reader would give for a file of those rows."""
     rows = np.asarray(rows, np.int64)
     starts, lengths = d.indptr[rows], d.indptr[rows + 1] - d.indptr[rows]
     indptr = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(lengths, out=indptr[1:])
     src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
-    return SparseData(indptr, np.ascontiguousarray(d.indices[src]), np.ascontiguousarray(d.data[src]),
-                      np.ascontiguousarray(d.y[rows]), d.n_features, d.source)
+    indices = np.ascontiguousarray(d.indices[src])
+    return SparseData(indptr, indices, np.ascontiguousarray(d.data[src]), np.ascontiguousarray(d.y[rows]),
+                      int(indices.max()) + 1 if len(indices) else 0, d.source)
 
 
 @njit

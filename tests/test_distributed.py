@@ -72,7 +72,7 @@ def test_take_rows_and_row_keys(ratings):
                                  for j in range(100)] for r in range(x.n_rows)])
     np.testing.assert_array_equal(dense(t), dense(d)[rows])
     np.testing.assert_array_equal(t.y, d.y[rows])
-    assert t.n_features == d.n_features
+    assert t.n_features == max(t.indices) + 1            # as the reader gives for a file of these rows
     groups = np.array([0] * 60 + [1] * 40)
     np.testing.assert_array_equal(row_keys(d, groups, 0), d.indices[d.indptr[:-1]])   # the user id
 
@@ -282,3 +282,17 @@ def test_dask_retries_a_task_whose_worker_died(tmp_path):
     with executor(workers=2) as ex:
         specs = [{"marker": str(tmp_path / f"m{i}"), "value": i} for i in range(3)]
         assert ex.map(_die_once, specs, [f"t{i}" for i in range(3)]) == [0, 2, 4]
+
+
+def test_fold_files_load_when_the_largest_id_is_in_one_fold(tmp_path):
+    """A fold file's feature count is its own rows' (the binary file's check demands it)."""
+    from fmcli.console import Console
+    from fmcli.cv import CvJob, write_folds
+    from fmcli.io.load import read_binary
+    from fmcli.learners.base import TrainOptions
+
+    p = tmp_path / "d.libfm"
+    p.write_text("".join(f"{i % 5} {i % 7}:1\n" for i in range(40)) + "3 99:1\n")
+    _, paths, _ = write_folds(CvJob(TrainOptions(), str(p), k=4, cache=False), str(tmp_path), Console(quiet=True))
+    sizes = [read_binary(f, targets="required").n_features for pair in paths for f in pair]
+    assert 100 in sizes and 7 in sizes
