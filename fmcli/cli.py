@@ -5,11 +5,16 @@ never loads numba; each command imports the library in its body.
 Every option has libFM's single-dash spelling and a GNU `--long` one.
 """
 
-import difflib
 import os
-import re
 import signal
-import sys
+
+# SIGTERM before main() takes over (while the modules load) ends the run at once: nothing has
+# been written yet; main() replaces this with the handler that stops training cleanly
+signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(143))
+
+import difflib  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
 
 import click
 
@@ -624,6 +629,9 @@ def main(argv=None):
             raise
         _error(f"internal error: {type(e).__name__}: {e} (set FMCLI_DEBUG=1 for details)")
         code = 1
+    # the run is over (its outputs complete or absent): a SIGTERM while Python shuts down ends
+    # the process with the run's own status
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(code))
     sys.exit(code)
 
 

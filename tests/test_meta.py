@@ -40,6 +40,7 @@ def test_empty_file_for_zero_features(tmp_path):
     ("0 x\n", 2, 1, "'x' is not a non-negative integer"),
     ("0\n+1\n", 2, 2, "'+1' is not a non-negative integer"),
     ("0\n99999999999\n", 2, 2, "too large"),
+    ("0\n1048576\n", 2, 2, "too large (at most 1048575"),   # before: MCMC ran out of memory (bench/fuzz.py)
 ])
 def test_errors_name_file_and_line(tmp_path, text, n, line, msg):
     path = write(tmp_path, text)

@@ -2,7 +2,8 @@
 
 Format (as libFM's): whitespace-separated non-negative integers, usually one per
 line; the j-th number is the group of feature j. The number of groups G is the
-largest id + 1 (ids need not be contiguous; empty groups are allowed).
+largest id + 1 (ids need not be contiguous; empty groups are allowed, up to MAX_GROUP:
+every group costs the learners memory, G x k numbers for MCMC's hyperparameters).
 
 Unlike libFM (which reads exactly n numbers and silently repeats the last value
 of a short file), the count must match the number of features: a short or long
@@ -13,7 +14,8 @@ import numpy as np
 
 from fmcli.errors import InputError
 
-MAX_GROUP = 2**31 - 1
+MAX_GROUP = 2**20 - 1
+
 
 
 def read_meta(path, n_features):
@@ -37,7 +39,8 @@ def read_meta(path, n_features):
                 raise InputError(path, line_no,
                                  f"group id {shown!r} is not a non-negative integer") from None
             if g > MAX_GROUP:
-                raise InputError(path, line_no, f"group id {g} is too large (at most {MAX_GROUP})")
+                raise InputError(path, line_no, f"group id {g} is too large (at most {MAX_GROUP}: groups are "
+                                                "numbered from 0, a few per kind of feature)")
             groups.append(g)
             if len(groups) > n_features:
                 raise InputError(path, line_no,
