@@ -1,4 +1,4 @@
-from fmcli.cli import main
+from fmcli.cli import run
 
 if __name__ == "__main__":  # not when a spawned worker process imports it
-    main()
+    run()

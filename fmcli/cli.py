@@ -629,10 +629,26 @@ def main(argv=None):
             raise
         _error(f"internal error: {type(e).__name__}: {e} (set FMCLI_DEBUG=1 for details)")
         code = 1
-    # the run is over (its outputs complete or absent): a SIGTERM while Python shuts down ends
-    # the process with the run's own status
-    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(code))
     sys.exit(code)
+
+
+def run():
+    """The program's entry point (`fmcli`, `python -m fmcli`): main(), then the process ends at
+    once with main's status, not through Python's shutdown, which puts back the default signal
+    handlers: a SIGTERM in that window would kill the process with no status of ours."""
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            code = code or 141
+        except (OSError, ValueError):
+            code = code or 1
+    os._exit(code)
 
 
 def _error(msg, hint=None):
@@ -648,4 +664,4 @@ def _error(msg, hint=None):
 
 
 if __name__ == "__main__":
-    main()
+    run()
