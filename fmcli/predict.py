@@ -11,7 +11,7 @@ from fmcli.console import Console
 from fmcli.errors import UsageError
 from fmcli.io.atomic import atomic_output, check_distinct, check_writable, publish_together
 from fmcli.io.predictions import format_predictions
-from fmcli.scoring import check_finite, chunks, metric_sums
+from fmcli.scoring import RunningMetrics, check_finite, chunks
 
 
 # the multiply-adds (entries x (k + 1)) of one kernel call below which it runs on one thread:
@@ -44,7 +44,7 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
         _report(console, model.task, out_path, n_rows, labeled, sums)
         return n_rows
     classes = model.task == "c"     # the model's own task, unless -task said otherwise
-    n_rows, labeled, sums, warned = 0, True, np.zeros(2), False
+    n_rows, running, warned = 0, RunningMetrics(model.task), False
     with publish_together(), atomic_output(out_path) as out:
         for chunk in chunks(test_path, chunk_bytes):
             part = tuple((rel, links[n_rows:n_rows + chunk.n_rows]) for rel, links in rels)
@@ -58,17 +58,14 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
             check_finite(pred, model_path)
             out.write(format_predictions(pred))
             n_rows += chunk.n_rows
-            labeled = labeled and bool(np.isfinite(chunk.y).all())
             if classes and not warned:
                 warned = _warn_non_class_targets(chunk.y, n_rows - chunk.n_rows, test_path, model_path, console)
-            if labeled:  # running sums keep memory flat; AUC needs all rows, so it is left out here
-                y = np.where(chunk.y > 0, 1.0, -1.0) if classes else chunk.y
-                sums += metric_sums(model.task, pred, y)
+            running.add(pred, chunk.y)
         for rel, links in rels:
             if len(links) != n_rows:
                 raise InputError(rel.name + ".test", None, f"{len(links)} relation row indices for "
                                  f"{n_rows} rows of {test_path}: one index per row is needed")
-    _report(console, model.task, out_path, n_rows, labeled, sums)
+    _report(console, model.task, out_path, n_rows, running.labeled, running.sums)
     return n_rows
 
 
@@ -103,15 +100,16 @@ def _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards, work
     with executor(workers, scheduler, tasks=shards) as ex:
         specs = shard_specs(model_path, test_path, shards, task, chunk_bytes)
         results = ex.map(predict_task, specs, [f"shard {i}" for i in range(len(specs))])
-    if not sum(r[1] for r in results):
+    n_rows = sum(r[1] for r in results)
+    if not n_rows:
         from fmcli.errors import InputError
 
         raise InputError(test_path, None, "no data rows (the file is empty or has only blank lines and comments)")
     with publish_together(), atomic_output(out_path) as out:
         for text, _, _, _ in results:
             out.write(text)
-    return (sum(r[1] for r in results), all(r[2] for r in results),
-            sum((r[3] for r in results if r[2]), np.zeros(2)))
+    labeled = all(r[2] for r in results)
+    return n_rows, labeled, sum((r[3] for r in results), np.zeros(2)) if labeled else np.zeros(2)
 
 
 def relation_inputs(names, parts):

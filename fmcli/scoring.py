@@ -34,6 +34,19 @@ def chunks(path, chunk_bytes, span=None, rows=None):
                          d.n_features, d.source)
 
 
+class RunningMetrics:
+    """Metric sums over chunks of scored rows, while every row so far has a target (memory stays
+    flat; AUC needs all rows, so it is left out). Classification targets > 0 count as +1."""
+
+    def __init__(self, task):
+        self.task, self.labeled, self.sums = task, True, np.zeros(2)
+
+    def add(self, pred, y):
+        self.labeled = self.labeled and bool(np.isfinite(y).all())
+        if self.labeled:
+            self.sums += metric_sums(self.task, pred, np.where(y > 0, 1.0, -1.0) if self.task == "c" else y)
+
+
 def metric_sums(task, pred, y):
     """Per-chunk sums whose means are (MSE, MAE) or (accuracy, log-loss)."""
     n = len(y)

@@ -11,7 +11,6 @@ written in input order to the one output (atomically), so the file is the same b
 import mmap
 import os
 
-import numpy as np
 
 from fmcli.errors import UsageError
 
@@ -42,20 +41,17 @@ def predict_task(spec):
     """Score one shard; returns (formatted lines, rows, labeled, metric sums)."""
     from fmcli.io.modelfile import load_model
     from fmcli.io.predictions import format_predictions
-    from fmcli.scoring import check_finite, chunks, metric_sums
+    from fmcli.scoring import RunningMetrics, check_finite, chunks
 
     model = load_model(spec["model"], task=spec["task"])
-    pieces, rows, labeled, sums = [], 0, True, np.zeros(2)
+    pieces, rows, running = [], 0, RunningMetrics(model.task)
     for chunk in chunks(spec["test"], spec["chunk_bytes"], span=spec.get("span"), rows=spec.get("rows")):
         pred = model.predict(*chunk.csr())
         check_finite(pred, spec["model"])
         pieces.append(format_predictions(pred))
         rows += chunk.n_rows
-        labeled = labeled and bool(np.isfinite(chunk.y).all())
-        if labeled:
-            y = np.where(chunk.y > 0, 1.0, -1.0) if model.task == "c" else chunk.y
-            sums += metric_sums(model.task, pred, y)
-    return "".join(pieces), rows, labeled, sums
+        running.add(pred, chunk.y)
+    return "".join(pieces), rows, running.labeled, running.sums
 
 
 def shard_specs(model_path, test_path, n, task, chunk_bytes):

@@ -388,6 +388,23 @@ def _rename_all(pending):
 
 
 @contextlib.contextmanager
+def _written(fd, path, sync):
+    """An OutputFile on the open `fd`, flushed (and with sync, on disk) at the end; fd closed."""
+    try:
+        out = OutputFile(fd, path)
+        yield out
+        out.flush()
+        if sync:
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system without fsync
+                    raise OutputError(path, e) from None
+    finally:
+        _close(fd, path)
+
+
+@contextlib.contextmanager
 def atomic_output(path, binary=False):
     """Yield an OutputFile; on success rename it to `path` (inside publish_together: when the
     block succeeds), on error remove it. `binary` is accepted for the callers' clarity: the
@@ -408,12 +425,8 @@ def atomic_output(path, binary=False):
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         except OSError as e:
             raise OutputError(path, e) from None
-        try:
-            out = OutputFile(fd, path)
+        with _written(fd, path, sync=False) as out:
             yield out
-            out.flush()
-        finally:
-            _close(fd, path)
         return
     dest = destination(path)
     folder = os.path.dirname(dest)
@@ -432,17 +445,8 @@ def atomic_output(path, binary=False):
             except OSError as e:
                 tmp = None
                 raise OutputError(path, e) from None
-        try:
-            out = OutputFile(fd, path)
+        with _written(fd, path, sync=True) as out:
             yield out
-            out.flush()
-            try:
-                os.fsync(fd)
-            except OSError as e:
-                if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system without fsync
-                    raise OutputError(path, e) from None
-        finally:
-            _close(fd, path)
         if pending is not None:
             pending.append((tmp, dest, path))
         else:
