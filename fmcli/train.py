@@ -70,7 +70,7 @@ def load_data(plan, console):
     if job.relations:
         from fmcli.io.relation import load_relations
 
-        n_main = max([train.n_features] + [d.n_features for d in evals.values()])
+        n_main = max([train.n_features, mapped_features(plan.opts)] + [d.n_features for d in evals.values()])
         sets = {"train": train, **evals}
         rels = load_relations(job.relations, n_main, {name: d.n_rows for name, d in sets.items()},
                               cache=job.cache)
@@ -82,6 +82,16 @@ def load_data(plan, console):
         train = dataclasses.replace(train, relations=rels["train"])
         evals = {name: dataclasses.replace(d, relations=rels[name]) for name, d in evals.items()}
     return train, evals
+
+
+def mapped_features(opts):
+    """The features of -method bpr's --mapping (every item side needs its parameters), else 0."""
+    if opts.mapping is None:
+        return 0
+    from fmcli.recommend import _read_json
+
+    n = _read_json(opts.mapping).get("n_features")
+    return n if isinstance(n, int) and n >= 0 else 0
 
 
 def check_warm_start(plan, train, evals, console):
@@ -119,7 +129,7 @@ def build_learner(opts, train, evals, main_groups=None, model=None):
     from fmcli.model import FMModel
     from fmcli.plan import check_regular_count, model_groups
 
-    n_features = max([train.n_model_features] + [d.n_model_features for d in evals.values()])
+    n_features = max([train.n_model_features, mapped_features(opts)] + [d.n_model_features for d in evals.values()])
     rng = np.random.default_rng(opts.seed % 2**64)  # negative seeds are valid too
     if model is None:
         k0, k1, k = opts.dim

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Top-N on MovieLens 100k: fmcli `-method bpr` beside the `implicit` library (issue 13).
+
+usage: python3 bench/bpr_ml100k.py [--data DIR] [--out DIR] [--splits ua,ub] [--epochs N] [--dim K]
+                                   [--lr ETA] [--reg R] [--features plain|relations|side] [--no-implicit]
+
+Protocol (the issue's): ratings >= 4 of S.base are the positives; every item of S.base is
+excluded from a user's list; the relevant items are S.test's ratings >= 4; metrics by
+fmcli's own evaluation (`fmcli recommend --evaluate -exclude S.base --min-rating 4 -k 10`),
+the implicit models' top-10 scored by the same code (fmcli.ranking.topk_metrics, fmcli's
+precision = hits / 10) and also by implicit's own ranking_metrics_at_k (its precision
+divides by min(10, |relevant|): the anchors.md figures are in that form).
+
+fmcli's files are made by `fmcli convert` (--user 0 --item 1; --relations: each user's rated
+items and each item's raters in S.base, 1/sqrt(n), as implicit-feedback relations); the
+train rows (and their relation rows) are then cut to the positives. Runs go through the CLI
+(`python -m fmcli`), in --out. Time per epoch: fmcli's `time_learn` column of -rlog (the
+compiled epoch, no evaluation) and implicit BPR's fit time / epochs, same positives, same
+factors, side by side in this run.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+sys.path.insert(0, ROOT)
+
+
+def fmcli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
+    r = subprocess.run([sys.executable, "-m", "fmcli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"fmcli {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+    return r
+
+
+def prepare(data, out, split, features):
+    """Convert S.base + S.test; cut the train rows (and relation rows) to ratings >= 4."""
+    base, test = os.path.join(data, f"{split}.base"), os.path.join(data, f"{split}.test")
+    args = ["convert", "-q", "-in", base, "-in", test, "-out", f"{split}.all.libfm", "-out", f"{split}.test.libfm",
+            "--target", "2", "--categorical", "0,1", "--drop", "3", "--user", "0", "--item", "1",
+            "--mapping", f"{split}.{features}.map.json"]
+    rels = []
+    if features in ("relations", "side"):
+        args += ["--relations", split]
+        rels = [f"{split}.users", f"{split}.items"]
+    if features == "side":
+        args += ["--join", f"{os.path.join(data, 'u.user')}:0=0:sep=|:name=user:header=no", "--drop", "user.4",
+                 "--categorical", "user.2,user.3", "--buckets", "user.1:6",
+                 "--join", f"{os.path.join(data, 'u.item')}:0=1:sep=|:name=item:encoding=latin-1:header=no",
+                 "--drop", "item.1,item.2,item.3,item.4", "--set-columns", "genres=item.5..item.23"]
+    fmcli(*args, cwd=out)
+    rows = open(os.path.join(out, f"{split}.all.libfm")).read().splitlines()
+    keep = [float(r.split(" ", 1)[0]) >= 4 for r in rows]
+    with open(os.path.join(out, f"{split}.pos.libfm"), "w") as f:
+        f.write("".join(r + "\n" for r, k in zip(rows, keep) if k))
+    for r in rels:   # the relation rows of the kept train rows
+        links = open(os.path.join(out, f"{r}.train")).read().splitlines()
+        os.replace(os.path.join(out, f"{r}.train"), os.path.join(out, f"{r}.all.train"))
+        with open(os.path.join(out, f"{r}.train"), "w") as f:
+            f.write("".join(x + "\n" for x, k in zip(links, keep) if k))
+    return base, test, rels, sum(keep)
+
+
+def run_fmcli(data, out, split, a):
+    base, test, rels, n_pos = prepare(data, out, split, a.features)
+    model = f"{split}.{a.features}.bpr.fm"
+    args = ["train", "-task", "r", "-method", "bpr", "--mapping", f"{split}.{a.features}.map.json",
+            "-train", f"{split}.pos.libfm", "-dim", f"0,1,{a.dim}", "-iter", str(a.epochs),
+            "-learn_rate", str(a.lr), "-regular", a.reg, "--optimizer", a.optimizer, "-init_stdev", "0.1",
+            "--sampling", a.sampling, "--negatives", str(a.negatives), "-seed", str(a.seed),
+            "-rlog", f"{split}.bpr.rlog", "-save_model", model, "-q", "--no-cache"]
+    if rels:
+        args += ["-relation", ",".join(rels)]
+    t0 = time.perf_counter()
+    fmcli(*args, cwd=out)
+    wall = time.perf_counter() - t0
+    rlog = np.genfromtxt(os.path.join(out, f"{split}.bpr.rlog"), names=True, delimiter="\t")
+    epoch = float(np.median(rlog["time_learn"]))
+    fmcli("recommend", "-model", model, "--mapping", f"{split}.{a.features}.map.json", "-exclude", base,
+          "--evaluate", test, "--min-rating", "4", "-k", "10", "--metrics-json", f"{split}.metrics.json", "-q",
+          cwd=out)
+    m = json.load(open(os.path.join(out, f"{split}.metrics.json")))
+    return m, epoch, wall, n_pos
+
+
+def ml(data, split):
+    return (np.loadtxt(os.path.join(data, f"{split}.base"), dtype=np.int64),
+            np.loadtxt(os.path.join(data, f"{split}.test"), dtype=np.int64))
+
+
+def run_implicit(data, split, a):
+    """implicit ALS (anchors' best grid point) and BPR (32 factors... as anchors), scored by
+    fmcli.ranking and by implicit's own evaluation."""
+    import scipy.sparse as sp
+    from implicit.als import AlternatingLeastSquares
+    from implicit.bpr import BayesianPersonalizedRanking
+    from implicit.evaluation import ranking_metrics_at_k
+
+    from fmcli.ranking import topk_metrics
+
+    tr, te = ml(data, split)
+    nu, ni = 943, 1682
+    pos = tr[tr[:, 2] >= 4]
+    X = sp.csr_matrix((np.ones(len(pos), np.float32), (pos[:, 0] - 1, pos[:, 1] - 1)), shape=(nu, ni))
+    seen = sp.csr_matrix((np.ones(len(tr), np.float32), (tr[:, 0] - 1, tr[:, 1] - 1)), shape=(nu, ni))
+    rel = te[te[:, 2] >= 4]
+    T = sp.csr_matrix((np.ones(len(rel), np.float32), (rel[:, 0] - 1, rel[:, 1] - 1)), shape=(nu, ni))
+    T = T - T.multiply(seen)
+    T.eliminate_zeros()
+    T.sort_indices()
+    out = {}
+    models = {"ALS": (AlternatingLeastSquares(factors=64, regularization=10.0, alpha=1.0, iterations=15,
+                                              random_state=a.seed), None),
+              "BPR": (BayesianPersonalizedRanking(factors=32, learning_rate=0.005, regularization=0.01,
+                                                  iterations=a.implicit_bpr_epochs, random_state=a.seed), None)}
+    for name, (model, _) in models.items():
+        t0 = time.perf_counter()
+        model.fit(X, show_progress=False)
+        fit = time.perf_counter() - t0
+        epochs = 15 if name == "ALS" else a.implicit_bpr_epochs
+        ids, _ = model.recommend(np.arange(nu), seen, N=10, filter_already_liked_items=True)
+        ours = topk_metrics(np.asarray(ids, np.int64), T.indptr, T.indices, 10)
+        # implicit's evaluation excludes the train matrix it is given: the seen (all rated) items
+        theirs = ranking_metrics_at_k(model, seen, T, K=10, show_progress=False)
+        out[name] = {"fmcli": ours, "implicit": theirs, "epoch_s": fit / epochs}
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="/work/shared/data/ml-100k")
+    p.add_argument("--out", default=os.path.join(HERE, "out", "bpr"))
+    p.add_argument("--splits", default="ua,ub")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--reg", default="0,0.001,0.001")
+    p.add_argument("--optimizer", default="adagrad")
+    p.add_argument("--sampling", default="uniform")
+    p.add_argument("--negatives", type=int, default=1)
+    p.add_argument("--features", default="relations", choices=["plain", "relations", "side"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--implicit-bpr-epochs", type=int, default=200)
+    p.add_argument("--no-implicit", action="store_true")
+    a = p.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    data = os.path.abspath(a.data)
+    print(f"fmcli -method bpr: dim {a.dim}, {a.epochs} epochs, {a.optimizer} lr {a.lr}, -regular {a.reg}, "
+          f"{a.sampling} x{a.negatives}, features {a.features}")
+    have_implicit = False
+    if not a.no_implicit:
+        try:
+            import implicit  # noqa: F401
+            have_implicit = True
+        except ImportError:
+            print("implicit is not installed: its figures below are anchors.md's (not measured here)")
+    for split in a.splits.split(","):
+        m, epoch, wall, n_pos = run_fmcli(data, a.out, split, a)
+        print(f"\n{split}: {n_pos} positives; fmcli bpr  P@10 {m['precision@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  "
+              f"MAP@10 {m['map@10']:.4f}  recall@10 {m['recall@10']:.4f}  AUC {m['auc']:.4f}  "
+              f"({m['users']} users; {epoch * 1e3:.1f} ms/epoch, run {wall:.1f} s)")
+        goal = m["precision@10"] >= 0.27 and m["ndcg@10"] >= 0.27
+        print(f"{split}: goal P@10 >= 0.27 and NDCG@10 >= 0.27: {'met' if goal else 'NOT met'}")
+        if have_implicit:
+            for name, r in run_implicit(data, split, a).items():
+                o, t = r["fmcli"], r["implicit"]
+                print(f"{split}: implicit {name:3s} (fmcli's evaluation) P@10 {o['precision']:.4f}  NDCG@10 "
+                      f"{o['ndcg']:.4f}  MAP@10 {o['map']:.4f}  recall@10 {o['recall']:.4f}  | implicit's own: "
+                      f"precision {t['precision']:.4f} ndcg {t['ndcg']:.4f} auc {t['auc']:.4f}  "
+                      f"({r['epoch_s'] * 1e3:.1f} ms/epoch)")
+                if name == "BPR":
+                    print(f"{split}: time per epoch fmcli / implicit BPR = {epoch / r['epoch_s']:.2f} "
+                          f"(fmcli dim {a.dim}, implicit 32 factors)")
+        elif not a.no_implicit:
+            print(f"{split}: anchors.md implicit ALS P@10 {0.2536 if split == 'ua' else 0.2508} NDCG@10 "
+                  f"{0.2517 if split == 'ua' else 0.2457} (implicit's precision); BPR 0.19")
+
+
+if __name__ == "__main__":
+    main()
