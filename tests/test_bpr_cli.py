@@ -118,3 +118,23 @@ def test_row_without_an_item(converted, run):
     code, _, err = run("train", "-task", "r", "-method", "bpr", "--mapping", d / "map.json",
                        "-train", d / "bad.libfm", "--no-cache")
     assert code == 2 and "bad.libfm: row 1 has no item" in err and err.count("error") == 1
+
+
+def test_convert_min_rating_keeps_positives_and_their_relation_rows(tmp_path, run):
+    rows = [("a", "x", 5), ("a", "y", 2), ("b", "x", 4), ("b", "z", 1), ("c", "y", 4)]
+    (tmp_path / "r.tsv").write_text("".join(f"{u}\t{i}\t{r}\n" for u, i, r in rows))
+    args = ["convert", "-in", tmp_path / "r.tsv", "--target", "2", "--categorical", "0,1", "--user", "0",
+            "--item", "1"]
+    code, _, err = run(*args, "-out", tmp_path / "all.libfm", "--relations", tmp_path / "all")
+    assert code == 0, err
+    code, _, err = run(*args, "-out", tmp_path / "pos.libfm", "--relations", tmp_path / "pos", "--min-rating", "4")
+    assert code == 0, err
+    assert "2 row(s) rated below --min-rating 4 left out" in err
+    every = (tmp_path / "all.libfm").read_text().splitlines()
+    kept = [k for k, (_, _, r) in enumerate(rows) if r >= 4]
+    assert (tmp_path / "pos.libfm").read_text().splitlines() == [every[k] for k in kept]
+    for side in ("users", "items"):
+        links = (tmp_path / f"all.{side}.train").read_text().splitlines()
+        assert (tmp_path / f"pos.{side}.train").read_text().splitlines() == [links[k] for k in kept]
+        # the relations themselves hold every rating
+        assert (tmp_path / f"pos.{side}.x").read_text() == (tmp_path / f"all.{side}.x").read_text()

@@ -47,6 +47,7 @@ class ConvertJob:
     user: str = None
     item: str = None
     relations: str = None           # BASE of the implicit-feedback relation files
+    min_rating: float = None        # keep only the rows whose target is >= this (positives, -method bpr)
 
 
 # ---------------------------------------------------------------------------
@@ -391,6 +392,24 @@ def _encode_main(encoded, joins, side_pairs, stats):
 # the job
 # ---------------------------------------------------------------------------
 
+def _keep_positives(job, texts, relation_texts, stats_per):
+    """--min-rating: each -in's rows (and their relation rows R.train, R.test, R.validation) whose
+    target is >= the threshold; the relations themselves keep every row of the first -in (each
+    rating is implicit feedback)."""
+    out = []
+    for n, (lines, stats) in enumerate(zip(texts, stats_per)):
+        keep = [float(line.split(" ", 1)[0]) >= job.min_rating for line in lines]
+        stats["below"] = keep.count(False)
+        out.append([line for line, k in zip(lines, keep) if k])
+        if job.relations and n < len(PARTS):
+            for side in ("users", "items"):
+                path = f"{job.relations}.{side}.{'test' if job.use_mapping else PARTS[n]}"
+                if path in relation_texts:
+                    links = relation_texts[path].splitlines()
+                    relation_texts[path] = "".join(x + "\n" for x, k in zip(links, keep) if k)
+    return out
+
+
 def _check_paths(job, outputs, relation_paths):
     inputs = list(job.inputs)
     for p in (job.meta, job.mapping):
@@ -526,6 +545,8 @@ def run_convert(job, console=None):
         if job.target is None:
             raise UsageError("--target is required (a header name or a 0-based column index)")
         main, joins = None, new_joins
+    if job.min_rating is not None and job.no_target:
+        raise UsageError("--min-rating keeps rows by their target: not with --no-target")
 
     tables = []
     for path in inputs:
@@ -638,6 +659,8 @@ def run_convert(job, console=None):
 
     if job.relations and job.use_mapping:
         relation_texts = _mapped_links(job, mapping_read, job.use_mapping, main_encoded[0])
+    if job.min_rating is not None:
+        texts = _keep_positives(job, texts, relation_texts, stats_per)
     files = list(zip(outputs, ("\n".join(lines) + "\n" for lines in texts)))
     if job.meta:
         groups = [None] * n_features
@@ -666,6 +689,8 @@ def run_convert(job, console=None):
         if stats["empty"]:
             console.info(f"{t.name}: {stats['empty']} row(s) kept no feature; written as '0:0' "
                          f"(contributes nothing) to keep the rows in order")
+        if stats.get("below"):
+            console.info(f"{t.name}: {stats['below']} row(s) rated below --min-rating {job.min_rating:g} left out")
         summary.append({"input": t.name, "output": path, "rows": len(lines),
                         "unknown": dict(stats["unknown"]), "featureless": stats["empty"]})
     for t, u in zip(side_tables, side_unknown):
