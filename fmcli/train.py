@@ -331,6 +331,8 @@ def _run_train(plan, console):
         check_warm_start(plan, train, evals, console)
     learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
     model = learner.model
+    for note in getattr(learner, "notes", ()):
+        console.info(f"Note: {note}")
     if plan.loaded is not None:
         check_loaded_predictions(job.load_model, model, {"train": train, **evals})
     console.detail(f"num_attributes={model.n_features}\tuse w0={model.use_w0}\tuse w={model.use_w}\t"

@@ -138,3 +138,20 @@ def test_convert_min_rating_keeps_positives_and_their_relation_rows(tmp_path, ru
         assert (tmp_path / f"pos.{side}.train").read_text().splitlines() == [links[k] for k in kept]
         # the relations themselves hold every rating
         assert (tmp_path / f"pos.{side}.x").read_text() == (tmp_path / f"all.{side}.x").read_text()
+
+
+def test_notes_for_ratings_as_positives_and_users_without_positives(tmp_path, run):
+    rows = [("a", "x", 5), ("a", "y", 2), ("b", "x", 4), ("c", "z", 1)]
+    (tmp_path / "r.tsv").write_text("".join(f"{u}\t{i}\t{r}\n" for u, i, r in rows))
+    args = ["convert", "-in", tmp_path / "r.tsv", "-out", tmp_path / "r.libfm", "--target", "2",
+            "--categorical", "0,1", "--user", "0", "--item", "1"]
+    train = ["train", "-task", "r", "-method", "bpr", "-train", tmp_path / "r.libfm", "-iter", "1", "--no-cache"]
+    assert run(*args, "--mapping", tmp_path / "m.json")[0] == 0
+    code, _, err = run(*train, "--mapping", tmp_path / "m.json")
+    assert code == 0, err
+    assert "its targets (4 values, 1 to 5) are ignored" in err and "users have no positive" not in err
+    # the mapping of --min-rating 3: rows of a and b only, the note on targets is not needed
+    assert run(*args, "--mapping", tmp_path / "p.json", "--min-rating", "3")[0] == 0
+    code, _, err = run(*train, "--mapping", tmp_path / "p.json")
+    assert code == 0, err
+    assert "1 of the mapping's 3 users have no positive" in err and "are ignored" not in err

@@ -670,8 +670,10 @@ def run_convert(job, console=None):
                     groups[fid] = g
         files.append((job.meta, "".join(f"{g}\n" for g in groups)))
     if job.mapping:   # ASCII whatever the locale
-        files.append((job.mapping, json.dumps(mapping_dict(main, joins, n_features, sep, header_flag, encoding,
-                                                           entities, context)) + "\n"))
+        record = mapping_dict(main, joins, n_features, sep, header_flag, encoding, entities, context)
+        if job.min_rating is not None:
+            record["min_rating"] = job.min_rating    # the rows are positives (fmcli train -method bpr)
+        files.append((job.mapping, json.dumps(record) + "\n"))
     files.extend((p, relation_texts[p]) for p in _relation_paths(job))
     # every input was read and checked: now write
     write_outputs(files)

@@ -323,6 +323,7 @@ class BPRLearner(Learner):
             for ind in (self.user_rows[1][trained], self.item_rows[1]):
                 seen[ind[ind < model.n_features]] = True
             model.V[~seen] = 0.0
+        self.notes = run_notes(m, self.pos, train.y, opts.mapping)
         self.validation = None
         if "validation" in evals:
             v = evals["validation"]
@@ -379,6 +380,25 @@ class BPRLearner(Learner):
 
     def log_values(self):
         return {"bpr_loss": self.loss} if self.opts.sampling == "uniform" else {"warp_loss": self.loss}
+
+
+def run_notes(mapping, pos, y, mapping_file):
+    """What a run tells the user about its positives: users of the mapping without any (not
+    trained), and targets that look like ratings given as positives."""
+    from fmcli.recommend import _read_json
+
+    notes = []
+    missing = int((np.diff(pos[0]) == 0).sum())
+    if missing:
+        notes.append(f"{missing} of the mapping's {mapping.user.n_rows} users have no positive in -train: "
+                     "their factors are not trained (their lists follow the items' scores)")
+    finite = y[np.isfinite(y)]
+    values = np.unique(finite)
+    if len(values) > 1 and _read_json(mapping_file).get("min_rating") is None:
+        notes.append(f"-method bpr takes every train row as a positive; its targets ({len(values)} values, "
+                     f"{values.min():g} to {values.max():g}) are ignored: to keep only the high ratings, convert "
+                     "with --min-rating R")
+    return notes
 
 
 def rows_pairs(data, mapping, mapping_file, path):
