@@ -155,3 +155,23 @@ def test_notes_for_ratings_as_positives_and_users_without_positives(tmp_path, ru
     code, _, err = run(*train, "--mapping", tmp_path / "p.json")
     assert code == 0, err
     assert "1 of the mapping's 3 users have no positive" in err and "are ignored" not in err
+
+
+def test_implicit_pairs_without_a_target(tmp_path, run):
+    pairs = planted_pairs(n_users=20, n_items=15, per_user=5)
+    (tmp_path / "p.tsv").write_text("".join(f"{u}\t{i}\n" for u, i in pairs))
+    code, _, err = run("convert", "-in", tmp_path / "p.tsv", "-out", tmp_path / "p.libfm", "--categorical", "0,1",
+                       "--user", "0", "--item", "1", "--mapping", tmp_path / "m.json")
+    assert code == 0, err
+    lines = (tmp_path / "p.libfm").read_text().splitlines()
+    assert len(lines) == len(pairs) and all(line.split()[0] == "1" for line in lines)
+    code, _, err = run("train", "-task", "r", "-method", "bpr", "--mapping", tmp_path / "m.json", "-train",
+                       tmp_path / "p.libfm", "-iter", "5", "-save_model", tmp_path / "m.fm", "--no-cache")
+    assert code == 0 and "are ignored" not in err, err
+    code, out, err = run("recommend", "-model", tmp_path / "m.fm", "--mapping", tmp_path / "m.json", "-n", "3",
+                         "-exclude", tmp_path / "p.tsv")
+    assert code == 0, err
+    assert len(out.splitlines()) == 20 * 3
+    # without --user and --item a target is still required
+    code, _, err = run("convert", "-in", tmp_path / "p.tsv", "-out", tmp_path / "q.libfm", "--categorical", "0,1")
+    assert code == 2 and "--target is required" in err

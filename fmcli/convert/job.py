@@ -155,7 +155,8 @@ def _plan_new(job, main_names, main_rows, joins, side_rows):
         if value is not None:
             extra[where] = value
 
-    assign(cols.resolve(job.target, "--target"), "target", "--target")
+    if job.target is not None:   # None: implicit (user, item) pairs, each row a positive
+        assign(cols.resolve(job.target, "--target"), "target", "--target")
     for t, j in enumerate(joins, start=1):
         assign((t, resolve(j.key, j.names, f"--join {j.path}: key")), "key", "--join")
         j.key = cols.names[t][resolve(j.key, j.names, "--join")]
@@ -369,6 +370,8 @@ def _encode_main(encoded, joins, side_pairs, stats):
                 raise InputError(encoded.table.name, encoded.line(k),
                                  f"bad target {text[:40]!r} ({why_not_number(text)})")
             parts.append(enc.fmt(v))
+        elif stats.get("implicit"):
+            parts.append("1")    # an interaction without a rating: a positive
         for j, sp in zip(joins, side_pairs):
             key = on[j.name][k]
             if key:
@@ -542,8 +545,11 @@ def run_convert(job, console=None):
     else:
         if job.no_target:
             raise UsageError("--no-target is for new data converted with --use-mapping")
-        if job.target is None:
-            raise UsageError("--target is required (a header name or a 0-based column index)")
+        if job.target is None and not (job.user and job.item):
+            raise UsageError("--target is required (a header name or a 0-based column index), unless the rows "
+                             "are implicit feedback: --user COL --item COL without --target writes target 1")
+        if job.target is None and job.min_rating is not None:
+            raise UsageError("--min-rating needs --target (the rating column)")
         main, joins = None, new_joins
     if job.min_rating is not None and job.no_target:
         raise UsageError("--min-rating keeps rows by their target: not with --no-target")
@@ -625,7 +631,8 @@ def run_convert(job, console=None):
     side_pairs = [_side_pairs(e, j, u) for e, j, u in zip(side_encoded, joins, side_unknown)]
     texts, stats_per = [], []
     for e in main_encoded:
-        stats = {"unknown": {}, "empty": 0, "no_side_row": {}, "no_target": job.no_target}
+        stats = {"unknown": {}, "empty": 0, "no_side_row": {}, "no_target": job.no_target,
+                 "implicit": job.target is None and not job.use_mapping}
         texts.append(_encode_main(e, joins, side_pairs, stats))
         stats_per.append(stats)
 
