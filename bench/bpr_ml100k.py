@@ -3,6 +3,7 @@
 
 usage: python3 bench/bpr_ml100k.py [--data DIR] [--out DIR] [--splits ua,ub] [--epochs N] [--dim K]
                                    [--lr ETA] [--reg R] [--features plain|relations|side] [--no-implicit]
+                                   [--scaling]
 
 Protocol (the issue's): ratings >= 4 of S.base are the positives; every item of S.base is
 excluded from a user's list; the relevant items are S.test's ratings >= 4; metrics by
@@ -152,6 +153,42 @@ def run_implicit(data, split, a):
     return out
 
 
+def scaling(a):
+    """Time per epoch of the compiled BPR epoch on synthetic one-hot positives (users 20000, items
+    10000, Zipf-like item popularity), 125k to 1M positives: linear means the same ms per 1k."""
+    from fmcli.learners.bpr import UNIFORM, WARP, bpr_epoch, harmonic, positives_csr
+    from fmcli.learners.sgd import OPTIMIZERS, optimizer_state
+
+    nu, ni, k = 20000, 10000, a.dim
+    rng = np.random.default_rng(a.seed)
+    pop = 1.0 / np.arange(1, ni + 1) ** 0.8
+    pop /= pop.sum()
+    one = np.ones
+    uptr, uind = np.arange(nu + 1, dtype=np.int64), np.arange(nu, dtype=np.int32)
+    iptr, iind = np.arange(ni + 1, dtype=np.int64), (nu + np.arange(ni)).astype(np.int32)
+    mode = OPTIMIZERS[a.optimizer]
+    print(f"\nscaling: synthetic one-hot positives, dim {k}, {a.sampling}, {a.optimizer}")
+    for n in (125_000, 250_000, 500_000, 1_000_000):
+        users = rng.integers(0, nu, n)
+        items = rng.choice(ni, n, p=pop)
+        key = np.unique(users * ni + items)
+        users, items = key // ni, key % ni
+        pos = positives_csr(users, items, nu)
+        w, V = np.zeros(nu + ni), rng.normal(0, 0.1, (nu + ni, k))
+        st = optimizer_state(mode, nu + ni, k)
+        times = []
+        for e in range(4):
+            order = rng.permutation(len(users)).astype(np.int64)
+            t0 = time.perf_counter()
+            bpr_epoch(order, users, items, *pos, uptr, uind, one(nu, np.float32), iptr, iind, one(ni, np.float32),
+                      w, V, True, np.array([0, a.lr, a.lr]), np.array([0, 0.001, 0.001]), mode, st[1], st[2], st[4],
+                      st[5], st[6], UNIFORM if a.sampling == "uniform" else WARP, 1, 100, harmonic(ni), e,
+                      np.empty(0, np.int64))
+            times.append(time.perf_counter() - t0)
+        t = float(np.median(times[1:]))
+        print(f"  {len(users):8d} positives: {t * 1e3:8.1f} ms/epoch, {t * 1e6 / len(users):.2f} ms per 1k positives")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="/work/shared/data/ml-100k")
@@ -168,7 +205,10 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--implicit-bpr-epochs", type=int, default=200)
     p.add_argument("--no-implicit", action="store_true")
+    p.add_argument("--scaling", action="store_true", help="only: time per epoch on 125k-1M synthetic positives")
     a = p.parse_args()
+    if a.scaling:
+        return scaling(a)
     os.makedirs(a.out, exist_ok=True)
     data = os.path.abspath(a.data)
     print(f"fmcli -method bpr: dim {a.dim}, {a.epochs} epochs, {a.optimizer} lr {a.lr}, -regular {a.reg}, "
