@@ -175,3 +175,13 @@ def test_implicit_pairs_without_a_target(tmp_path, run):
     # without --user and --item a target is still required
     code, _, err = run("convert", "-in", tmp_path / "p.tsv", "-out", tmp_path / "q.libfm", "--categorical", "0,1")
     assert code == 2 and "--target is required" in err
+
+
+def test_mapping_without_an_item_side(tmp_path, run):
+    (tmp_path / "r.tsv").write_text("a\tx\t1\nb\ty\t1\n")
+    code, _, err = run("convert", "-in", tmp_path / "r.tsv", "-out", tmp_path / "r.libfm", "--target", "2",
+                       "--categorical", "0,1", "--mapping", tmp_path / "m.json")
+    assert code == 0, err
+    code, _, err = run("train", "-task", "r", "-method", "bpr", "--mapping", tmp_path / "m.json",
+                       "-train", tmp_path / "r.libfm", "--no-cache")
+    assert code == 2 and "no user and item sides" in err and "convert --user COL --item COL" in err

@@ -304,6 +304,11 @@ class BPRLearner(Learner):
         model.y_min, model.y_max = -np.inf, np.inf     # scores, not ratings
         model.meta["ranking"] = {"loss": "bpr", "sampling": opts.sampling, "negatives": opts.negatives,
                                  "max_sampled": opts.max_sampled}
+        from fmcli.recommend import _read_json
+
+        if _read_json(opts.mapping).get("entities") is None:
+            raise UsageError(f"--mapping {opts.mapping}: no user and item sides (entities): -method bpr needs "
+                             "the mapping of fmcli convert --user COL --item COL")
         self.mapping = load_sides(opts.mapping, model)
         self.pair_u, self.pair_i = rows_pairs(train, self.mapping, opts.mapping, train.source)
         m = self.mapping
