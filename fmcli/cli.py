@@ -102,9 +102,10 @@ def cli():
 LEARNER_OPTIONS = (
     opt("-task", required=True, type=click.Choice(["r", "c"], case_sensitive=False),
          help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive)."),
-    opt("-method", default="mcmc", show_default=True, type=click.Choice(["sgd", "als", "mcmc", "sgda"], case_sensitive=False),
+    opt("-method", default="mcmc", show_default=True, type=click.Choice(["sgd", "als", "mcmc", "sgda", "bpr"], case_sensitive=False),
          help="Learner: sgd (stochastic gradient descent), sgda (SGD with regularisation adapted on "
-              "-validation), als (alternating least squares), mcmc (Gibbs sampling)."),
+              "-validation), als (alternating least squares), mcmc (Gibbs sampling), bpr (train: learning to "
+              "rank from positives, pairwise loss with sampled negatives; needs --mapping)."),
     opt("-dim", metavar="K0,K1,K2",
          help="Use bias (0/1), use linear terms (0/1), number of factors. [default: 1,1,8]"),
     opt("-iter", "iterations", default=100, show_default=True, type=click.IntRange(min=0),
@@ -122,7 +123,7 @@ LEARNER_OPTIONS = (
     click.option("--burn-in", "burn_in", default=0, show_default=True, type=click.IntRange(min=0),
                   help="MCMC: leave the first N samples out of the averaged predictions."),
     click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adagrad", "adam"]),
-                  help="Step rule of -method sgd: plain SGD (libFM), AdaGrad or Adam. -learn_rate is the rule's "
+                  help="Step rule of -method sgd and bpr: plain SGD (libFM), AdaGrad or Adam. -learn_rate is the rule's "
                        "base rate (typical: sgd 0.001-0.05, adagrad 0.01-0.1, adam 0.001-0.01). Per-parameter "
                        "state, updated lazily (an epoch stays O(k nnz)); not saved in model files."),
     click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
@@ -216,8 +217,23 @@ def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev
           "relation row of each train, test (validation) row; optional R.groups. ALS and MCMC only.")
 @opt("-cache_size", metavar="BYTES", type=int,
      help="Accepted for libFM scripts and ignored: fmcli memory-maps its binary cache (a note says so).")
+@click.option("--mapping", "bpr_mapping", metavar="FILE",
+              help="-method bpr: the fmcli convert --mapping (with --user and --item) of the train rows; its "
+                   "item side is what a negative swaps.")
+@click.option("--sampling", default="uniform", show_default=True, type=click.Choice(["uniform", "warp"]),
+              help="-method bpr: negatives drawn uniformly among the user's non-positive items (BPR), or "
+                   "WARP (draw until one scores above the positive minus 1, the step scaled by the rank estimate).")
+@click.option("--negatives", default=1, show_default=True, type=click.IntRange(min=1),
+              help="-method bpr, uniform: negatives (steps) per positive and epoch.")
+@click.option("--max-sampled", "max_sampled", default=100, show_default=True, type=click.IntRange(min=1),
+              help="-method bpr, warp: draws per positive at most.")
+@click.option("--early-stop-metric", "early_stop_metric", metavar="NAME@K",
+              help="-method bpr: the -validation ranking metric that --early-stop watches and each iteration "
+                   "prints (precision, recall, ndcg, map, hit_rate @K, or auc; train positives excluded). "
+                   "[default: ndcg@10]")
 def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples, log_json, checkpoint,
-          checkpoint_every, validation_path, early_stop, cache_size, relation, **learner):
+          checkpoint_every, validation_path, early_stop, cache_size, relation, bpr_mapping, sampling, negatives,
+          max_sampled, early_stop_metric, **learner):
     """Train a factorization machine; optionally predict -test and save the model.
 
     Takes libFM's options in either spelling (-train f or --train f). Prints
@@ -235,11 +251,15 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
     from fmcli.plan import TrainJob
     from fmcli.train import run_train
 
-    opts = train_options(keep_samples=keep_samples, **learner)
+    import dataclasses
+
+    opts = dataclasses.replace(train_options(keep_samples=keep_samples, **learner), mapping=bpr_mapping,
+                               sampling=sampling, negatives=negatives, max_sampled=max_sampled)
     job = TrainJob(opts, train_path, test_path, out, rlog, save_model, load_model, learner["meta"],
                    dim_given=learner["dim"] is not None, log_json=log_json, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, validation=validation_path, early_stop=early_stop,
-                   cache=cache_policy(learner), relations=split_names(relation))
+                   cache=cache_policy(learner), relations=split_names(relation),
+                   early_stop_metric=early_stop_metric)
     console = Console(quiet=learner["quiet"], verbosity=learner["verbosity"])
     if cache_size is not None:
         console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")
@@ -427,6 +447,10 @@ def tune(train_path, grid, validation_path, k, random_n, grid_seed, metric, earl
                    "BASE.items (each item's raters) from the first -in (train) only: R.x, R.groups and R.train, "
                    "R.test, R.validation for the 1st, 2nd, 3rd -in. Needs --user and --item. With --use-mapping: "
                    "only R.test, the new rows' relation rows (for fmcli predict -relation).")
+@click.option("--min-rating", "min_rating", type=float, metavar="R",
+              help="Keep only the rows whose target is >= R (and their relation rows): explicit ratings turned "
+                   "into the positives of fmcli train -method bpr. --relations still use every row of the "
+                   "first -in.")
 @click.option("--binary", "to_binary", is_flag=True,
               help="Instead: convert libFM text to fmcli's binary data file, which train and predict load "
                    "memory-mapped.")
@@ -435,7 +459,7 @@ def tune(train_path, grid, validation_path, k, random_n, grid_seed, metric, earl
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, meta, mapping, use_mapping,
             no_target, encoding, joins, sets, set_columns, set_norm, standardize, log1p, buckets, tfidf, timestamp,
-            user, item, relations, to_binary, to_text, quiet):
+            user, item, relations, min_rating, to_binary, to_text, quiet):
     """Convert delimited files (CSV, TSV, user item rating triples) to libFM text.
 
     The target column becomes the target; categorical columns are one-hot encoded
@@ -465,7 +489,8 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
 
     if to_binary or to_text:
         delimited = (target, categorical, numeric, drop, meta, mapping, use_mapping, no_target, encoding, joins,
-                     sets, set_columns, standardize, log1p, buckets, tfidf, timestamp, user, item, relations)
+                     sets, set_columns, standardize, log1p, buckets, tfidf, timestamp, user, item, relations,
+                     min_rating is not None)
         if to_binary and to_text or any(delimited) or header is not None or sep != "auto":
             raise UsageError("--binary and --to-text convert between libFM text and binary only: "
                              "give one of them, with -in and -out")
@@ -476,7 +501,8 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
                      mapping=mapping, use_mapping=use_mapping, no_target=no_target, encoding=encoding,
                      joins=list(joins), sets=list(sets), set_columns=list(set_columns), set_norm=set_norm,
                      standardize=list(standardize), log1p=list(log1p), buckets=list(buckets), tfidf=list(tfidf),
-                     timestamp=list(timestamp), user=user, item=item, relations=relations)
+                     timestamp=list(timestamp), user=user, item=item, relations=relations,
+                     min_rating=min_rating)
     run_convert(job, Console(quiet=quiet))
 
 

@@ -22,7 +22,9 @@ from fmcli.errors import UsageError
 from fmcli.io.atomic import check_writable
 from fmcli.learners.base import TrainOptions
 
-METHODS = ("sgd", "sgda", "als", "mcmc")
+METHODS = ("sgd", "sgda", "als", "mcmc", "bpr")
+# --early-stop-metric: fmcli recommend --evaluate's metrics, NAME@K or auc
+RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 # Initial factors of this size already give predictions of ~1e12 per pair of entries; beyond
 # it they overflow (1e200 squares to inf): libFM's default is 0.1
 MAX_INIT_STDEV = 1e6
@@ -45,6 +47,7 @@ class TrainJob:
     checkpoint_every: int = 10
     validation: str = None       # rows for SGDA's regularisation and for early stopping
     early_stop: int = 0          # stop after this many iterations without a better validation score
+    early_stop_metric: str = None  # BPR: the ranking metric of -validation that decides (default ndcg@10)
     cache: bool | str = True     # read and write the binary cache beside text inputs; "verify": and check the whole text
     relations: tuple = ()        # relation names (-relation: libFM's block structure)
 
@@ -99,12 +102,47 @@ def _check_options(job):
     if not 0 <= opts.init_stdev <= MAX_INIT_STDEV:
         raise UsageError(f"-init_stdev {opts.init_stdev:g} is out of range: 0 to {MAX_INIT_STDEV:g} "
                          "(libFM's default is 0.1)")
-    if opts.optimizer != "sgd" and opts.method != "sgd":
-        raise UsageError(f"--optimizer {opts.optimizer} applies to -method sgd only")
+    if opts.optimizer != "sgd" and opts.method not in ("sgd", "bpr"):
+        raise UsageError(f"--optimizer {opts.optimizer} applies to -method sgd and bpr only")
+    _check_ranking(job)
     n = len(opts.regular)
     if n not in (1, 3) and (n < 3 or n % 2 == 0 or opts.method != "als" or job.meta is None):
         raise UsageError("-regular takes 1 or 3 values, or with -method als and -meta "
                          "1 + 2G values (r0, one per group for w, one per group for V)")
+
+
+def _check_ranking(job):
+    """-method bpr's options, and the options that only it takes."""
+    opts = job.opts
+    if opts.method != "bpr":
+        given = [name for name, on in (("--mapping", opts.mapping is not None), ("--sampling", opts.sampling != "uniform"),
+                                       ("--negatives", opts.negatives != 1), ("--max-sampled", opts.max_sampled != 100),
+                                       ("--early-stop-metric", job.early_stop_metric is not None)) if on]
+        if given:
+            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to -method bpr only")
+        return
+    if opts.mapping is None:
+        raise UsageError("-method bpr needs --mapping FILE (the fmcli convert --mapping with --user and --item "
+                         "of the train rows): it says which features are the item side, to draw negatives")
+    if opts.task != "r":
+        raise UsageError("-method bpr ranks (its predictions are scores): give -task r")
+    if opts.sampling == "warp" and opts.negatives != 1:
+        raise UsageError("--negatives applies to --sampling uniform (WARP draws until a negative violates)")
+    if job.early_stop_metric is not None:
+        ranking_metric(job.early_stop_metric)
+        if not job.validation:
+            raise UsageError("--early-stop-metric needs -validation (the held-out positives it ranks)")
+
+
+def ranking_metric(text):
+    """'ndcg@10' -> ('ndcg', 10); 'auc' -> ('auc', 10)."""
+    name, _, k = text.lower().partition("@")
+    if name == "auc" and not k:
+        return "auc", 10
+    if name not in RANKING_METRICS or not k.isdigit() or int(k) < 1:
+        raise UsageError(f"--early-stop-metric {text!r}: expected NAME@K with NAME one of "
+                         f"{', '.join(RANKING_METRICS)} (e.g. ndcg@10), or auc")
+    return name, int(k)
 
 
 def _load_model(job):

@@ -29,6 +29,10 @@ def learner_class(method):
         from fmcli.learners.sgda import SGDALearner
 
         return SGDALearner
+    if method == "bpr":
+        from fmcli.learners.bpr import BPRLearner
+
+        return BPRLearner
     if method == "als":
         from fmcli.learners.als import ALSLearner
 
@@ -66,7 +70,7 @@ def load_data(plan, console):
     if job.relations:
         from fmcli.io.relation import load_relations
 
-        n_main = max([train.n_features] + [d.n_features for d in evals.values()])
+        n_main = max([train.n_features, mapped_features(plan.opts)] + [d.n_features for d in evals.values()])
         sets = {"train": train, **evals}
         rels = load_relations(job.relations, n_main, {name: d.n_rows for name, d in sets.items()},
                               cache=job.cache)
@@ -78,6 +82,16 @@ def load_data(plan, console):
         train = dataclasses.replace(train, relations=rels["train"])
         evals = {name: dataclasses.replace(d, relations=rels[name]) for name, d in evals.items()}
     return train, evals
+
+
+def mapped_features(opts):
+    """The features of -method bpr's --mapping (every item side needs its parameters), else 0."""
+    if opts.mapping is None:
+        return 0
+    from fmcli.recommend import _read_json
+
+    n = _read_json(opts.mapping).get("n_features")
+    return n if isinstance(n, int) and n >= 0 else 0
 
 
 def check_warm_start(plan, train, evals, console):
@@ -115,7 +129,7 @@ def build_learner(opts, train, evals, main_groups=None, model=None):
     from fmcli.model import FMModel
     from fmcli.plan import check_regular_count, model_groups
 
-    n_features = max([train.n_model_features] + [d.n_model_features for d in evals.values()])
+    n_features = max([train.n_model_features, mapped_features(opts)] + [d.n_model_features for d in evals.values()])
     rng = np.random.default_rng(opts.seed % 2**64)  # negative seeds are valid too
     if model is None:
         k0, k1, k = opts.dim
@@ -176,6 +190,37 @@ class EarlyStop:
         return m, bool(self.patience) and it - self.best_it >= self.patience
 
 
+class RankingStop(EarlyStop):
+    """EarlyStop on a ranking metric of -validation (ranking learners: learner.ranking_metrics)."""
+
+    def __init__(self, patience, metric):
+        from fmcli.plan import ranking_metric
+
+        super().__init__(patience, "r", None)
+        self.name, self.k = ranking_metric(metric)
+        self.label = "auc" if self.name == "auc" else f"{self.name}@{self.k}"
+
+    def update(self, it, learner):
+        import copy
+
+        value = learner.ranking_metrics(self.k)[self.name]
+        if -value < self.best_score:
+            self.best_score, self.best_it = -value, it
+            if self.patience:
+                self.best_model = copy.deepcopy(learner.final_model())
+        return {self.label: value}, bool(self.patience) and it - self.best_it >= self.patience
+
+
+def _ranking_iteration(number, it, learner, stopper):
+    """A ranking learner's iteration report: (train metrics, validation metrics, stop, line)."""
+    nan = float("nan")
+    val_m, stop = stopper.update(it, learner) if stopper else (None, False)
+    line = f"#Iter={number:3d}\tTrain(loss)={learner.loss:.6g}"
+    if val_m:
+        line += "".join(f"\tValidation({k})={v:.6g}" for k, v in val_m.items())
+    return {"rmse": nan, "mae": nan, "loss": learner.loss}, val_m, stop, line
+
+
 @dataclasses.dataclass
 class Progress:
     """How far the iterations got: what an interrupted run reports as kept."""
@@ -193,19 +238,14 @@ def _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress
         t0 = time.perf_counter()
         learner.step(it)
         t_learn = time.perf_counter() - t0
-        train_pred, train_y = learner.train_scores()
-        train_m = _metrics(opts.task, train_pred, train_y)
-        del train_pred
-        test_pred = learner.eval_predictions("test") if test is not None else None
-        # a NaN among the train predictions makes RMSE / log-loss NaN (AUC may be NaN anyway)
-        if (len(train_y) and not np.isfinite(train_m["rmse" if opts.task == "r" else "logloss"])) \
-                or (test_pred is not None and not np.isfinite(test_pred).all()):
-            raise TrainingError(f"{opts.method} diverged in iteration {number}: predictions are NaN or inf")
-        test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
-        val_m, stop = stopper.update(it, learner) if stopper else (None, False)
-        line = iteration_line(number, opts.task, train_m, test_m)
-        console.info(line + (f"\tValidation={val_m['rmse' if opts.task == 'r' else 'accuracy']:.6g}" if val_m else ""))
-        rlog.add(number, time.perf_counter() - start, train_m, test_m, val_m, t_learn, learner.log_values())
+        if getattr(learner, "ranking", False):
+            train_m, val_m, stop, line = _ranking_iteration(number, it, learner, stopper)
+            console.info(line)
+            rlog.add(number, time.perf_counter() - start, train_m, None, None, t_learn,
+                     {**learner.log_values(), **(val_m or {})})
+        else:
+            train_m, test_m, stop = _report(plan, it, number, learner, test, test_labeled, stopper, console,
+                                            rlog, start, t_learn)
         progress.done = it + 1
         if job.checkpoint and ((it + 1) % job.checkpoint_every == 0 or it + 1 == opts.iterations):
             from fmcli.io.modelfile import save_model
@@ -218,6 +258,26 @@ def _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress
                          f"keeping the model of iteration {plan.first_iteration + stopper.best_it}")
             break
     return train_m, test_m
+
+
+def _report(plan, it, number, learner, test, test_labeled, stopper, console, rlog, start, t_learn):
+    """An iteration's train, test and validation metrics, its line and -rlog row; (train metrics,
+    test metrics, stop)."""
+    opts = plan.opts
+    train_pred, train_y = learner.train_scores()
+    train_m = _metrics(opts.task, train_pred, train_y)
+    del train_pred
+    test_pred = learner.eval_predictions("test") if test is not None else None
+    # a NaN among the train predictions makes RMSE / log-loss NaN (AUC may be NaN anyway)
+    if (len(train_y) and not np.isfinite(train_m["rmse" if opts.task == "r" else "logloss"])) \
+            or (test_pred is not None and not np.isfinite(test_pred).all()):
+        raise TrainingError(f"{opts.method} diverged in iteration {number}: predictions are NaN or inf")
+    test_m = _metrics(opts.task, test_pred, test.y) if test_labeled else None
+    val_m, stop = stopper.update(it, learner) if stopper else (None, False)
+    line = iteration_line(number, opts.task, train_m, test_m)
+    console.info(line + (f"\tValidation={val_m['rmse' if opts.task == 'r' else 'accuracy']:.6g}" if val_m else ""))
+    rlog.add(number, time.perf_counter() - start, train_m, test_m, val_m, t_learn, learner.log_values())
+    return train_m, test_m, stop
 
 
 def _numbered(model, plan, done):
@@ -271,6 +331,8 @@ def _run_train(plan, console):
         check_warm_start(plan, train, evals, console)
     learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
     model = learner.model
+    for note in getattr(learner, "notes", ()):
+        console.info(f"Note: {note}")
     if plan.loaded is not None:
         check_loaded_predictions(job.load_model, model, {"train": train, **evals})
     console.detail(f"num_attributes={model.n_features}\tuse w0={model.use_w0}\tuse w={model.use_w}\t"
@@ -280,7 +342,10 @@ def _run_train(plan, console):
     test_labeled = test is not None and test.n_rows > 0 and np.isfinite(test.y).all()
     rlog = RunLog(job.rlog, job.log_json, opts.task, opts.method)
     console.progress(opts.iterations, f"{opts.method}")
-    stopper = EarlyStop(job.early_stop, opts.task, evals["validation"]) if "validation" in evals else None
+    if opts.method == "bpr":
+        stopper = RankingStop(job.early_stop, job.early_stop_metric or "ndcg@10") if "validation" in evals else None
+    else:
+        stopper = EarlyStop(job.early_stop, opts.task, evals["validation"]) if "validation" in evals else None
     progress = Progress()
     try:
         train_m, test_m = _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress)
@@ -308,7 +373,8 @@ def _run_train(plan, console):
                             f"smaller -init_stdev or -learn_rate, or a larger -regular")
     size = _publish(job, _numbered(final, plan, done), test_pred, rlog, "validation" in evals, learner.log_values())
     if job.out:
-        what = "values clipped to the train target range" if opts.task == "r" else "probabilities of class +1"
+        what = "ranking scores" if opts.method == "bpr" else \
+            "values clipped to the train target range" if opts.task == "r" else "probabilities of class +1"
         console.info(f"Wrote {len(test_pred)} predictions ({what}) to {'stdout' if job.out == '-' else job.out}")
     if job.save_model:
         kept = f", {len(final.samples[0])} MCMC samples" if final.samples is not None else ""

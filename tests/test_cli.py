@@ -112,7 +112,7 @@ def test_warm_start_dim_mismatch(run, movies, tmp_path):
     (["-task", "r", "-train", "X", "-learn_rate", "0"], "values must be finite and > 0"),
     (["-task", "x", "-train", "X"], "'x' is not one of 'r', 'c'"),
     (["-task", "r", "-train", "X", "--early-stop", "3"], "--early-stop needs -validation"),
-    (["-task", "r", "-train", "X", "-method", "als", "--optimizer", "adam"], "applies to -method sgd only"),
+    (["-task", "r", "-train", "X", "-method", "als", "--optimizer", "adam"], "applies to -method sgd and bpr only"),
     (["-task", "r", "-train", "X", "-method", "sgd", "-relation", "u"], "relations are not supported with SGD"),
     (["-task", "r", "-train", "X", "-method", "sgda"], "sgda needs -validation"),
     (["-task", "r", "-train", "X", "-bogus", "1"], "No such option"),

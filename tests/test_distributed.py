@@ -195,7 +195,7 @@ def test_tune_by_cross_validation_and_random_draw(ratings, tmp_path):
 @pytest.mark.parametrize("grid, message", [
     ("dim=8 bogus=1", "unknown option 'bogus'"),
     ("regular=0,1;0,1,1", "-regular takes 1 or 3 values"),
-    ("optimizer=adam", "applies to -method sgd only"),
+    ("optimizer=adam", "applies to -method sgd and bpr only"),
 ])
 def test_tune_bad_grid_exit_2_before_any_task(ratings, grid, message, tmp_path):
     code, stdout, err = run_cli(["tune", "-task", "r", "-train", ratings[0], "-k", "3", "-method", "als",

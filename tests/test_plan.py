@@ -37,7 +37,7 @@ def test_settled_options():
 
 
 @pytest.mark.parametrize("kw,message", [
-    (dict(opts=dict(method="als", optimizer="adam")), "applies to -method sgd only"),
+    (dict(opts=dict(method="als", optimizer="adam")), "applies to -method sgd and bpr only"),
     (dict(opts=dict(method="sgda")), "sgda needs -validation"),
     (dict(early_stop=3), "--early-stop needs -validation"),
     (dict(out="o.txt"), "-out needs -test"),

@@ -47,6 +47,7 @@ class ConvertJob:
     user: str = None
     item: str = None
     relations: str = None           # BASE of the implicit-feedback relation files
+    min_rating: float = None        # keep only the rows whose target is >= this (positives, -method bpr)
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +155,8 @@ def _plan_new(job, main_names, main_rows, joins, side_rows):
         if value is not None:
             extra[where] = value
 
-    assign(cols.resolve(job.target, "--target"), "target", "--target")
+    if job.target is not None:   # None: implicit (user, item) pairs, each row a positive
+        assign(cols.resolve(job.target, "--target"), "target", "--target")
     for t, j in enumerate(joins, start=1):
         assign((t, resolve(j.key, j.names, f"--join {j.path}: key")), "key", "--join")
         j.key = cols.names[t][resolve(j.key, j.names, "--join")]
@@ -368,6 +370,8 @@ def _encode_main(encoded, joins, side_pairs, stats):
                 raise InputError(encoded.table.name, encoded.line(k),
                                  f"bad target {text[:40]!r} ({why_not_number(text)})")
             parts.append(enc.fmt(v))
+        elif stats.get("implicit"):
+            parts.append("1")    # an interaction without a rating: a positive
         for j, sp in zip(joins, side_pairs):
             key = on[j.name][k]
             if key:
@@ -390,6 +394,24 @@ def _encode_main(encoded, joins, side_pairs, stats):
 # ---------------------------------------------------------------------------
 # the job
 # ---------------------------------------------------------------------------
+
+def _keep_positives(job, texts, relation_texts, stats_per):
+    """--min-rating: each -in's rows (and their relation rows R.train, R.test, R.validation) whose
+    target is >= the threshold; the relations themselves keep every row of the first -in (each
+    rating is implicit feedback)."""
+    out = []
+    for n, (lines, stats) in enumerate(zip(texts, stats_per)):
+        keep = [float(line.split(" ", 1)[0]) >= job.min_rating for line in lines]
+        stats["below"] = keep.count(False)
+        out.append([line for line, k in zip(lines, keep) if k])
+        if job.relations and n < len(PARTS):
+            for side in ("users", "items"):
+                path = f"{job.relations}.{side}.{'test' if job.use_mapping else PARTS[n]}"
+                if path in relation_texts:
+                    links = relation_texts[path].splitlines()
+                    relation_texts[path] = "".join(x + "\n" for x, k in zip(links, keep) if k)
+    return out
+
 
 def _check_paths(job, outputs, relation_paths):
     inputs = list(job.inputs)
@@ -523,9 +545,14 @@ def run_convert(job, console=None):
     else:
         if job.no_target:
             raise UsageError("--no-target is for new data converted with --use-mapping")
-        if job.target is None:
-            raise UsageError("--target is required (a header name or a 0-based column index)")
+        if job.target is None and not (job.user and job.item):
+            raise UsageError("--target is required (a header name or a 0-based column index), unless the rows "
+                             "are implicit feedback: --user COL --item COL without --target writes target 1")
+        if job.target is None and job.min_rating is not None:
+            raise UsageError("--min-rating needs --target (the rating column)")
         main, joins = None, new_joins
+    if job.min_rating is not None and job.no_target:
+        raise UsageError("--min-rating keeps rows by their target: not with --no-target")
 
     tables = []
     for path in inputs:
@@ -604,7 +631,8 @@ def run_convert(job, console=None):
     side_pairs = [_side_pairs(e, j, u) for e, j, u in zip(side_encoded, joins, side_unknown)]
     texts, stats_per = [], []
     for e in main_encoded:
-        stats = {"unknown": {}, "empty": 0, "no_side_row": {}, "no_target": job.no_target}
+        stats = {"unknown": {}, "empty": 0, "no_side_row": {}, "no_target": job.no_target,
+                 "implicit": job.target is None and not job.use_mapping}
         texts.append(_encode_main(e, joins, side_pairs, stats))
         stats_per.append(stats)
 
@@ -638,6 +666,8 @@ def run_convert(job, console=None):
 
     if job.relations and job.use_mapping:
         relation_texts = _mapped_links(job, mapping_read, job.use_mapping, main_encoded[0])
+    if job.min_rating is not None:
+        texts = _keep_positives(job, texts, relation_texts, stats_per)
     files = list(zip(outputs, ("\n".join(lines) + "\n" for lines in texts)))
     if job.meta:
         groups = [None] * n_features
@@ -647,8 +677,10 @@ def run_convert(job, console=None):
                     groups[fid] = g
         files.append((job.meta, "".join(f"{g}\n" for g in groups)))
     if job.mapping:   # ASCII whatever the locale
-        files.append((job.mapping, json.dumps(mapping_dict(main, joins, n_features, sep, header_flag, encoding,
-                                                           entities, context)) + "\n"))
+        record = mapping_dict(main, joins, n_features, sep, header_flag, encoding, entities, context)
+        if job.min_rating is not None:
+            record["min_rating"] = job.min_rating    # the rows are positives (fmcli train -method bpr)
+        files.append((job.mapping, json.dumps(record) + "\n"))
     files.extend((p, relation_texts[p]) for p in _relation_paths(job))
     # every input was read and checked: now write
     write_outputs(files)
@@ -666,6 +698,8 @@ def run_convert(job, console=None):
         if stats["empty"]:
             console.info(f"{t.name}: {stats['empty']} row(s) kept no feature; written as '0:0' "
                          f"(contributes nothing) to keep the rows in order")
+        if stats.get("below"):
+            console.info(f"{t.name}: {stats['below']} row(s) rated below --min-rating {job.min_rating:g} left out")
         summary.append({"input": t.name, "output": path, "rows": len(lines),
                         "unknown": dict(stats["unknown"]), "featureless": stats["empty"]})
     for t, u in zip(side_tables, side_unknown):

@@ -23,7 +23,7 @@ DIVERGED_ERROR = 1e6
 class TrainOptions:
     """The settings of one training run, resolved before any data is read (fmcli.plan)."""
     task: str = "r"                     # "r" or "c"
-    method: str = "mcmc"                # sgd | sgda | als | mcmc
+    method: str = "mcmc"                # sgd | sgda | als | mcmc | bpr
     dim: tuple = (1, 1, 8)              # k0 (use w0), k1 (use w), k2 (factors)
     iterations: int = 100
     learn_rate: object = 0.01           # SGD: one rate, or (w0, w, V) rates
@@ -36,13 +36,19 @@ class TrainOptions:
     threads: int = 0                    # compiled kernels' threads (0: all cores)
     optimizer: str = "sgd"              # SGD step rule: sgd | adagrad | adam
     warm_start: bool = False            # the model was loaded (-load_model): keep its parameters
+    mapping: str = None                 # BPR: the convert mapping that gives the user and item sides
+    sampling: str = "uniform"           # BPR: negatives uniform | warp
+    negatives: int = 1                  # BPR (uniform): negatives (steps) per positive
+    max_sampled: int = 100              # BPR (warp): draws per positive at most
 
     def as_meta(self):
         """The options stored in model files (JSON-safe)."""
         return {"task": self.task, "method": self.method, "dim": list(self.dim),
                 "iter": self.iterations, "learn_rate": self.learn_rate,
                 "regular": list(self.regular), "init_stdev": self.init_stdev, "seed": self.seed,
-                "burn_in": self.burn_in, "keep_samples": self.keep_samples, "optimizer": self.optimizer}
+                "burn_in": self.burn_in, "keep_samples": self.keep_samples, "optimizer": self.optimizer,
+                **({"sampling": self.sampling, "negatives": self.negatives, "max_sampled": self.max_sampled}
+                   if self.method == "bpr" else {})}
         # threads are left out on purpose: results do not depend on them
 
 

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Top-N on MovieLens 100k: fmcli `-method bpr` beside the `implicit` library (issue 13).
+
+usage: python3 bench/bpr_ml100k.py [--data DIR] [--out DIR] [--splits ua,ub] [--epochs N] [--dim K]
+                                   [--lr ETA] [--reg R] [--features plain|relations|side] [--no-implicit]
+                                   [--scaling]
+
+Protocol (the issue's): ratings >= 4 of S.base are the positives; every item of S.base is
+excluded from a user's list; the relevant items are S.test's ratings >= 4; metrics by
+fmcli's own evaluation (`fmcli recommend --evaluate -exclude S.base --min-rating 4 -k 10`),
+the implicit models' top-10 scored by the same code (fmcli.ranking.topk_metrics, fmcli's
+precision = hits / 10) and also by implicit's own ranking_metrics_at_k (its precision
+divides by min(10, |relevant|): the anchors.md figures are in that form).
+
+fmcli's files are made by `fmcli convert --min-rating 4` (--user 0 --item 1; --relations: each
+user's rated items and each item's raters in S.base, every rating, 1/sqrt(n), as
+implicit-feedback relations). Runs go through the CLI
+(`python -m fmcli`), in --out. Time per epoch: fmcli's `time_learn` column of -rlog (the
+compiled epoch, no evaluation) and implicit BPR's fit time / epochs, same positives, same
+factors, side by side in this run.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+sys.path.insert(0, ROOT)
+
+
+def fmcli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
+    r = subprocess.run([sys.executable, "-m", "fmcli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"fmcli {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+    return r
+
+
+def prepare(data, out, split, features):
+    """Convert S.base + S.test, keeping the rows rated >= 4 (convert --min-rating 4; the relations
+    hold every rating of S.base)."""
+    base, test = os.path.join(data, f"{split}.base"), os.path.join(data, f"{split}.test")
+    args = ["convert", "-q", "-in", base, "-in", test, "-out", f"{split}.pos.libfm", "-out", f"{split}.test.libfm",
+            "--target", "2", "--categorical", "0,1", "--drop", "3", "--user", "0", "--item", "1",
+            "--min-rating", "4", "--mapping", f"{split}.{features}.map.json"]
+    rels = []
+    if features in ("relations", "side"):
+        args += ["--relations", split]
+        rels = [f"{split}.users", f"{split}.items"]
+    if features == "side":
+        args += ["--join", f"{os.path.join(data, 'u.user')}:0=0:sep=|:name=user:header=no", "--drop", "user.4",
+                 "--categorical", "user.2,user.3", "--buckets", "user.1:6",
+                 "--join", f"{os.path.join(data, 'u.item')}:0=1:sep=|:name=item:encoding=latin-1:header=no",
+                 "--drop", "item.1,item.2,item.3,item.4", "--set-columns", "genres=item.5..item.23"]
+    fmcli(*args, cwd=out)
+    n_pos = sum(1 for _ in open(os.path.join(out, f"{split}.pos.libfm")))
+    return base, test, rels, n_pos
+
+
+def run_fmcli(data, out, split, a):
+    base, test, rels, n_pos = prepare(data, out, split, a.features)
+    model = f"{split}.{a.features}.bpr.fm"
+    args = ["train", "-task", "r", "-method", "bpr", "--mapping", f"{split}.{a.features}.map.json",
+            "-train", f"{split}.pos.libfm", "-dim", f"0,1,{a.dim}", "-iter", str(a.epochs),
+            "-learn_rate", str(a.lr), "-regular", a.reg, "--optimizer", a.optimizer, "-init_stdev", "0.1",
+            "--sampling", a.sampling, "--negatives", str(a.negatives), "-seed", str(a.seed),
+            "-rlog", f"{split}.bpr.rlog", "-save_model", model, "-q", "--no-cache"]
+    if rels:
+        args += ["-relation", ",".join(rels)]
+    t0 = time.perf_counter()
+    fmcli(*args, cwd=out)
+    wall = time.perf_counter() - t0
+    rlog = np.genfromtxt(os.path.join(out, f"{split}.bpr.rlog"), names=True, delimiter="\t")
+    epoch = float(np.median(rlog["time_learn"]))
+    fmcli("recommend", "-model", model, "--mapping", f"{split}.{a.features}.map.json", "-exclude", base,
+          "--evaluate", test, "--min-rating", "4", "-k", "10", "--metrics-json", f"{split}.metrics.json", "-q",
+          cwd=out)
+    m = json.load(open(os.path.join(out, f"{split}.metrics.json")))
+    # the same top-10 lists, precision in implicit's form: hits / min(10, |relevant|)
+    fmcli("recommend", "-model", model, "--mapping", f"{split}.{a.features}.map.json", "-exclude", base,
+          "-n", "10", "-out", f"{split}.top10.tsv", "-q", cwd=out)
+    top = {}
+    for line in open(os.path.join(out, f"{split}.top10.tsv")):
+        u, i, _, _ = line.split("\t")
+        top.setdefault(int(u), []).append(int(i))
+    m["precision_implicit@10"] = implicit_precision(top, *relevant_sets(data, split))
+    return m, epoch, wall, n_pos
+
+
+def relevant_sets(data, split):
+    """{user: set of relevant test items} (ratings >= 4, not rated in base), and the users."""
+    tr, te = ml(data, split)
+    seen = set(zip(tr[:, 0].tolist(), tr[:, 1].tolist()))
+    rel = {}
+    for u, i, r, _ in te.tolist():
+        if r >= 4 and (u, i) not in seen:
+            rel.setdefault(u, set()).add(i)
+    return (rel,)
+
+
+def implicit_precision(top, rel):
+    """implicit.evaluation's precision@10: Σ hits / Σ min(10, |relevant|) over users with relevant items."""
+    hits = sum(len(set(top.get(u, [])[:10]) & r) for u, r in rel.items())
+    return hits / sum(min(10, len(r)) for r in rel.values())
+
+
+def ml(data, split):
+    return (np.loadtxt(os.path.join(data, f"{split}.base"), dtype=np.int64),
+            np.loadtxt(os.path.join(data, f"{split}.test"), dtype=np.int64))
+
+
+def run_implicit(data, split, a):
+    """implicit ALS (anchors' best grid point) and BPR (32 factors... as anchors), scored by
+    fmcli.ranking and by implicit's own evaluation."""
+    import scipy.sparse as sp
+    from implicit.als import AlternatingLeastSquares
+    from implicit.bpr import BayesianPersonalizedRanking
+    from implicit.evaluation import ranking_metrics_at_k
+
+    from fmcli.ranking import topk_metrics
+
+    tr, te = ml(data, split)
+    nu, ni = 943, 1682
+    pos = tr[tr[:, 2] >= 4]
+    X = sp.csr_matrix((np.ones(len(pos), np.float32), (pos[:, 0] - 1, pos[:, 1] - 1)), shape=(nu, ni))
+    seen = sp.csr_matrix((np.ones(len(tr), np.float32), (tr[:, 0] - 1, tr[:, 1] - 1)), shape=(nu, ni))
+    rel = te[te[:, 2] >= 4]
+    T = sp.csr_matrix((np.ones(len(rel), np.float32), (rel[:, 0] - 1, rel[:, 1] - 1)), shape=(nu, ni))
+    T = T - T.multiply(seen)
+    T.eliminate_zeros()
+    T.sort_indices()
+    out = {}
+    models = {"ALS": (AlternatingLeastSquares(factors=64, regularization=10.0, alpha=1.0, iterations=15,
+                                              random_state=a.seed), None),
+              "BPR": (BayesianPersonalizedRanking(factors=32, learning_rate=0.005, regularization=0.01,
+                                                  iterations=a.implicit_bpr_epochs, random_state=a.seed), None)}
+    for name, (model, _) in models.items():
+        t0 = time.perf_counter()
+        model.fit(X, show_progress=False)
+        fit = time.perf_counter() - t0
+        epochs = 15 if name == "ALS" else a.implicit_bpr_epochs
+        ids, _ = model.recommend(np.arange(nu), seen, N=10, filter_already_liked_items=True)
+        ours = topk_metrics(np.asarray(ids, np.int64), T.indptr, T.indices, 10)
+        # implicit's evaluation excludes the train matrix it is given: the seen (all rated) items
+        theirs = ranking_metrics_at_k(model, seen, T, K=10, show_progress=False)
+        out[name] = {"fmcli": ours, "implicit": theirs, "epoch_s": fit / epochs}
+    # implicit's BPR on one thread, as fmcli's kernel runs (time only)
+    one = BayesianPersonalizedRanking(factors=32, learning_rate=0.005, regularization=0.01,
+                                      iterations=a.implicit_bpr_epochs, random_state=a.seed, num_threads=1)
+    t0 = time.perf_counter()
+    one.fit(X, show_progress=False)
+    out["BPR"]["epoch_s_1thread"] = (time.perf_counter() - t0) / a.implicit_bpr_epochs
+    return out
+
+
+def scaling(a):
+    """Time per epoch of the compiled BPR epoch on synthetic one-hot positives (users 20000, items
+    10000, Zipf-like item popularity), 125k to 1M positives: linear means the same ms per 1k."""
+    from fmcli.learners.bpr import UNIFORM, WARP, bpr_epoch, harmonic, positives_csr
+    from fmcli.learners.sgd import OPTIMIZERS, optimizer_state
+
+    nu, ni, k = 20000, 10000, a.dim
+    rng = np.random.default_rng(a.seed)
+    pop = 1.0 / np.arange(1, ni + 1) ** 0.8
+    pop /= pop.sum()
+    one = np.ones
+    uptr, uind = np.arange(nu + 1, dtype=np.int64), np.arange(nu, dtype=np.int32)
+    iptr, iind = np.arange(ni + 1, dtype=np.int64), (nu + np.arange(ni)).astype(np.int32)
+    mode = OPTIMIZERS[a.optimizer]
+    print(f"\nscaling: synthetic one-hot positives, dim {k}, {a.sampling}, {a.optimizer}")
+    for n in (125_000, 250_000, 500_000, 1_000_000):
+        users = rng.integers(0, nu, n)
+        items = rng.choice(ni, n, p=pop)
+        key = np.unique(users * ni + items)
+        users, items = key // ni, key % ni
+        pos = positives_csr(users, items, nu)
+        w, V = np.zeros(nu + ni), rng.normal(0, 0.1, (nu + ni, k))
+        st = optimizer_state(mode, nu + ni, k)
+        times = []
+        for e in range(4):
+            order = rng.permutation(len(users)).astype(np.int64)
+            t0 = time.perf_counter()
+            bpr_epoch(order, users, items, *pos, uptr, uind, one(nu, np.float32), iptr, iind, one(ni, np.float32),
+                      w, V, True, np.array([0, a.lr, a.lr]), np.array([0, 0.001, 0.001]), mode, st[1], st[2], st[4],
+                      st[5], st[6], UNIFORM if a.sampling == "uniform" else WARP, 1, 100, harmonic(ni), e,
+                      np.empty(0, np.int64))
+            times.append(time.perf_counter() - t0)
+        t = float(np.median(times[1:]))
+        print(f"  {len(users):8d} positives: {t * 1e3:8.1f} ms/epoch, {t * 1e6 / len(users):.2f} ms per 1k positives")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="/work/shared/data/ml-100k")
+    p.add_argument("--out", default=os.path.join(HERE, "out", "bpr"))
+    p.add_argument("--splits", default="ua,ub")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--dim", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--reg", default="0,0.001,0.001")
+    p.add_argument("--optimizer", default="adagrad")
+    p.add_argument("--sampling", default="warp")
+    p.add_argument("--negatives", type=int, default=1)
+    p.add_argument("--features", default="relations", choices=["plain", "relations", "side"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--implicit-bpr-epochs", type=int, default=200)
+    p.add_argument("--no-implicit", action="store_true")
+    p.add_argument("--scaling", action="store_true", help="only: time per epoch on 125k-1M synthetic positives")
+    a = p.parse_args()
+    if a.scaling:
+        return scaling(a)
+    os.makedirs(a.out, exist_ok=True)
+    data = os.path.abspath(a.data)
+    print(f"fmcli -method bpr: dim {a.dim}, {a.epochs} epochs, {a.optimizer} lr {a.lr}, -regular {a.reg}, "
+          f"{a.sampling} x{a.negatives}, features {a.features}")
+    have_implicit = False
+    if not a.no_implicit:
+        try:
+            import implicit  # noqa: F401
+            have_implicit = True
+        except ImportError:
+            print("implicit is not installed: its figures below are anchors.md's (not measured here)")
+    for split in a.splits.split(","):
+        m, epoch, wall, n_pos = run_fmcli(data, a.out, split, a)
+        print(f"\n{split}: {n_pos} positives; fmcli bpr  P@10 {m['precision@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  "
+              f"MAP@10 {m['map@10']:.4f}  recall@10 {m['recall@10']:.4f}  AUC {m['auc']:.4f}  "
+              f"precision (implicit's form) {m['precision_implicit@10']:.4f}  "
+              f"({m['users']} users; {epoch * 1e3:.1f} ms/epoch, run {wall:.1f} s)")
+        goal = m["precision@10"] >= 0.27 and m["ndcg@10"] >= 0.27
+        print(f"{split}: goal P@10 >= 0.27 and NDCG@10 >= 0.27: {'met' if goal else 'NOT met'}")
+        if have_implicit:
+            for name, r in run_implicit(data, split, a).items():
+                o, t = r["fmcli"], r["implicit"]
+                print(f"{split}: implicit {name:3s} (fmcli's evaluation) P@10 {o['precision']:.4f}  NDCG@10 "
+                      f"{o['ndcg']:.4f}  MAP@10 {o['map']:.4f}  recall@10 {o['recall']:.4f}  | implicit's own: "
+                      f"precision {t['precision']:.4f} ndcg {t['ndcg']:.4f} auc {t['auc']:.4f}  "
+                      f"({r['epoch_s'] * 1e3:.1f} ms/epoch)")
+                if name == "BPR":
+                    print(f"{split}: implicit BPR on one thread {r['epoch_s_1thread'] * 1e3:.1f} ms/epoch; "
+                          f"fmcli / it = {epoch / r['epoch_s_1thread']:.2f}")
+                    print(f"{split}: time per epoch fmcli / implicit BPR = {epoch / r['epoch_s']:.2f} "
+                          f"(fmcli dim {a.dim}, {a.sampling}, features {a.features}; implicit 32 factors, one-hot; "
+                          f"compare speed with --features plain --sampling uniform)")
+        elif not a.no_implicit:
+            print(f"{split}: anchors.md implicit ALS P@10 {0.2536 if split == 'ua' else 0.2508} NDCG@10 "
+                  f"{0.2517 if split == 'ua' else 0.2457} (implicit's precision); BPR 0.19")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+"""Learning to rank from positives only: `-method bpr` (Rendle et al. 2009), with uniform or
+WARP negative sampling and the step rules of -method sgd (fmcli.learners.sgd).
+
+Each train row is a positive (u, i): the user side and the item side of a convert mapping
+(fmcli.recommend.load_sides: each side's features, its relation row joined). A step draws a
+negative item j for u, uniformly among the items u has no positive for, and descends
+
+    L = −ln σ(d) + lazy L2,    d = ŷ(u, i) − ŷ(u, j) = b_i − b_j + <q_u, q_i − q_j>
+
+(b_x: the item side's own part, its linear terms and the pairs within it; q: a side's factor
+sums Σ v_l x_l; w0 and the user side's own part cancel). With g = ∂L/∂d = −σ(−d):
+
+    user feature l:          ∂d/∂v_l = x_l (q_i − q_j)                  (w_l: 0)
+    feature l of item i:     ∂d/∂v_l = x_l (q_u + q_i − v_l x_l),       ∂d/∂w_l = x_l
+    feature l of item j:     ∂d/∂v_l = −x_l (q_u + q_j − v_l x_l),      ∂d/∂w_l = −x_l
+
+(a feature of both items, e.g. a shared genre, gets the sum). Every gradient is taken at the
+parameters before the step, then applied by the step rule (sgd, adagrad, adam: the lazy
+per-feature state of fmcli.learners.sgd; λ of -regular on the step's features only).
+
+WARP (Weston et al. 2011, as LightFM): negatives are drawn until one scores above the
+positive minus a margin of 1 (d < 1), at most --max-sampled; found after N draws among
+the user's C candidate negatives, the rank estimate is K = ⌊C / N⌋ and the step descends
+Φ(K)·(1 − d), Φ(K) = Σ_{r ≤ K} 1/r (no violating negative: no step).
+
+Negatives: with the user's positives sorted p_0 < p_1 < ..., the r-th non-positive item
+(r uniform in [0, n_items − n_pos)) is r + t, t = #{s : p_s − s ≤ r} (a binary search): one
+draw each, exact, never a positive. The kernel is sequential and seeded by the run's
+generator: the result does not depend on --threads.
+"""
+
+import numpy as np
+
+from fmcli.config import njit
+from fmcli.errors import UsageError
+from fmcli.learners.base import Learner, check_diverged
+from fmcli.learners.sgd import ADAGRAD, ADAM, ADAM_BETA1, ADAM_BETA2, OPTIMIZERS, SGD, _adagrad, _adam, \
+    optimizer_state
+from fmcli.model import row_sums
+
+SAMPLINGS = ("uniform", "warp")
+UNIFORM, WARP = 0, 1
+WARP_MARGIN = 1.0
+
+
+# ---- the data of a run: positives as (user row, item row) pairs of the mapping's sides --------
+
+def key_index(side, column_ids, n_features):
+    """(n_features,) int64: the side row whose key one-hot feature each feature is, or -1."""
+    out = np.full(n_features, -1, np.int64)
+    for raw, r in side.index.items():
+        f = column_ids.get(raw)
+        if f is not None and 0 <= f < n_features:
+            out[f] = r
+    return out
+
+
+def row_keys(indptr, indices, key, what, path):
+    """The side row of each CSR row, from its key feature (key_index); a row without one is bad input."""
+    n = len(indptr) - 1
+    ids = np.asarray(indices, np.int64)
+    ids = np.where(ids < len(key), ids, 0)
+    hit = np.where(np.asarray(indices, np.int64) < len(key), key[ids], -1)
+    out = np.full(n, -1, np.int64)
+    nz = np.flatnonzero(np.diff(indptr) > 0)
+    if len(nz):
+        out[nz] = np.maximum.reduceat(hit, np.asarray(indptr[:-1], np.int64)[nz])
+    bad = np.flatnonzero(out < 0)
+    if len(bad):
+        raise UsageError(f"{path}: row {bad[0] + 1} has no {what} feature of the mapping "
+                         f"({len(bad)} such rows): -method bpr needs a user and an item in every row")
+    return out
+
+
+def positives_csr(users, items, n_users):
+    """(indptr, items) of each user's distinct positive items, sorted."""
+    key = np.unique(users * np.int64(2**31) + items)
+    u, i = key // np.int64(2**31), key % np.int64(2**31)
+    indptr = np.zeros(n_users + 1, np.int64)
+    np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
+    return indptr, i.astype(np.int64)
+
+
+def check_negatives(pos_indptr, n_items, user_ids):
+    """Every user with a positive needs an item to draw as its negative."""
+    full = np.flatnonzero(np.diff(pos_indptr) >= n_items)
+    if len(full):
+        raise UsageError(f"-method bpr: user {user_ids[full[0]]!r} has a positive for every one of the "
+                         f"{n_items} items ({len(full)} such users): no negative to draw")
+
+
+def harmonic(n):
+    """H[K] = Σ_{r=1..K} 1/r for K = 0..n (WARP's Φ)."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+
+
+# ---- kernels ----------------------------------------------------------------------------------
+
+@njit(inline="always")
+def _side(indices, data, a, b, w, V, use_w, q):
+    """q = a side's factor sums; returns its own part (linear terms + pairs within it)."""
+    q[:] = 0.0
+    acc, sq = row_sums(indices, data, a, b, 0.0, w, V, use_w, q)
+    pair = 0.0
+    for f in range(q.shape[0]):
+        pair += q[f] * q[f]
+    return acc + 0.5 * (pair - sq)
+
+
+@njit(inline="always")
+def _diff(bi, bj, qu, qi, qj):
+    d = bi - bj
+    for f in range(qu.shape[0]):
+        d += qu[f] * (qi[f] - qj[f])
+    return d
+
+
+@njit(inline="always")
+def _step_w(w, f, grad, eta, mode, a_w, b_w, c1, c2):
+    """One step rule on w[f] (the state arrays of the other rules may be empty)."""
+    if mode == SGD:
+        w[f] -= eta * grad
+    elif mode == ADAGRAD:
+        w[f], a_w[f] = _adagrad(w[f], grad, eta, a_w[f])
+    else:
+        w[f], a_w[f], b_w[f] = _adam(w[f], grad, eta, a_w[f], b_w[f], c1, c2)
+
+
+@njit(inline="always")
+def _step_v(V, f, c, grad, eta, mode, a_V, b_V, c1, c2):
+    """One step rule on V[f, c]."""
+    if mode == SGD:
+        V[f, c] -= eta * grad
+    elif mode == ADAGRAD:
+        V[f, c], a_V[f, c] = _adagrad(V[f, c], grad, eta, a_V[f, c])
+    else:
+        V[f, c], a_V[f, c], b_V[f, c] = _adam(V[f, c], grad, eta, a_V[f, c], b_V[f, c], c1, c2)
+
+
+@njit(inline="always")
+def _clock(pw, f, mode):
+    """Adam's bias corrections after ticking feature f's clock (1, 1 for the others)."""
+    if mode != ADAM:
+        return 1.0, 1.0
+    pw[f, 0] *= ADAM_BETA1
+    pw[f, 1] *= ADAM_BETA2
+    return 1.0 / (1.0 - pw[f, 0]), 1.0 / (1.0 - pw[f, 1])
+
+
+@njit
+def _apply(g, u_ind, u_dat, ua, ub, it_ind, it_dat, ia, ib, ja, jb, qu, qi, qj, w, V, use_w, rates, reg,
+           mode, a_w, a_V, b_w, b_V, pw, mark, slot_f, gw, gV):
+    """The step of g = ∂L/∂d on the user row u (entries ua..ub) and item rows i and j (see the
+    module's gradients): all gradients at the current parameters, then the updates. mark: (nf,)
+    −1 (restored on return); slot_f, gw, gV: scratch of at least the two item rows' sizes."""
+    nf, k = V.shape
+    eta1, eta2 = rates[1], rates[2]
+    r1, r2 = reg[1], reg[2]
+    ns = 0
+    for side in range(2):
+        a, b = (ia, ib) if side == 0 else (ja, jb)
+        sgn = 1.0 if side == 0 else -1.0
+        q = qi if side == 0 else qj
+        for p in range(a, b):
+            f = it_ind[p]
+            if f >= nf:
+                continue
+            x = np.float64(it_dat[p])
+            s = mark[f]
+            if s < 0:
+                s = ns
+                mark[f] = s
+                slot_f[s] = f
+                gw[s] = 0.0
+                gV[s, :] = 0.0
+                ns += 1
+            gx = sgn * g * x
+            gw[s] += gx
+            for c in range(k):
+                gV[s, c] += gx * (qu[c] + q[c] - V[f, c] * x)
+    for p in range(ua, ub):
+        f = u_ind[p]
+        if f >= nf:
+            continue
+        x = np.float64(u_dat[p])
+        c1, c2 = _clock(pw, f, mode)
+        if use_w:
+            _step_w(w, f, r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+        gx = g * x
+        for c in range(k):
+            _step_v(V, f, c, gx * (qi[c] - qj[c]) + r2 * V[f, c], eta2, mode, a_V, b_V, c1, c2)
+    for s in range(ns):
+        f = slot_f[s]
+        mark[f] = -1
+        c1, c2 = _clock(pw, f, mode)
+        if use_w:
+            _step_w(w, f, gw[s] + r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+        for c in range(k):
+            _step_v(V, f, c, gV[s, c] + r2 * V[f, c], eta2, mode, a_V, b_V, c1, c2)
+
+
+@njit(inline="always")
+def _draw_negative(pos_items, a, b, n_items):
+    """A uniform item among those that are not in the sorted pos_items[a:b]."""
+    r = np.random.randint(0, n_items - (b - a))
+    lo, hi = 0, b - a          # t = #{s : pos[a + s] − s ≤ r}: pos[a + s] − s is non-decreasing
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pos_items[a + mid] - mid <= r:
+            lo = mid + 1
+        else:
+            hi = mid
+    return r + lo
+
+
+@njit
+def draw_negatives(pos_indptr, pos_items, users, n_items, seed):
+    """One negative per entry of `users` (tests; the epochs draw the same way)."""
+    np.random.seed(seed)
+    out = np.empty(len(users), np.int64)
+    for t in range(len(users)):
+        u = users[t]
+        out[t] = _draw_negative(pos_items, pos_indptr[u], pos_indptr[u + 1], n_items)
+    return out
+
+
+@njit
+def bpr_epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat,
+              w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H,
+              seed, fixed_j):
+    """One pass over the positives in `order` (indices of pair_u, pair_i); returns (Σ loss, steps).
+    sampling UNIFORM: n_neg steps per positive, each with its own uniform negative; WARP: one
+    step per positive (see the module). fixed_j (len(order),) ≥ 0: the negative of each visit
+    (uniform, n_neg 1; tests), else drawn."""
+    np.random.seed(seed)
+    nf, k = V.shape
+    n_items = it_ptr.shape[0] - 1
+    qu, qi, qj = np.empty(k), np.empty(k), np.empty(k)
+    mark = np.full(nf, -1, np.int64)
+    width = 0
+    for r in range(n_items):
+        width = max(width, it_ptr[r + 1] - it_ptr[r])
+    slot_f = np.empty(2 * width, np.int64)
+    gw = np.empty(2 * width)
+    gV = np.empty((2 * width, k))
+    total, steps = 0.0, 0
+    for t in range(order.shape[0]):
+        e = order[t]
+        u, i = pair_u[e], pair_i[e]
+        ua, ub = u_ptr[u], u_ptr[u + 1]
+        pa, pb = pos_indptr[u], pos_indptr[u + 1]
+        ia, ib = it_ptr[i], it_ptr[i + 1]
+        if sampling == UNIFORM:
+            for _ in range(n_neg):
+                j = fixed_j[t] if fixed_j.shape[0] else _draw_negative(pos_items, pa, pb, n_items)
+                _side(u_ind, u_dat, ua, ub, w, V, use_w, qu)
+                bi = _side(it_ind, it_dat, ia, ib, w, V, use_w, qi)
+                bj = _side(it_ind, it_dat, it_ptr[j], it_ptr[j + 1], w, V, use_w, qj)
+                d = _diff(bi, bj, qu, qi, qj)
+                # −ln σ(d) = ln(1 + e^−d), computed without overflow; g = −σ(−d)
+                total += max(-d, 0.0) + np.log1p(np.exp(-abs(d)))
+                g = -1.0 / (1.0 + np.exp(d))
+                _apply(g, u_ind, u_dat, ua, ub, it_ind, it_dat, ia, ib, it_ptr[j], it_ptr[j + 1], qu, qi, qj,
+                       w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, mark, slot_f, gw, gV)
+                steps += 1
+        else:
+            _side(u_ind, u_dat, ua, ub, w, V, use_w, qu)
+            bi = _side(it_ind, it_dat, ia, ib, w, V, use_w, qi)
+            n_cand = n_items - (pb - pa)
+            found = 0
+            d = 0.0
+            j = 0
+            for s in range(1, max_sampled + 1):
+                j = _draw_negative(pos_items, pa, pb, n_items)
+                bj = _side(it_ind, it_dat, it_ptr[j], it_ptr[j + 1], w, V, use_w, qj)
+                d = _diff(bi, bj, qu, qi, qj)
+                if d < WARP_MARGIN:
+                    found = s
+                    break
+            if found:
+                phi = H[n_cand // found]
+                total += phi * (WARP_MARGIN - d)
+                _apply(-phi, u_ind, u_dat, ua, ub, it_ind, it_dat, ia, ib, it_ptr[j], it_ptr[j + 1], qu, qi, qj,
+                       w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, mark, slot_f, gw, gV)
+            steps += 1
+    return total, steps
+
+
+# ---- the learner ------------------------------------------------------------------------------
+
+class BPRLearner(Learner):
+    """-method bpr: the positives of the train rows, the sides of opts.mapping (the convert
+    mapping); predictions are raw scores (the model is a ranking model: no clipping)."""
+
+    ranking = True
+
+    def __init__(self, model, train, evals, groups, opts, rng):
+        from fmcli.recommend import load_sides
+
+        self.model, self.train, self.evals, self.opts, self.rng = model, train, evals, opts, rng
+        self.rates = np.array(tuple(opts.learn_rate) if np.ndim(opts.learn_rate) else (opts.learn_rate,) * 3,
+                              np.float64)
+        self.reg = np.array(opts.regular[:3], np.float64)
+        model.y_min, model.y_max = -np.inf, np.inf     # scores, not ratings
+        model.meta["ranking"] = {"loss": "bpr", "sampling": opts.sampling, "negatives": opts.negatives,
+                                 "max_sampled": opts.max_sampled}
+        from fmcli.recommend import _read_json
+
+        if _read_json(opts.mapping).get("entities") is None:
+            raise UsageError(f"--mapping {opts.mapping}: no user and item sides (entities): -method bpr needs "
+                             "the mapping of fmcli convert --user COL --item COL")
+        self.mapping = load_sides(opts.mapping, model)
+        self.pair_u, self.pair_i = rows_pairs(train, self.mapping, opts.mapping, train.source)
+        m = self.mapping
+        self.n_items = m.item.n_rows
+        self.pos = positives_csr(self.pair_u, self.pair_i, m.user.n_rows)
+        check_negatives(self.pos[0], self.n_items, m.user.ids)
+        self.user_rows = (m.user.indptr, m.user.indices, m.user.data)
+        self.item_rows = (m.item.indptr, m.item.indices, m.item.data)
+        self.H = harmonic(self.n_items)
+        self.mode = OPTIMIZERS[opts.optimizer]
+        self.state = optimizer_state(self.mode, model.n_features, model.k)
+        self.loss = float("nan")
+        self.n_users_trained = int((np.diff(self.pos[0]) > 0).sum())
+        if not opts.warm_start:   # features no step touches keep V = 0 (as -method sgd)
+            seen = np.zeros(model.n_features, bool)
+            trained = np.repeat(np.diff(self.pos[0]) > 0, np.diff(self.user_rows[0]))
+            for ind in (self.user_rows[1][trained], self.item_rows[1]):
+                seen[ind[ind < model.n_features]] = True
+            model.V[~seen] = 0.0
+        self.notes = run_notes(m, self.pos, train.y, opts.mapping)
+        self.validation = None
+        if "validation" in evals:
+            v = evals["validation"]
+            vu, vi = rows_pairs(v, m, opts.mapping, v.source)
+            self.validation = positives_csr(vu, vi, m.user.n_rows)
+
+    def step(self, it):
+        m = self.model
+        order = self.rng.permutation(len(self.pair_u)).astype(np.int64)
+        seed = int(self.rng.integers(2**31 - 1))
+        total, steps = bpr_epoch(order, self.pair_u, self.pair_i, *self.pos, *self.user_rows, *self.item_rows,
+                                 m.w, m.V, m.use_w, self.rates, self.reg, self.mode, *self.state[1:3],
+                                 *self.state[4:6], self.state[6], UNIFORM if self.opts.sampling == "uniform"
+                                 else WARP, self.opts.negatives, self.opts.max_sampled, self.H, seed,
+                                 np.empty(0, np.int64))
+        self.loss = total / steps if steps else 0.0
+        check_diverged(f"BPR ({self.opts.optimizer})", it, total, max(steps, 1), 2.0,
+                       bool(np.isfinite(m.w).all() and np.isfinite(m.V).all()),
+                       f"a smaller -learn_rate (now {','.join('%g' % r for r in self.rates)}) or a larger -regular")
+
+    def ranking_metrics(self, k):
+        """fmcli recommend --evaluate's metrics at cut-off k on -validation's positives, the train
+        positives excluded."""
+        from fmcli.recommend import Scorer, evaluate_scorer, parameter_sets, side_terms
+
+        rel_ptr, rel_items = self.validation
+        excl_ptr, excl_items = self.pos
+        # a train positive is not relevant (it is excluded from the lists)
+        users_of = np.repeat(np.arange(len(rel_ptr) - 1), np.diff(rel_ptr))
+        keep = ~np.isin(users_of * self.n_items + rel_items,
+                        np.repeat(np.arange(len(excl_ptr) - 1), np.diff(excl_ptr)) * self.n_items + excl_items)
+        relevant = positives_csr(users_of[keep], rel_items[keep], len(rel_ptr) - 1)
+        users = np.flatnonzero(np.diff(relevant[0]) > 0)
+        scorer = Scorer.of_model(self.model, self.item_rows)
+        params = parameter_sets(self.model)
+
+        def chunks():
+            step = scorer.users_per_chunk()
+            for a in range(0, len(users), step):
+                which = users[a:a + step]
+                yield which, side_terms(self.model, *self.mapping.user.rows(which), params)
+
+        return evaluate_scorer(scorer, chunks(), (excl_ptr, excl_items), relevant, k)
+
+    def train_scores(self):
+        return self.model.predict(*self.train.csr(), relations=self.train.relations), self.train.y
+
+    def eval_predictions(self, name):
+        d = self.evals[name]
+        return self.model.predict(*d.csr(), relations=d.relations)
+
+    def final_model(self):
+        return self.model
+
+    def log_values(self):
+        return {"bpr_loss": self.loss} if self.opts.sampling == "uniform" else {"warp_loss": self.loss}
+
+
+def run_notes(mapping, pos, y, mapping_file):
+    """What a run tells the user about its positives: users of the mapping without any (not
+    trained), and targets that look like ratings given as positives."""
+    from fmcli.recommend import _read_json
+
+    notes = []
+    missing = int((np.diff(pos[0]) == 0).sum())
+    if missing:
+        notes.append(f"{missing} of the mapping's {mapping.user.n_rows} users have no positive in -train: "
+                     "their factors are not trained (their lists follow the items' scores)")
+    finite = y[np.isfinite(y)]
+    values = np.unique(finite)
+    if len(values) > 1 and _read_json(mapping_file).get("min_rating") is None:
+        notes.append(f"-method bpr takes every train row as a positive; its targets ({len(values)} values, "
+                     f"{values.min():g} to {values.max():g}) are ignored: to keep only the high ratings, convert "
+                     "with --min-rating R")
+    return notes
+
+
+def rows_pairs(data, mapping, mapping_file, path):
+    """(user rows, item rows) of the mapping's sides for each row of `data`, found by the
+    user's and the item's key one-hot (the column's value -> id table of the mapping file)."""
+    from fmcli.recommend import _read_json
+
+    cols = {c["name"]: c for c in _read_json(mapping_file)["columns"]}
+    n = max(int(data.indices.max()) + 1 if len(data.indices) else 0, 1)
+    out = []
+    for side, what in ((mapping.user, "user"), (mapping.item, "item")):
+        key = key_index(side, cols[side.column]["ids"], n)
+        out.append(row_keys(data.indptr, data.indices, key, f"{what} ({side.column})", path))
+    return tuple(out)
