@@ -48,3 +48,75 @@ def threads(n):
         yield
     finally:
         numba.set_num_threads(before)
+
+
+class ThreadChoice:
+    """Per step of a small run: one thread or all (`n`), whichever the clock says is faster now.
+
+    On a small data set a step's parallel regions last well under a millisecond, and whether a
+    second thread helps depends on the cores actually free: on a quiet machine it does, next to
+    another CPU-bound process a thread pool that waits for a descheduled thread makes the step
+    slower than one thread. The kernels give the same bits for any thread count, so the choice
+    may follow the clock: after a first step (kernels loaded, thread pool started) the steps
+    alternate between 1 and n for PROBES steps, then run on the one whose fastest of its last
+    WINDOW steps is faster, trying the other one again every PROBE_EVERY steps (a busy core can
+    come or go)."""
+
+    PROBES = 4
+    WINDOW = 3
+    PROBE_EVERY = 16
+
+    def __init__(self, n):
+        self.n = max(1, int(n))
+        self.times = {1: [], self.n: []}
+        self.steps = 0
+
+    def best(self):
+        """The option whose fastest recent step was faster (n until both were measured)."""
+        t1, tn = (min(self.times[c], default=float("inf")) for c in (1, self.n))
+        return 1 if t1 < tn else self.n
+
+    def next(self):
+        """The thread count of the next step."""
+        s = self.steps
+        if self.n == 1 or s == 0:
+            return self.n
+        if s <= self.PROBES:
+            return 1 if s % 2 else self.n
+        best = self.best()
+        if s % self.PROBE_EVERY == 0:
+            return self.n if best == 1 else 1
+        return best
+
+    def record(self, n, seconds):
+        """The wall time of a step on n threads (the first step is not counted)."""
+        if self.steps:
+            t = self.times[n]
+            t.append(seconds)
+            del t[:-self.WINDOW]
+        self.steps += 1
+
+
+COMPILE_NOTE = ("Compiling the numba kernels this run needs (first run only, about 10 s; later runs "
+                "load them from numba's cache)")
+
+
+def note_compiling(say):
+    """say(COMPILE_NOTE) once, when a kernel of fmcli's starts to compile in this process:
+    numba compiles only on a cache miss (the first run, or after the kernel's source changed),
+    so warm runs say nothing."""
+    from numba.core import event
+
+    class _Note(event.Listener):
+        done = False
+
+        def on_start(self, ev):
+            func = getattr(ev.data.get("dispatcher"), "py_func", None)
+            if not self.done and getattr(func, "__module__", "").startswith("fmcli"):
+                self.done = True
+                say(COMPILE_NOTE)
+
+        def on_end(self, ev):
+            pass
+
+    event.register("numba:compile", _Note())

@@ -175,3 +175,55 @@ def test_stream_normals_reproducible_independent_and_standard():
         stream_normals(3, s, one)
         first[s] = one[0]
     assert kstest(first, "norm").pvalue > 1e-3
+
+
+def test_thread_choice_follows_the_clock():
+    from fmcli.config import ThreadChoice
+
+    def run(cost, steps=60):
+        c = ThreadChoice(2)
+        seen = []
+        for s in range(steps):
+            n = c.next()
+            seen.append(n)
+            c.record(n, cost(n, s))
+        return seen
+
+    # first step on all threads, then 1, 2, 1, 2 (PROBES), then the faster, the other one probed
+    # every PROBE_EVERY steps
+    fast_pair = run(lambda n, s: 1.0 / n)
+    assert fast_pair[:5] == [2, 1, 2, 1, 2]
+    assert fast_pair[16] == 1 and fast_pair[32] == 1
+    assert all(n == 2 for s, n in enumerate(fast_pair) if s > 4 and s % 16)
+    busy = run(lambda n, s: 1.0 if n == 1 else 3.0)
+    assert all(n == 1 for s, n in enumerate(busy) if s > 4 and s % 16) and busy[16] == 2
+    # the machine becomes busy after step 20: the next probe moves the run to one thread
+    later = run(lambda n, s: (1.0 / n) if s < 20 else (1.0 if n == 1 else 3.0))
+    assert later[10] == 2 and later[33:48] == [1] * 15 and later[48] == 2
+    assert run(lambda n, s: 1.0, steps=5) == [2, 1, 2, 1, 2]
+    c = ThreadChoice(1)
+    assert [c.next() for _ in range(3)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("task", ["r", "c"])
+def test_steps_on_changing_thread_counts_give_the_bits_of_one_thread(task, monkeypatch):
+    """A small set's steps switch between one thread and two (config.ThreadChoice); the model is
+    the one a run on one thread gives, bit for bit."""
+    from fmcli.config import ThreadChoice, threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two threads")
+    p = recsys(8, n=2000, n_test=300, task=task)
+    seen = []
+    record = ThreadChoice.record
+    monkeypatch.setattr(ThreadChoice, "record", lambda self, n, t: (seen.append(n), record(self, n, t)))
+    with threads(2):
+        mixed = fit(make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task), 8)
+    assert set(seen) == {1, 2}
+    with threads(1):
+        one = fit(make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task), 8)
+    a, b = mixed.final_model(), one.final_model()
+    assert a.w0 == b.w0
+    np.testing.assert_array_equal(a.w, b.w)
+    np.testing.assert_array_equal(a.V, b.V)
+    np.testing.assert_array_equal(mixed.eval_predictions("test"), one.eval_predictions("test"))

@@ -41,10 +41,12 @@ inspection value (train_raw, residuals, factor_sums, latent_targets) is in the f
 """
 
 import math
+import time
 
 import numba
 import numpy as np
 
+from fmcli.config import ThreadChoice
 from fmcli.data import permute_rows, transpose
 from fmcli.learners.base import Learner, check_diverged, target_size
 from fmcli.learners.relation_sweep import sweep_relation
@@ -54,9 +56,9 @@ from fmcli.learners.streams import part_seed, seed_numba
 from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, factor_block_sums,
                                   set_residuals, squared_error, sweep)
 from fmcli.memory import release_pages
-from fmcli.model import apply_link, predict_rows, relation_map, relation_terms
+from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
 
-PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets are swept on one thread (same result)
+PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets: one thread or all per step, by the clock (same result)
 REFRESH_ROWS = 1 << 18       # regression refresh: rows of ŷ at a time (2 MB), e into the cache
 FACTOR_BLOCK = 16            # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors
 
@@ -124,7 +126,7 @@ class CoordinateLearner(Learner):
         # e (column 0) and q of the block's factors (columns 1..kb) of a row side by side: one
         # gather per row
         self.cache = np.zeros((train.n_rows, kb + 1), CACHE_DTYPE)
-        self._scratch = None
+        self._scratch = {}      # thread count -> _SweepScratch
         self.rejected = np.zeros(len(REJ_NAMES), np.int64)
         self.alpha = 1.0
         self.lam0 = float(opts.regular[0]) if len(opts.regular) else 0.0
@@ -134,6 +136,7 @@ class CoordinateLearner(Learner):
         self.lam_v = np.zeros((self.G, self.k))
         self._init_hyper()
         self.n_steps = 0
+        self._choice = None     # ThreadChoice of the steps (step())
         self._refresh_train()
         if self.task == "c":
             set_residuals(self.cache, self._yhat, self._z)
@@ -207,19 +210,16 @@ class CoordinateLearner(Learner):
         pass
 
     # -- the sweep ----------------------------------------------------------------------
-    def sweep(self, seed=0):
+    def sweep(self, seed=0, threads=None):
         """The coordinate sweep alone (caches kept up to date incrementally, no train refresh);
         the normal draws of MCMC come from the streams of `seed` (of part_seed(seed, b) in
         factor block b): factor block by factor block, then each relation's features. With
         factor blocks, the cache holds the last block's q afterwards; if it does not hold
         block 0's on entry, that is computed first."""
-        # below PARALLEL_MIN_NNZ a sweep takes milliseconds, and waiting for a second thread
-        # (on a shared machine, often descheduled) costs more than it saves
-        nnz = len(self.crow) + sum(len(rs.crow) for rs in self.relations)
-        threads = numba.get_num_threads() if nnz >= PARALLEL_MIN_NNZ else 1
-        if self._scratch is None or self._scratch.threads != threads:
-            self._scratch = _SweepScratch(self, threads)
-        s = self._scratch
+        threads = numba.get_num_threads() if threads is None else threads
+        if threads not in self._scratch:
+            self._scratch[threads] = _SweepScratch(self, threads)
+        s = self._scratch[threads]
         s.rejected[:] = 0
         m = self.model
         kb = self.cache.shape[1] - 1
@@ -262,14 +262,15 @@ class CoordinateLearner(Learner):
         w0 = float(self._w0[0])
         terms = relation_terms(self._train_rel, m.w, m.V, self.use_w)
         n = self.cache.shape[0]
-        step = n if self._yhat is not None else REFRESH_ROWS
         self._sq_error = 0.0    # regression: Σ e² as e is written (_check_diverged)
-        for a in range(0, max(n, 1), max(step, 1)):
-            b = min(a + step, n)
+        for a in range(0, max(n, 1), REFRESH_ROWS):
+            b = min(a + REFRESH_ROWS, n)
             out = self._yhat[a:b] if self._yhat is not None else self._rowbuf[:b - a]
-            # q of the cache's width: all k factors, or block 0's
-            predict_rows(self.indptr[a:b + 1], self.indices, self.data, w0, m.w, m.V, self.use_w, out,
-                         self.cache[a:b], np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
+            # q of the cache's width: all k factors, or block 0's (the rows in kernel_rows' form,
+            # REFRESH_ROWS row pointers at a time)
+            predict_rows(*kernel_rows(self.indptr[a:b + 1], self.indices, self.data), w0, m.w, m.V,
+                         self.use_w, out, self.cache[a:b],
+                         np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
             if self._yhat is None:
                 self._sq_error += set_residuals(self.cache[a:b], out, self._z[a:b])
         self.cached_factors = self.factor_blocks[0]
@@ -277,7 +278,7 @@ class CoordinateLearner(Learner):
     def _predict(self, d):
         out = np.empty(d.n_rows)
         m = self.model
-        predict_rows(d.indptr, d.indices, d.data, float(self._w0[0]), m.w, m.V, self.use_w, out,
+        predict_rows(*kernel_rows(d.indptr, d.indices, d.data), float(self._w0[0]), m.w, m.V, self.use_w, out,
                      np.empty((0, self.k + 1), CACHE_DTYPE), relation_map(d.relations, d.n_rows),
                      relation_terms(d.relations, m.w, m.V, self.use_w))
         return out
@@ -291,7 +292,7 @@ class CoordinateLearner(Learner):
         summed as e was written, _refresh_train)."""
         m = self.model
         sq_error = squared_error(self._yhat, self._y) if self._yhat is not None else self._sq_error
-        finite = math.isfinite(self._w0[0]) and not count_nonfinite(m.w) and not count_nonfinite(m.V)
+        finite = math.isfinite(self._w0[0]) and not count_nonfinite(m.w) and not count_nonfinite(m.V.reshape(-1))
         rejected = self.rejected_draws()
         check_diverged(self.opts.method.upper(), it, sq_error, self.cache.shape[0], self._size, finite,
                        "a larger -regular or a smaller -init_stdev"
@@ -301,9 +302,30 @@ class CoordinateLearner(Learner):
 
     # -- Learner interface ------------------------------------------------------------
     def step(self, it):
+        """One sweep, the train refresh and the evaluation. Below PARALLEL_MIN_NNZ entries (a
+        step of milliseconds) the whole step runs on one thread or on all, as
+        config.ThreadChoice finds faster now (the same bits either way); larger sets always
+        use every thread."""
+        n = numba.get_num_threads()
+        nnz = len(self.crow) + sum(len(rs.crow) for rs in self.relations)
+        if nnz >= PARALLEL_MIN_NNZ or n == 1:
+            self._step(it, n)
+            return
+        if self._choice is None or self._choice.n != n:
+            self._choice = ThreadChoice(n)
+        threads = self._choice.next()
+        start = time.perf_counter()
+        numba.set_num_threads(threads)
+        try:
+            self._step(it, threads)
+        finally:
+            numba.set_num_threads(n)
+        self._choice.record(threads, time.perf_counter() - start)
+
+    def _step(self, it, threads):
         seed_numba(int(self.rng.integers(0, 2**31 - 1)))
         self._before_sweep()
-        self.sweep(int(self.rng.integers(0, 2**63 - 1)))
+        self.sweep(int(self.rng.integers(0, 2**63 - 1)), threads)
         self._refresh_train()
         self._check_diverged(it)
         if self.task == "c":
@@ -345,7 +367,7 @@ class CoordinateLearner(Learner):
             return self._file_order(self._yhat)
         m = self.model
         raw = np.empty(self.cache.shape[0])
-        predict_rows(self.indptr, self.indices, self.data, float(self._w0[0]), m.w, m.V, self.use_w,
+        predict_rows(*kernel_rows(self.indptr, self.indices, self.data), float(self._w0[0]), m.w, m.V, self.use_w,
                      raw, np.empty((0, self.k + 1), CACHE_DTYPE), self._train_rel_map,
                      relation_terms(self._train_rel, m.w, m.V, self.use_w))
         return self._file_order(raw)
