@@ -24,9 +24,29 @@ EXACT_FLOAT = False
 MAX_FEATURE_ID = 2**31 - 2   # ids are stored as int32
 
 
+def _import_numba():
+    """import numba, answering numba's BLAS probe with 'none': numba.np.arraymath, which numba
+    loads before its first compile or cache load, imports scipy.linalg (about 0.1 s of every
+    run's start) only to decide whether the inner product of np.convolve/np.correlate may call
+    BLAS. fmcli's kernels use neither, and np.dot and np.linalg still import scipy themselves
+    when a kernel uses them."""
+    import sys
+
+    if "numba.np.arraymath" not in sys.modules and "scipy.linalg" not in sys.modules:
+        sys.modules["scipy.linalg"] = None      # `import scipy.linalg...` raises ImportError
+        try:
+            import numba.np.arraymath  # noqa: F401
+        finally:
+            if sys.modules.get("scipy.linalg", 0) is None:
+                del sys.modules["scipy.linalg"]
+    import numba
+
+    return numba
+
+
 def njit(*args, **kwargs):
     """numba.njit with fmcli's policy: cache=True, fastmath without nnan/ninf."""
-    import numba
+    numba = _import_numba()
 
     kwargs.setdefault("cache", True)
     kwargs.setdefault("fastmath", FASTMATH)
