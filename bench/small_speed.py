@@ -6,8 +6,9 @@ usage: python3 bench/small_speed.py [--repeats 3] [--only whole,iter,first,predi
                                     [--features-iter 500] [--features-dim 16]
 
 - whole: ml-100k ua, `-method mcmc -dim 1,1,8 -iter 200 -seed 1`, whole runs from process
-  start (warm kernel cache), the default --threads and --threads 1 alternating, quiet and with
-  a CPU-bound process this script starts (one core busy); medians. libFM: 2.69 s quiet, 2.72 s
+  start (warm kernel cache), the default --threads and --threads 1 alternating, without and with
+  a CPU-bound process this script starts (one core busy); medians, and the load average (other
+  users of the machine) beside them: "quiet" means no process of this script's. libFM: 2.69 s quiet, 2.72 s
   with one core busy (anchors, measured beside fmcli on this kind of machine).
 - iter: per iteration = (wall of 200 iterations − wall of 20) / 180 (everything an iteration
   does: sweep, train refresh, evaluation, metrics), MCMC, ALS and SGD at dim 8, default
@@ -117,7 +118,7 @@ def whole(repeats):
                 ctx.__exit__(None, None, None)
         d, one = statistics.median(times["default"]), statistics.median(times["1"])
         ratio = d / LIBFM_WHOLE[load]
-        print(f"| {load} | {d:.2f} ({' '.join('%.2f' % t for t in times['default'])}) | {one:.2f} "
+        print(f"| {load} (load average {os.getloadavg()[0]:.1f}) | {d:.2f} ({' '.join('%.2f' % t for t in times['default'])}) | {one:.2f} "
               f"({' '.join('%.2f' % t for t in times['1'])}) | {d / one:.2f} | {ratio:.2f}x of "
               f"{LIBFM_WHOLE[load]} | <= 0.5x libFM: {'met' if ratio <= 0.5 else 'NOT met'}; "
               f"default <= 1.10x threads 1: {'met' if d <= 1.1 * one else 'NOT met'} |", flush=True)

@@ -70,8 +70,11 @@ def threads(n):
         numba.set_num_threads(before)
 
 
+PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets: each iteration on one thread or all (ThreadChoice)
+
+
 class ThreadChoice:
-    """Per step of a small run: one thread or all (`n`), whichever the clock says is faster now.
+    """Per iteration of a small run: one thread or all (`n`), whichever the clock says is faster now.
 
     On a small data set a step's parallel regions last well under a millisecond, and whether a
     second thread helps depends on the cores actually free: on a quiet machine it does, next to
@@ -90,6 +93,33 @@ class ThreadChoice:
         self.n = max(1, int(n))
         self.times = {1: [], self.n: []}
         self.steps = 0
+
+    @classmethod
+    def for_run(cls, nnz):
+        """The choice of a run whose train set (with its relations) has nnz entries: None (every
+        iteration on numba's thread count) from PARALLEL_MIN_NNZ entries on or with one thread."""
+        import numba
+
+        n = numba.get_num_threads()
+        return cls(n) if nnz < PARALLEL_MIN_NNZ and n > 1 else None
+
+    @contextlib.contextmanager
+    def step(self):
+        """A with block run on the next thread count (numba's setting restored after); its wall
+        time is recorded when it completes."""
+        import time
+
+        import numba
+
+        n = self.next()
+        before = numba.get_num_threads()
+        numba.set_num_threads(n)
+        start = time.perf_counter()
+        try:
+            yield n
+        finally:
+            numba.set_num_threads(before)
+        self.record(n, time.perf_counter() - start)
 
     def best(self):
         """The option whose fastest recent step was faster (n until both were measured)."""

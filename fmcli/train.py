@@ -7,6 +7,7 @@ together, only after training succeeded and every output is complete; -rlog, --l
 --checkpoint are also replaced whole after every iteration so a long run can be watched.
 """
 
+import contextlib
 import dataclasses
 import time
 
@@ -15,7 +16,7 @@ import numpy as np
 from fmcli import metrics
 from fmcli.console import Console
 from fmcli.errors import Interrupted, Terminated, TrainingError, UsageError
-from fmcli.config import threads
+from fmcli.config import ThreadChoice, threads
 from fmcli.plan import main_groups, resolve
 from fmcli.io.runlog import RunLog, iteration_line
 from fmcli.learners import warmup
@@ -184,20 +185,23 @@ class Progress:
     checkpointed: int = None      # the iteration number the --checkpoint file holds
 
 
-def _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress):
-    """The iterations: step, evaluate, report, log, checkpoint, stop early. Returns the last metrics."""
+def _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress, choice=None):
+    """The iterations: step, evaluate, report, log, checkpoint, stop early. Returns the last metrics.
+    choice: a config.ThreadChoice (small train sets): each step with its train and test
+    predictions runs on the thread count it gives (the same results on any)."""
     opts, job = plan.opts, plan.job
     start = time.perf_counter()
     train_m = test_m = None
     for it in range(opts.iterations):
         number = plan.first_iteration + it  # as printed and logged
-        t0 = time.perf_counter()
-        learner.step(it)
-        t_learn = time.perf_counter() - t0
-        train_pred, train_y = learner.train_scores()
-        train_m = _metrics(opts.task, train_pred, train_y)
-        del train_pred
-        test_pred = learner.eval_predictions("test") if test is not None else None
+        with choice.step() if choice else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            learner.step(it)
+            t_learn = time.perf_counter() - t0
+            train_pred, train_y = learner.train_scores()
+            train_m = _metrics(opts.task, train_pred, train_y)
+            del train_pred
+            test_pred = learner.eval_predictions("test") if test is not None else None
         # a NaN among the train predictions makes RMSE / log-loss NaN (AUC may be NaN anyway)
         if (len(train_y) and not np.isfinite(train_m["rmse" if opts.task == "r" else "logloss"])) \
                 or (test_pred is not None and not np.isfinite(test_pred).all()):
@@ -286,8 +290,9 @@ def _run_train(plan, console):
     console.progress(opts.iterations, f"{opts.method}")
     stopper = EarlyStop(job.early_stop, opts.task, evals["validation"]) if "validation" in evals else None
     progress = Progress()
+    choice = ThreadChoice.for_run(train.nnz + sum(len(rel.indices) for rel, _ in train.relations))
     try:
-        train_m, test_m = _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress)
+        train_m, test_m = _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress, choice)
     except (KeyboardInterrupt, Terminated) as stop:
         raise _interrupted(stop, plan, progress) from None
     finally:

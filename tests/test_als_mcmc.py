@@ -113,7 +113,7 @@ def test_mcmc_burn_in_leaves_out_the_first_samples():
 
 @pytest.mark.parametrize("method", ["als", "mcmc"])
 def test_predictions_in_the_file_order_although_rows_are_reordered_inside(method):
-    from fmcli.learners import coord
+    from fmcli import config
     from fmcli.config import threads
 
     p = recsys(5, n=1500, n_test=10)
@@ -127,7 +127,7 @@ def test_predictions_in_the_file_order_although_rows_are_reordered_inside(method
     if method == "als":
         np.testing.assert_allclose(lrn.eval_predictions("test"), np.clip(raw, p.train.y.min(), p.train.y.max()),
                                    atol=1e-9)
-    assert coord.PARALLEL_MIN_NNZ > 0
+    assert config.PARALLEL_MIN_NNZ > 0
 
 
 def test_thread_count_is_restored():
@@ -206,24 +206,39 @@ def test_thread_choice_follows_the_clock():
 
 
 @pytest.mark.parametrize("task", ["r", "c"])
-def test_steps_on_changing_thread_counts_give_the_bits_of_one_thread(task, monkeypatch):
-    """A small set's steps switch between one thread and two (config.ThreadChoice); the model is
-    the one a run on one thread gives, bit for bit."""
+def test_steps_on_changing_thread_counts_give_the_bits_of_one_thread(task):
+    """A small set's iterations switch between one thread and two (config.ThreadChoice, as
+    fmcli.train drives them); the model is the one a run on one thread gives, bit for bit."""
     from fmcli.config import ThreadChoice, threads
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs two threads")
     p = recsys(8, n=2000, n_test=300, task=task)
-    seen = []
-    record = ThreadChoice.record
-    monkeypatch.setattr(ThreadChoice, "record", lambda self, n, t: (seen.append(n), record(self, n, t)))
     with threads(2):
-        mixed = fit(make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task), 8)
+        choice = ThreadChoice.for_run(p.train.nnz)
+        assert choice is not None and choice.n == 2
+        mixed = make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task)
+        seen = []
+        for it in range(8):
+            with choice.step() as n:
+                assert numba.get_num_threads() == n
+                seen.append(n)
+                mixed.step(it)
+        assert numba.get_num_threads() == 2
     assert set(seen) == {1, 2}
     with threads(1):
+        assert ThreadChoice.for_run(p.train.nnz) is None
         one = fit(make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task), 8)
     a, b = mixed.final_model(), one.final_model()
     assert a.w0 == b.w0
     np.testing.assert_array_equal(a.w, b.w)
     np.testing.assert_array_equal(a.V, b.V)
     np.testing.assert_array_equal(mixed.eval_predictions("test"), one.eval_predictions("test"))
+
+
+def test_large_train_sets_run_every_iteration_on_all_threads(monkeypatch):
+    from fmcli import config
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_NNZ", 100)
+    assert config.ThreadChoice.for_run(99) is not None or numba.get_num_threads() == 1
+    assert config.ThreadChoice.for_run(100) is None

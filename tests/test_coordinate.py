@@ -333,7 +333,6 @@ def test_factor_blocks_draw_from_streams_of_their_own():
 def test_thread_count_does_not_change_the_model(layout, method, monkeypatch):
     from fmcli.config import threads
 
-    monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)
     if layout == "factor_blocks":
         monkeypatch.setattr(coord, "FACTOR_BLOCK", 3)
         p = recsys(5, n=1500, n_test=100)

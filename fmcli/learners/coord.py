@@ -41,12 +41,10 @@ inspection value (train_raw, residuals, factor_sums, latent_targets) is in the f
 """
 
 import math
-import time
 
 import numba
 import numpy as np
 
-from fmcli.config import ThreadChoice
 from fmcli.data import permute_rows, transpose
 from fmcli.learners.base import Learner, check_diverged, target_size
 from fmcli.learners.relation_sweep import sweep_relation
@@ -58,7 +56,6 @@ from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, facto
 from fmcli.memory import release_pages
 from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
 
-PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets: one thread or all per step, by the clock (same result)
 REFRESH_ROWS = 1 << 18       # regression refresh: rows of ŷ at a time (2 MB), e into the cache
 FACTOR_BLOCK = 16            # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors
 
@@ -136,7 +133,6 @@ class CoordinateLearner(Learner):
         self.lam_v = np.zeros((self.G, self.k))
         self._init_hyper()
         self.n_steps = 0
-        self._choice = None     # ThreadChoice of the steps (step())
         self._refresh_train()
         if self.task == "c":
             set_residuals(self.cache, self._yhat, self._z)
@@ -210,13 +206,13 @@ class CoordinateLearner(Learner):
         pass
 
     # -- the sweep ----------------------------------------------------------------------
-    def sweep(self, seed=0, threads=None):
+    def sweep(self, seed=0):
         """The coordinate sweep alone (caches kept up to date incrementally, no train refresh);
         the normal draws of MCMC come from the streams of `seed` (of part_seed(seed, b) in
         factor block b): factor block by factor block, then each relation's features. With
         factor blocks, the cache holds the last block's q afterwards; if it does not hold
         block 0's on entry, that is computed first."""
-        threads = numba.get_num_threads() if threads is None else threads
+        threads = numba.get_num_threads()     # (fmcli.train: one or all for small sets)
         if threads not in self._scratch:
             self._scratch[threads] = _SweepScratch(self, threads)
         s = self._scratch[threads]
@@ -302,30 +298,9 @@ class CoordinateLearner(Learner):
 
     # -- Learner interface ------------------------------------------------------------
     def step(self, it):
-        """One sweep, the train refresh and the evaluation. Below PARALLEL_MIN_NNZ entries (a
-        step of milliseconds) the whole step runs on one thread or on all, as
-        config.ThreadChoice finds faster now (the same bits either way); larger sets always
-        use every thread."""
-        n = numba.get_num_threads()
-        nnz = len(self.crow) + sum(len(rs.crow) for rs in self.relations)
-        if nnz >= PARALLEL_MIN_NNZ or n == 1:
-            self._step(it, n)
-            return
-        if self._choice is None or self._choice.n != n:
-            self._choice = ThreadChoice(n)
-        threads = self._choice.next()
-        start = time.perf_counter()
-        numba.set_num_threads(threads)
-        try:
-            self._step(it, threads)
-        finally:
-            numba.set_num_threads(n)
-        self._choice.record(threads, time.perf_counter() - start)
-
-    def _step(self, it, threads):
         seed_numba(int(self.rng.integers(0, 2**31 - 1)))
         self._before_sweep()
-        self.sweep(int(self.rng.integers(0, 2**63 - 1)), threads)
+        self.sweep(int(self.rng.integers(0, 2**63 - 1)))
         self._refresh_train()
         self._check_diverged(it)
         if self.task == "c":
