@@ -2,7 +2,7 @@
 """Small data, busy machines, first runs (issue 16): fmcli side by side with itself and with
 the libFM figures of ../shared/docs/anchors.md (libFM is not installed here), printed as ratios.
 
-usage: python3 bench/small_speed.py [--repeats 3] [--only whole,iter,first,predict,features]
+usage: python3 bench/small_speed.py [--repeats 3] [--only whole,layers,iter,first,predict,features]
                                     [--features-iter 500] [--features-dim 16]
 
 - whole: ml-100k ua, `-method mcmc -dim 1,1,8 -iter 200 -seed 1`, whole runs from process
@@ -10,6 +10,7 @@ usage: python3 bench/small_speed.py [--repeats 3] [--only whole,iter,first,predi
   a CPU-bound process this script starts (one core busy); medians, and the load average (other
   users of the machine) beside them: "quiet" means no process of this script's. libFM: 2.69 s quiet, 2.72 s
   with one core busy (anchors, measured beside fmcli on this kind of machine).
+- layers: the whole run with default threads on numba's omp and workqueue threading layers.
 - iter: per iteration = (wall of 200 iterations − wall of 20) / 180 (everything an iteration
   does: sweep, train refresh, evaluation, metrics), MCMC, ALS and SGD at dim 8, default
   threads; libFM: 0.013 s (MCMC/ALS) and 0.011 s (SGD, the fast end of 0.011-0.016).
@@ -122,6 +123,34 @@ def whole(repeats):
               f"({' '.join('%.2f' % t for t in times['1'])}) | {d / one:.2f} | {ratio:.2f}x of "
               f"{LIBFM_WHOLE[load]} | <= 0.5x libFM: {'met' if ratio <= 0.5 else 'NOT met'}; "
               f"default <= 1.10x threads 1: {'met' if d <= 1.1 * one else 'NOT met'} |", flush=True)
+
+
+def layers(repeats):
+    """The whole ua run with default threads on numba's threading layers (omp is numba's choice
+    here: tbb is not installed), with and without a busy core."""
+    paths = ua_files()
+    args = ua_args(paths)
+    names = ("omp", "workqueue")
+    for name in names:
+        fmcli(args + ["-iter", 2], {"NUMBA_THREADING_LAYER": name})
+    print("\n## Threading layers: ml-100k ua MCMC whole run, default threads (median of %d)" % repeats)
+    print("| machine | " + " | ".join(f"{n} s" for n in names) + " | --threads 1 s |")
+    print("|---|" + "---|" * (len(names) + 1))
+    for load in ("quiet", "one core busy"):
+        times = {n: [] for n in names + ("1",)}
+        ctx = Busy() if load != "quiet" else None
+        if ctx:
+            ctx.__enter__()
+        try:
+            for _ in range(repeats):
+                for name in names:
+                    times[name].append(fmcli(args, {"NUMBA_THREADING_LAYER": name})[0])
+                times["1"].append(fmcli(args + ["--threads", "1"])[0])
+        finally:
+            if ctx:
+                ctx.__exit__(None, None, None)
+        print(f"| {load} (load average {os.getloadavg()[0]:.1f}) | "
+              + " | ".join(f"{statistics.median(times[n]):.2f}" for n in names + ("1",)) + " |", flush=True)
 
 
 def per_iteration(repeats):
@@ -262,6 +291,8 @@ def main():
     only = set(a.only.split(","))
     if "whole" in only:
         whole(a.repeats)
+    if "layers" in only:
+        layers(a.repeats)
     if "iter" in only:
         per_iteration(a.repeats)
     if "first" in only:

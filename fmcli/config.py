@@ -9,6 +9,7 @@ process) and warm (from the cache) takes fastmath=EXACT_FLOAT.
 """
 
 import contextlib
+import os
 
 import numpy as np
 
@@ -73,26 +74,49 @@ def threads(n):
 PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets: each iteration on one thread or all (ThreadChoice)
 
 
+def busy_cores():
+    """How many cores other processes keep busy right now: the runnable tasks of /proc/loadavg
+    less this process's running threads (None where there is no /proc)."""
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as fh:
+                own += fh.read().rsplit(")", 1)[1].split()[0] == "R"
+        return max(0, running - own)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class ThreadChoice:
     """Per iteration of a small run: one thread or all (`n`), whichever the clock says is faster now.
 
-    On a small data set a step's parallel regions last well under a millisecond, and whether a
-    second thread helps depends on the cores actually free: on a quiet machine it does, next to
-    another CPU-bound process a thread pool that waits for a descheduled thread makes the step
-    slower than one thread. The kernels give the same bits for any thread count, so the choice
-    may follow the clock: after a first step (kernels loaded, thread pool started) the steps
-    alternate between 1 and n for PROBES steps, then run on the one whose fastest of its last
-    WINDOW steps is faster, trying the other one again every PROBE_EVERY steps (a busy core can
-    come or go)."""
+    On a small data set an iteration's parallel regions last well under a millisecond, and
+    whether a second thread helps depends on the cores actually free: on a quiet machine it
+    does; next to other CPU-bound processes a thread pool that waits for a descheduled thread
+    makes the iteration slower than one thread. The kernels give the same bits for any thread
+    count, so the choice may follow the clock: after a first step (kernels loaded, thread pool
+    started) the steps alternate between 1 and n for PROBES steps, then run on the one whose
+    fastest of its last WINDOW steps is faster, trying the other one again after PROBE_EVERY
+    steps, then after twice as many each time the choice stands (up to MAX_PROBE_EVERY; a
+    change of choice starts over at PROBE_EVERY). A step on n threads is tried only while
+    fewer than n of the machine's cores are busy with other processes (busy_cores): when the
+    other processes fill the cores such a step costs several serial ones."""
 
     PROBES = 4
     WINDOW = 3
     PROBE_EVERY = 16
+    MAX_PROBE_EVERY = 128
 
-    def __init__(self, n):
+    def __init__(self, n, busy=busy_cores, cores=None):
         self.n = max(1, int(n))
         self.times = {1: [], self.n: []}
         self.steps = 0
+        self.every = self.PROBE_EVERY
+        self.next_probe = self.PROBES + 1 + self.PROBE_EVERY
+        self.busy = busy
+        self.cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
 
     @classmethod
     def for_run(cls, nnz):
@@ -126,24 +150,38 @@ class ThreadChoice:
         t1, tn = (min(self.times[c], default=float("inf")) for c in (1, self.n))
         return 1 if t1 < tn else self.n
 
+    def _free(self):
+        """n threads may be tried: fewer than n cores are busy with other processes (or unknown)."""
+        busy = self.busy()
+        return busy is None or busy + self.n <= max(self.cores, self.n)
+
     def next(self):
         """The thread count of the next step."""
         s = self.steps
-        if self.n == 1 or s == 0:
-            return self.n
+        if self.n == 1:
+            return 1
         if s <= self.PROBES:
-            return 1 if s % 2 else self.n
+            want = self.n if s % 2 == 0 else 1
+            return want if want == 1 or self._free() else 1
         best = self.best()
-        if s % self.PROBE_EVERY == 0:
-            return self.n if best == 1 else 1
+        if s >= self.next_probe:
+            self.next_probe = s + self.every
+            self.every = min(2 * self.every, self.MAX_PROBE_EVERY)
+            other = self.n if best == 1 else 1
+            if other == 1 or self._free():
+                return other
         return best
 
     def record(self, n, seconds):
         """The wall time of a step on n threads (the first step is not counted)."""
         if self.steps:
+            before = self.best()
             t = self.times[n]
             t.append(seconds)
             del t[:-self.WINDOW]
+            if self.steps > self.PROBES and self.best() != before:     # a new choice: probe soon again
+                self.every = self.PROBE_EVERY
+                self.next_probe = self.steps + 1 + self.every
         self.steps += 1
 
 

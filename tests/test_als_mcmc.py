@@ -180,8 +180,8 @@ def test_stream_normals_reproducible_independent_and_standard():
 def test_thread_choice_follows_the_clock():
     from fmcli.config import ThreadChoice
 
-    def run(cost, steps=60):
-        c = ThreadChoice(2)
+    def run(cost, steps=150, busy=0):
+        c = ThreadChoice(2, busy=lambda: busy, cores=2)
         seen = []
         for s in range(steps):
             n = c.next()
@@ -189,18 +189,29 @@ def test_thread_choice_follows_the_clock():
             c.record(n, cost(n, s))
         return seen
 
-    # first step on all threads, then 1, 2, 1, 2 (PROBES), then the faster, the other one probed
-    # every PROBE_EVERY steps
+    def probes(seen, of):
+        return [s for s, n in enumerate(seen) if s > 4 and n == of]
+
+    # first step on all threads, then 1, 2, 1, 2 (PROBES), then the faster one, the other one
+    # tried after 16 steps, then after 32, 64, 128 while the choice stands
     fast_pair = run(lambda n, s: 1.0 / n)
     assert fast_pair[:5] == [2, 1, 2, 1, 2]
-    assert fast_pair[16] == 1 and fast_pair[32] == 1
-    assert all(n == 2 for s, n in enumerate(fast_pair) if s > 4 and s % 16)
+    assert probes(fast_pair, 1) == [21, 37, 69, 133]
     busy = run(lambda n, s: 1.0 if n == 1 else 3.0)
-    assert all(n == 1 for s, n in enumerate(busy) if s > 4 and s % 16) and busy[16] == 2
-    # the machine becomes busy after step 20: the next probe moves the run to one thread
-    later = run(lambda n, s: (1.0 / n) if s < 20 else (1.0 if n == 1 else 3.0))
-    assert later[10] == 2 and later[33:48] == [1] * 15 and later[48] == 2
-    assert run(lambda n, s: 1.0, steps=5) == [2, 1, 2, 1, 2]
+    assert busy[:5] == [2, 1, 2, 1, 2] and probes(busy, 2) == [21, 37, 69, 133]
+    # the machine gets busy after step 40: the window of the parallel steps moves the run to one
+    # thread at once, and the probes start again at 16 steps
+    later = run(lambda n, s: (1.0 / n) if s < 40 else (1.0 if n == 1 else 3.0))
+    assert later[38:41] == [2, 2, 2] and set(later[43:59]) == {1}
+    assert probes(later[:100], 2)[-2:] == [59, 75]
+    # other processes keep both cores busy: no step on two threads at all
+    assert set(run(lambda n, s: 1.0, busy=2)) == {1}
+    # one of two cores busy: two threads would share a core with it, not tried either; one of
+    # four: tried
+    assert set(run(lambda n, s: 1.0, busy=1)) == {1}
+    c = ThreadChoice(2, busy=lambda: 1, cores=4)
+    assert [c.next() for _ in range(1)] == [2]
+    assert ThreadChoice(2, busy=lambda: None, cores=2).next() == 2     # no /proc: the clock alone
     c = ThreadChoice(1)
     assert [c.next() for _ in range(3)] == [1, 1, 1]
 
@@ -215,8 +226,8 @@ def test_steps_on_changing_thread_counts_give_the_bits_of_one_thread(task):
         pytest.skip("needs two threads")
     p = recsys(8, n=2000, n_test=300, task=task)
     with threads(2):
-        choice = ThreadChoice.for_run(p.train.nnz)
-        assert choice is not None and choice.n == 2
+        assert ThreadChoice.for_run(p.train.nnz).n == 2
+        choice = ThreadChoice(2, busy=lambda: 0, cores=2)      # both options tried, whatever the load
         mixed = make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task)
         seen = []
         for it in range(8):
