@@ -234,9 +234,10 @@ def test_long_rows_keep_the_model_independent_of_the_threads(method, relations, 
     """The sequential classes (main rows, relation rows) give the same bits on 1 and 2 threads."""
     from conftest import relation_problem
 
-    from fmcli.learners import schedule
+    from fmcli.learners import coord, schedule
     from fmcli.config import threads
 
+    monkeypatch.setattr(coord, "PARALLEL_MIN_CLASS_WORK", 0)    # relation classes in parallel lanes
     if relations:
         monkeypatch.setattr(schedule, "LONG_ROW", 2)
         p = relation_problem(5)

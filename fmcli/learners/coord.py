@@ -75,6 +75,20 @@ class _ScoresFromResiduals:
         return np.clip(self.cache[rows, 0].astype(np.float64) + self.y[rows], self.lo, self.hi)
 
 
+PARALLEL_MIN_CLASS_WORK = 1 << 14   # a relation's mean colour class work (entries + 8 per feature)
+#                                    below this: its classes in one lane, without parallel launches
+
+
+def relation_lanes(rs, threads):
+    """The lanes of relation schedule rs's colour classes: `threads`, or 1 when its classes hold
+    less than PARALLEL_MIN_CLASS_WORK work on average (the same bits either way)."""
+    n_classes = len(rs.class_ptr) - 1
+    if threads <= 1 or not n_classes:
+        return 1
+    work = float(rs.work[rs.order].sum()) if len(rs.order) else 0.0
+    return threads if work / n_classes >= PARALLEL_MIN_CLASS_WORK else 1
+
+
 class _SweepScratch:
     """Per thread count: the lanes and the per-thread and per-lane buffers of a sweep."""
 
@@ -89,8 +103,11 @@ class _SweepScratch:
         # every feature)
         self.normals = np.zeros((threads, (learner.k + 1 + 7) // 8 * 8 + 8))
         self.rejected = np.zeros((threads, len(REJ_NAMES)), np.int64)
-        self.relation_lanes = [lanes(rs.order, rs.class_ptr, rs.work, threads, rs.sequential)
-                               for rs in learner.relations]
+        # (lane_ptr, lanes) per relation: one lane for a relation whose colour classes are small
+        # (the features of its long rows make hundreds of classes, and a parallel launch per
+        # class and coordinate cost more than the class's work: relation_lanes)
+        self.relation_lanes = [(lanes(rs.order, rs.class_ptr, rs.work, n, rs.sequential), n)
+                               for rs, n in ((rs, relation_lanes(rs, threads)) for rs in learner.relations)]
 
 
 class CoordinateLearner(Learner):
@@ -235,11 +252,11 @@ class CoordinateLearner(Learner):
                       self.use_w and b == 0, self.alpha, self.lam0, self.lam_w, self.mu_w,
                       self.lam_v[:, f0:f1], self.mu_v[:, f0:f1], self.sample, part_seed(seed, b),
                       not self.has_duplicates, s.lx, s.buf, off, s.normals, s.rejected)
-            for rs, rl in zip(self.relations, s.relation_lanes):
+            for rs, (rl, n_rl) in zip(self.relations, s.relation_lanes):
                 # the relation rows' factor sums as they are now (rows no train row links to
                 # are computed too, and ignored)
                 Q = relation_terms([(rs.relation, None)], m.w, m.V, self.use_w)[:, 1:]
-                sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, threads, rs.offset,
+                sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, n_rl, rs.offset,
                                rs.link_ptr, rs.link_rows, self.groups, self.cache, Q, rs.stats, m.w, m.V,
                                self.use_w, self.alpha, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
                                self.sample, seed, s.normals[:, :self.k + 1], s.rejected)
