@@ -185,7 +185,7 @@ class ThreadChoice:
         self.steps += 1
 
 
-COMPILE_NOTE = ("Compiling the numba kernels this run needs (first run only, about 10 s; later runs "
+COMPILE_NOTE = ("Compiling the numba kernels this run needs (first run only, several seconds; later runs "
                 "load them from numba's cache)")
 
 

@@ -77,3 +77,26 @@ def test_the_second_process_compiles_what_the_run_then_loads(tmp_path, method):
     step = ["fmcli.learners.sweep.sweep", "fmcli.learners.mcmc.draw_hyper", "fmcli.learners.mcmc.draw_alpha",
             "fmcli.model.predict_rows", "fmcli.learners.sweep.set_residuals", "fmcli.learners.schedule.colour_features"]
     assert not set(step) & set(compiled), compiled
+
+
+def test_the_compile_note_comes_once_and_only_for_fmcli_kernels():
+    import numba
+
+    from fmcli.config import COMPILE_NOTE, note_compiling
+
+    said = []
+    note_compiling(said.append)
+
+    def other(x):
+        return x * 2
+
+    numba.njit(other)(1)                 # not a kernel of fmcli's: no note
+    assert said == []
+
+    def kernel(x):
+        return x + 1
+
+    kernel.__module__ = "fmcli.note_check"
+    compiled = numba.njit(kernel)        # not cached: compiles at each new signature
+    assert compiled(1) == 2 and compiled(1.5) == 2.5
+    assert said == [COMPILE_NOTE]
