@@ -247,6 +247,7 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
       fmcli train --task c --train a.libfm --method sgd --learn_rate 0.01 \\
           --regular 0,0.05,0.05 --save_model m.fm --quiet
     """
+    from fmcli.config import note_compiling
     from fmcli.console import Console
     from fmcli.plan import TrainJob
     from fmcli.train import run_train
@@ -263,6 +264,7 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
     console = Console(quiet=learner["quiet"], verbosity=learner["verbosity"])
     if cache_size is not None:
         console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")
+    note_compiling(console.info)
     run_train(job, console)
 
 
@@ -296,12 +298,15 @@ def predict(model_path, test_path, out, task, quiet, relation, shards, workers, 
       fmcli predict -model model.fm -test new.libfm -out pred.txt
       zcat new.libfm.gz | fmcli predict -model model.fm -test - -out - | paste - ids.txt
     """
+    from fmcli.config import note_compiling
     from fmcli.console import Console
     from fmcli.predict import run_predict
 
     if (workers or scheduler) and not shards:
         raise UsageError("--workers and --scheduler need --shards N (the number of tasks)")
-    run_predict(model_path, test_path, out, task.lower() if task else None, Console(quiet=quiet),
+    console = Console(quiet=quiet)
+    note_compiling(console.info)
+    run_predict(model_path, test_path, out, task.lower() if task else None, console,
                 relations=split_names(relation), shards=shards, workers=workers, scheduler=scheduler)
 
 

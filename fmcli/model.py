@@ -70,7 +70,7 @@ class FMModel:
         w0, w, V = (self.w0, self.w, self.V) if params is None else params
         out = np.empty(len(indptr) - 1, np.float64)
         rel_map = relation_map(relations, len(out))
-        predict_rows(indptr, indices, data, w0 if self.use_w0 else 0.0, w, V, self.use_w, out,
+        predict_rows(*kernel_rows(indptr, indices, data), w0 if self.use_w0 else 0.0, w, V, self.use_w, out,
                      np.empty((0, V.shape[1] + 1), np.float32), rel_map,
                      relation_terms(relations, w, V, self.use_w))
         return out
@@ -137,6 +137,19 @@ def relation_terms(relations, w, V, use_w):
 
 NO_MAP = np.empty((0, 0), np.int64)
 ROWS_PER_TASK = 4096   # rows of one parallel task in predict_rows
+
+
+def kernel_rows(indptr, indices, data):
+    """CSR arrays in the one form predict_rows is called with: int64 row pointers, and all three
+    read-only views (a memory-mapped cache's arrays are read-only, rows built in memory are not,
+    and numba compiles a kernel once per such form: the train refresh, the evaluation and
+    `fmcli predict` share one compiled predict_rows this way). The values are not converted."""
+    out = []
+    for a in (np.asarray(indptr, np.int64), np.asarray(indices), np.asarray(data)):
+        v = a.view()
+        v.flags.writeable = False
+        out.append(v)
+    return out
 
 
 @njit(inline="always")

@@ -7,6 +7,7 @@ together, only after training succeeded and every output is complete; -rlog, --l
 --checkpoint are also replaced whole after every iteration so a long run can be watched.
 """
 
+import contextlib
 import dataclasses
 import time
 
@@ -15,9 +16,10 @@ import numpy as np
 from fmcli import metrics
 from fmcli.console import Console
 from fmcli.errors import Interrupted, Terminated, TrainingError, UsageError
-from fmcli.config import threads
+from fmcli.config import ThreadChoice, threads
 from fmcli.plan import main_groups, resolve
 from fmcli.io.runlog import RunLog, iteration_line
+from fmcli.learners import warmup
 
 
 def learner_class(method):
@@ -228,24 +230,28 @@ class Progress:
     checkpointed: int = None      # the iteration number the --checkpoint file holds
 
 
-def _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress):
-    """The iterations: step, evaluate, report, log, checkpoint, stop early. Returns the last metrics."""
+def _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress, choice=None):
+    """The iterations: step, evaluate, report, log, checkpoint, stop early. Returns the last metrics.
+    choice: a config.ThreadChoice (small train sets): each step with its train and test
+    predictions runs on the thread count it gives (the same results on any)."""
     opts, job = plan.opts, plan.job
     start = time.perf_counter()
     train_m = test_m = None
     for it in range(opts.iterations):
         number = plan.first_iteration + it  # as printed and logged
-        t0 = time.perf_counter()
-        learner.step(it)
-        t_learn = time.perf_counter() - t0
-        if getattr(learner, "ranking", False):
-            train_m, val_m, stop, line = _ranking_iteration(number, it, learner, stopper)
-            console.info(line)
-            rlog.add(number, time.perf_counter() - start, train_m, None, None, t_learn,
-                     {**learner.log_values(), **(val_m or {})})
-        else:
-            train_m, test_m, stop = _report(plan, it, number, learner, test, test_labeled, stopper, console,
-                                            rlog, start, t_learn)
+        # the thread choice times the step with its train and test predictions (in _report)
+        with choice.step() if choice else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            learner.step(it)
+            t_learn = time.perf_counter() - t0
+            if getattr(learner, "ranking", False):
+                train_m, val_m, stop, line = _ranking_iteration(number, it, learner, stopper)
+                console.info(line)
+                rlog.add(number, time.perf_counter() - start, train_m, None, None, t_learn,
+                         {**learner.log_values(), **(val_m or {})})
+            else:
+                train_m, test_m, stop = _report(plan, it, number, learner, test, test_labeled, stopper, console,
+                                                rlog, start, t_learn)
         progress.done = it + 1
         if job.checkpoint and ((it + 1) % job.checkpoint_every == 0 or it + 1 == opts.iterations):
             from fmcli.io.modelfile import save_model
@@ -326,9 +332,12 @@ def run_train(job, console=None):
 
 def _run_train(plan, console):
     opts, job = plan.opts, plan.job
+    # a first run: the step kernels compile in a second process while the data are read
+    warm = warmup.start(opts, relations=bool(job.relations), warm_start=plan.loaded is not None)
     train, evals = load_data(plan, console)
     if plan.loaded is not None:
         check_warm_start(plan, train, evals, console)
+    warm.wait()
     learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
     model = learner.model
     for note in getattr(learner, "notes", ()):
@@ -347,8 +356,9 @@ def _run_train(plan, console):
     else:
         stopper = EarlyStop(job.early_stop, opts.task, evals["validation"]) if "validation" in evals else None
     progress = Progress()
+    choice = ThreadChoice.for_run(train.nnz + sum(len(rel.indices) for rel, _ in train.relations))
     try:
-        train_m, test_m = _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress)
+        train_m, test_m = _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress, choice)
     except (KeyboardInterrupt, Terminated) as stop:
         raise _interrupted(stop, plan, progress) from None
     finally:

@@ -113,7 +113,7 @@ def test_mcmc_burn_in_leaves_out_the_first_samples():
 
 @pytest.mark.parametrize("method", ["als", "mcmc"])
 def test_predictions_in_the_file_order_although_rows_are_reordered_inside(method):
-    from fmcli.learners import coord
+    from fmcli import config
     from fmcli.config import threads
 
     p = recsys(5, n=1500, n_test=10)
@@ -127,7 +127,7 @@ def test_predictions_in_the_file_order_although_rows_are_reordered_inside(method
     if method == "als":
         np.testing.assert_allclose(lrn.eval_predictions("test"), np.clip(raw, p.train.y.min(), p.train.y.max()),
                                    atol=1e-9)
-    assert coord.PARALLEL_MIN_NNZ > 0
+    assert config.PARALLEL_MIN_NNZ > 0
 
 
 def test_thread_count_is_restored():
@@ -175,3 +175,81 @@ def test_stream_normals_reproducible_independent_and_standard():
         stream_normals(3, s, one)
         first[s] = one[0]
     assert kstest(first, "norm").pvalue > 1e-3
+
+
+def test_thread_choice_follows_the_clock():
+    from fmcli.config import ThreadChoice
+
+    def run(cost, steps=150, busy=0):
+        c = ThreadChoice(2, busy=lambda: busy, cores=2)
+        seen = []
+        for s in range(steps):
+            n = c.next()
+            seen.append(n)
+            c.record(n, cost(n, s))
+        return seen
+
+    def probes(seen, of):
+        return [s for s, n in enumerate(seen) if s > 4 and n == of]
+
+    # first step on all threads, then 1, 2, 1, 2 (PROBES), then the faster one, the other one
+    # tried after 16 steps, then after 32, 64, 128 while the choice stands
+    fast_pair = run(lambda n, s: 1.0 / n)
+    assert fast_pair[:5] == [2, 1, 2, 1, 2]
+    assert probes(fast_pair, 1) == [21, 37, 69, 133]
+    busy = run(lambda n, s: 1.0 if n == 1 else 3.0)
+    assert busy[:5] == [2, 1, 2, 1, 2] and probes(busy, 2) == [21, 37, 69, 133]
+    # the machine gets busy after step 40: the window of the parallel steps moves the run to one
+    # thread at once, and the probes start again at 16 steps
+    later = run(lambda n, s: (1.0 / n) if s < 40 else (1.0 if n == 1 else 3.0))
+    assert later[38:41] == [2, 2, 2] and set(later[43:59]) == {1}
+    assert probes(later[:100], 2)[-2:] == [59, 75]
+    # other processes keep both cores busy: no step on two threads at all
+    assert set(run(lambda n, s: 1.0, busy=2)) == {1}
+    # one of two cores busy: two threads would share a core with it, not tried either; one of
+    # four: tried
+    assert set(run(lambda n, s: 1.0, busy=1)) == {1}
+    c = ThreadChoice(2, busy=lambda: 1, cores=4)
+    assert [c.next() for _ in range(1)] == [2]
+    assert ThreadChoice(2, busy=lambda: None, cores=2).next() == 2     # no /proc: the clock alone
+    c = ThreadChoice(1)
+    assert [c.next() for _ in range(3)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("task", ["r", "c"])
+def test_steps_on_changing_thread_counts_give_the_bits_of_one_thread(task):
+    """A small set's iterations switch between one thread and two (config.ThreadChoice, as
+    fmcli.train drives them); the model is the one a run on one thread gives, bit for bit."""
+    from fmcli.config import ThreadChoice, threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two threads")
+    p = recsys(8, n=2000, n_test=300, task=task)
+    with threads(2):
+        assert ThreadChoice.for_run(p.train.nnz).n == 2
+        choice = ThreadChoice(2, busy=lambda: 0, cores=2)      # both options tried, whatever the load
+        mixed = make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task)
+        seen = []
+        for it in range(8):
+            with choice.step() as n:
+                assert numba.get_num_threads() == n
+                seen.append(n)
+                mixed.step(it)
+        assert numba.get_num_threads() == 2
+    assert set(seen) == {1, 2}
+    with threads(1):
+        assert ThreadChoice.for_run(p.train.nnz) is None
+        one = fit(make_learner("mcmc", p.train, {"test": p.test}, k=4, task=task), 8)
+    a, b = mixed.final_model(), one.final_model()
+    assert a.w0 == b.w0
+    np.testing.assert_array_equal(a.w, b.w)
+    np.testing.assert_array_equal(a.V, b.V)
+    np.testing.assert_array_equal(mixed.eval_predictions("test"), one.eval_predictions("test"))
+
+
+def test_large_train_sets_run_every_iteration_on_all_threads(monkeypatch):
+    from fmcli import config
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_NNZ", 100)
+    assert config.ThreadChoice.for_run(99) is not None or numba.get_num_threads() == 1
+    assert config.ThreadChoice.for_run(100) is None

@@ -333,7 +333,6 @@ def test_factor_blocks_draw_from_streams_of_their_own():
 def test_thread_count_does_not_change_the_model(layout, method, monkeypatch):
     from fmcli.config import threads
 
-    monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)
     if layout == "factor_blocks":
         monkeypatch.setattr(coord, "FACTOR_BLOCK", 3)
         p = recsys(5, n=1500, n_test=100)
@@ -457,3 +456,28 @@ def test_hyperparameter_draws_follow_their_gamma_normal_conditionals():
     rate = (1.0 + 0.0 + np.sum(w ** 2)) / 2        # μ_old = 0
     assert np.mean(lams) == pytest.approx(((1 + n + 1) / 2) / rate, rel=0.02)
     assert np.mean(mus) == pytest.approx(w.sum() / (n + 1), abs=0.01)
+
+
+@pytest.mark.parametrize("min_work", [0, None])
+def test_relation_lanes_by_class_work_keep_the_bits(min_work, monkeypatch):
+    """A relation's colour classes run in `threads` lanes when they hold enough work, else in
+    one lane (coord.relation_lanes); the model is the same on 1 and 2 threads either way."""
+    from fmcli.config import threads
+
+    if min_work is not None:
+        monkeypatch.setattr(coord, "PARALLEL_MIN_CLASS_WORK", min_work)
+    p = relation_problem(5)
+    n2 = min(2, numba.config.NUMBA_NUM_THREADS)
+    runs = []
+    for n in (1, n2):
+        with threads(n):
+            lrn = make_learner("mcmc", p.train, {"test": p.test}, k=4, groups=p.groups())
+            lrn.sweep(1)
+            expected = n if min_work == 0 else 1     # the problem's classes are small
+            assert [coord.relation_lanes(rs, n) for rs in lrn.relations] == [expected] * len(lrn.relations)
+            assert [nl for _, nl in lrn._scratch[n].relation_lanes] == [expected] * len(lrn.relations)
+            runs.append(fit(lrn, 3))
+    a, b = (r.final_model() for r in runs)
+    np.testing.assert_array_equal(a.V, b.V)
+    np.testing.assert_array_equal(a.w, b.w)
+    np.testing.assert_array_equal(runs[0].eval_predictions("test"), runs[1].eval_predictions("test"))

@@ -153,10 +153,8 @@ def test_warm_start_keeps_the_loaded_parameters(method):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("task", ["r", "c"])
 def test_thread_count_does_not_change_the_model(method, task, monkeypatch):
-    from fmcli.learners import coord
     from fmcli.config import threads
 
-    monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)     # parallel sweeps even for small data
     p = recsys(7, n=2000, n_test=300, task=task, duplicate=method == "als")
     runs = []
     for n_threads in (1, 2):

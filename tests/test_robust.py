@@ -237,7 +237,7 @@ def test_long_rows_keep_the_model_independent_of_the_threads(method, relations, 
     from fmcli.learners import coord, schedule
     from fmcli.config import threads
 
-    monkeypatch.setattr(coord, "PARALLEL_MIN_NNZ", 0)
+    monkeypatch.setattr(coord, "PARALLEL_MIN_CLASS_WORK", 0)    # relation classes in parallel lanes
     if relations:
         monkeypatch.setattr(schedule, "LONG_ROW", 2)
         p = relation_problem(5)

@@ -54,9 +54,8 @@ from fmcli.learners.streams import part_seed, seed_numba
 from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, factor_block_sums,
                                   set_residuals, squared_error, sweep)
 from fmcli.memory import release_pages
-from fmcli.model import apply_link, predict_rows, relation_map, relation_terms
+from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
 
-PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets are swept on one thread (same result)
 REFRESH_ROWS = 1 << 18       # regression refresh: rows of ŷ at a time (2 MB), e into the cache
 FACTOR_BLOCK = 16            # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors
 
@@ -76,6 +75,20 @@ class _ScoresFromResiduals:
         return np.clip(self.cache[rows, 0].astype(np.float64) + self.y[rows], self.lo, self.hi)
 
 
+PARALLEL_MIN_CLASS_WORK = 1 << 14   # a relation's mean colour class work (entries + 8 per feature)
+#                                    below this: its classes in one lane, without parallel launches
+
+
+def relation_lanes(rs, threads):
+    """The lanes of relation schedule rs's colour classes: `threads`, or 1 when its classes hold
+    less than PARALLEL_MIN_CLASS_WORK work on average (the same bits either way)."""
+    n_classes = len(rs.class_ptr) - 1
+    if threads <= 1 or not n_classes:
+        return 1
+    work = float(rs.work[rs.order].sum()) if len(rs.order) else 0.0
+    return threads if work / n_classes >= PARALLEL_MIN_CLASS_WORK else 1
+
+
 class _SweepScratch:
     """Per thread count: the lanes and the per-thread and per-lane buffers of a sweep."""
 
@@ -90,8 +103,11 @@ class _SweepScratch:
         # every feature)
         self.normals = np.zeros((threads, (learner.k + 1 + 7) // 8 * 8 + 8))
         self.rejected = np.zeros((threads, len(REJ_NAMES)), np.int64)
-        self.relation_lanes = [lanes(rs.order, rs.class_ptr, rs.work, threads, rs.sequential)
-                               for rs in learner.relations]
+        # (lane_ptr, lanes) per relation: one lane for a relation whose colour classes are small
+        # (the features of its long rows make hundreds of classes, and a parallel launch per
+        # class and coordinate cost more than the class's work: relation_lanes)
+        self.relation_lanes = [(lanes(rs.order, rs.class_ptr, rs.work, n, rs.sequential), n)
+                               for rs, n in ((rs, relation_lanes(rs, threads)) for rs in learner.relations)]
 
 
 class CoordinateLearner(Learner):
@@ -124,7 +140,7 @@ class CoordinateLearner(Learner):
         # e (column 0) and q of the block's factors (columns 1..kb) of a row side by side: one
         # gather per row
         self.cache = np.zeros((train.n_rows, kb + 1), CACHE_DTYPE)
-        self._scratch = None
+        self._scratch = {}      # thread count -> _SweepScratch
         self.rejected = np.zeros(len(REJ_NAMES), np.int64)
         self.alpha = 1.0
         self.lam0 = float(opts.regular[0]) if len(opts.regular) else 0.0
@@ -213,13 +229,10 @@ class CoordinateLearner(Learner):
         factor block b): factor block by factor block, then each relation's features. With
         factor blocks, the cache holds the last block's q afterwards; if it does not hold
         block 0's on entry, that is computed first."""
-        # below PARALLEL_MIN_NNZ a sweep takes milliseconds, and waiting for a second thread
-        # (on a shared machine, often descheduled) costs more than it saves
-        nnz = len(self.crow) + sum(len(rs.crow) for rs in self.relations)
-        threads = numba.get_num_threads() if nnz >= PARALLEL_MIN_NNZ else 1
-        if self._scratch is None or self._scratch.threads != threads:
-            self._scratch = _SweepScratch(self, threads)
-        s = self._scratch
+        threads = numba.get_num_threads()     # (fmcli.train: one or all for small sets)
+        if threads not in self._scratch:
+            self._scratch[threads] = _SweepScratch(self, threads)
+        s = self._scratch[threads]
         s.rejected[:] = 0
         m = self.model
         kb = self.cache.shape[1] - 1
@@ -239,11 +252,11 @@ class CoordinateLearner(Learner):
                       self.use_w and b == 0, self.alpha, self.lam0, self.lam_w, self.mu_w,
                       self.lam_v[:, f0:f1], self.mu_v[:, f0:f1], self.sample, part_seed(seed, b),
                       not self.has_duplicates, s.lx, s.buf, off, s.normals, s.rejected)
-            for rs, rl in zip(self.relations, s.relation_lanes):
+            for rs, (rl, n_rl) in zip(self.relations, s.relation_lanes):
                 # the relation rows' factor sums as they are now (rows no train row links to
                 # are computed too, and ignored)
                 Q = relation_terms([(rs.relation, None)], m.w, m.V, self.use_w)[:, 1:]
-                sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, threads, rs.offset,
+                sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, n_rl, rs.offset,
                                rs.link_ptr, rs.link_rows, self.groups, self.cache, Q, rs.stats, m.w, m.V,
                                self.use_w, self.alpha, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
                                self.sample, seed, s.normals[:, :self.k + 1], s.rejected)
@@ -262,14 +275,15 @@ class CoordinateLearner(Learner):
         w0 = float(self._w0[0])
         terms = relation_terms(self._train_rel, m.w, m.V, self.use_w)
         n = self.cache.shape[0]
-        step = n if self._yhat is not None else REFRESH_ROWS
         self._sq_error = 0.0    # regression: Σ e² as e is written (_check_diverged)
-        for a in range(0, max(n, 1), max(step, 1)):
-            b = min(a + step, n)
+        for a in range(0, max(n, 1), REFRESH_ROWS):
+            b = min(a + REFRESH_ROWS, n)
             out = self._yhat[a:b] if self._yhat is not None else self._rowbuf[:b - a]
-            # q of the cache's width: all k factors, or block 0's
-            predict_rows(self.indptr[a:b + 1], self.indices, self.data, w0, m.w, m.V, self.use_w, out,
-                         self.cache[a:b], np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
+            # q of the cache's width: all k factors, or block 0's (the rows in kernel_rows' form,
+            # REFRESH_ROWS row pointers at a time)
+            predict_rows(*kernel_rows(self.indptr[a:b + 1], self.indices, self.data), w0, m.w, m.V,
+                         self.use_w, out, self.cache[a:b],
+                         np.ascontiguousarray(self._train_rel_map[:, a:b]), terms)
             if self._yhat is None:
                 self._sq_error += set_residuals(self.cache[a:b], out, self._z[a:b])
         self.cached_factors = self.factor_blocks[0]
@@ -277,7 +291,7 @@ class CoordinateLearner(Learner):
     def _predict(self, d):
         out = np.empty(d.n_rows)
         m = self.model
-        predict_rows(d.indptr, d.indices, d.data, float(self._w0[0]), m.w, m.V, self.use_w, out,
+        predict_rows(*kernel_rows(d.indptr, d.indices, d.data), float(self._w0[0]), m.w, m.V, self.use_w, out,
                      np.empty((0, self.k + 1), CACHE_DTYPE), relation_map(d.relations, d.n_rows),
                      relation_terms(d.relations, m.w, m.V, self.use_w))
         return out
@@ -291,7 +305,7 @@ class CoordinateLearner(Learner):
         summed as e was written, _refresh_train)."""
         m = self.model
         sq_error = squared_error(self._yhat, self._y) if self._yhat is not None else self._sq_error
-        finite = math.isfinite(self._w0[0]) and not count_nonfinite(m.w) and not count_nonfinite(m.V)
+        finite = math.isfinite(self._w0[0]) and not count_nonfinite(m.w) and not count_nonfinite(m.V.reshape(-1))
         rejected = self.rejected_draws()
         check_diverged(self.opts.method.upper(), it, sq_error, self.cache.shape[0], self._size, finite,
                        "a larger -regular or a smaller -init_stdev"
@@ -345,7 +359,7 @@ class CoordinateLearner(Learner):
             return self._file_order(self._yhat)
         m = self.model
         raw = np.empty(self.cache.shape[0])
-        predict_rows(self.indptr, self.indices, self.data, float(self._w0[0]), m.w, m.V, self.use_w,
+        predict_rows(*kernel_rows(self.indptr, self.indices, self.data), float(self._w0[0]), m.w, m.V, self.use_w,
                      raw, np.empty((0, self.k + 1), CACHE_DTYPE), self._train_rel_map,
                      relation_terms(self._train_rel, m.w, m.V, self.use_w))
         return self._file_order(raw)
