@@ -19,7 +19,6 @@ from fmcli.errors import Interrupted, Terminated, TrainingError, UsageError
 from fmcli.config import ThreadChoice, threads
 from fmcli.plan import main_groups, resolve
 from fmcli.io.runlog import RunLog, iteration_line
-from fmcli.learners import warmup
 
 
 def learner_class(method):
@@ -332,12 +331,9 @@ def run_train(job, console=None):
 
 def _run_train(plan, console):
     opts, job = plan.opts, plan.job
-    # a first run: the step kernels compile in a second process while the data are read
-    warm = warmup.start(opts, relations=bool(job.relations), warm_start=plan.loaded is not None)
     train, evals = load_data(plan, console)
     if plan.loaded is not None:
         check_warm_start(plan, train, evals, console)
-    warm.wait()
     learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
     model = learner.model
     for note in getattr(learner, "notes", ()):
