@@ -118,8 +118,9 @@ def build_learner(opts, train, evals, main_groups=None, model=None):
     n_features = max([train.n_model_features] + [d.n_model_features for d in evals.values()])
     rng = np.random.default_rng(opts.seed % 2**64)  # negative seeds are valid too
     if model is None:
-        k0, k1, k = opts.dim
-        model = FMModel.init(n_features, k, use_w0=bool(k0), use_w=bool(k1), init_stdev=opts.init_stdev, rng=rng)
+        k0, k1, k = opts.dim[:3]
+        model = FMModel.init(n_features, k, use_w0=bool(k0), use_w=bool(k1), init_stdev=opts.init_stdev, rng=rng,
+                             orders=tuple((t, kt) for t, kt in enumerate(opts.dim[3:], start=3)))
     else:
         model = model.resized(n_features)
     settle_model(model, opts, train)
@@ -135,6 +136,7 @@ def settle_model(model, opts, train):
     model.w0 = float(model.w0)
     model.w = np.ascontiguousarray(model.w, np.float64)
     model.V = np.ascontiguousarray(model.V, np.float64)
+    model.H = np.ascontiguousarray(model.H, np.float64)
     model.task = opts.task
     if opts.task == "r":
         model.link = "identity"

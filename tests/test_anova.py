@@ -1,0 +1,148 @@
+"""Orders 3 and up (fmcli.anova): prediction by the DP against brute-force subset
+enumeration, -dim rules, model files."""
+
+import numpy as np
+import pytest
+from conftest import random_csr
+from naive import anova_rows, higher_order_predict_rows
+
+from fmcli.model import FMModel
+
+
+def rows_from_csr(indptr, indices, data):
+    return [list(zip(indices[indptr[i]:indptr[i + 1]].tolist(), data[indptr[i]:indptr[i + 1]].astype(np.float64)))
+            for i in range(len(indptr) - 1)]
+
+
+def higher_model(rng, n, dim, scale=0.5):
+    orders = tuple((t, k) for t, k in enumerate(dim[3:], start=3))
+    K = sum(dim[3:])
+    return FMModel(float(rng.normal()), rng.normal(0, 1, n), rng.normal(0, scale, (n, dim[2])),
+                   bool(dim[0]), bool(dim[1]), H=rng.normal(0, scale, (n, K)), orders=orders)
+
+
+def split_orders(model):
+    Ps, off = [], 0
+    for _, k in model.orders:
+        Ps.append(model.H[:, off:off + k])
+        off += k
+    return Ps
+
+
+@pytest.mark.parametrize("dim", [(1, 1, 3, 2), (1, 1, 2, 3, 2), (1, 0, 4, 1, 1, 2)])
+@pytest.mark.parametrize("repeats", [False, True])
+def test_predict_matches_subset_enumeration(rng, dim, repeats):
+    n = 15
+    indptr, indices, data = random_csr(rng, 120, n, max_nnz=7, repeats=repeats)
+    model = higher_model(rng, n, dim)
+    got = model.predict_raw(indptr, indices, data)
+    rows = rows_from_csr(indptr, indices, data)
+    want = higher_order_predict_rows(rows, model.w0 if model.use_w0 else 0.0, model.w if model.use_w else 0 * model.w,
+                                     model.V, split_orders(model))
+    assert np.allclose(got, want, atol=1e-9)
+    # the higher-order part is really there: without H the prediction differs
+    plain = FMModel(model.w0, model.w, model.V, model.use_w0, model.use_w).predict_raw(indptr, indices, data)
+    assert np.abs(plain - got).max() > 1e-3
+
+
+def test_unknown_features_count_nothing(rng):
+    n = 10
+    indptr, indices, data = random_csr(rng, 60, n + 4, max_nnz=6)
+    model = higher_model(rng, n, (1, 1, 2, 3))
+    rows = [[(j, x) for j, x in r if j < n] for r in rows_from_csr(indptr, indices, data)]
+    want = higher_order_predict_rows(rows, model.w0, model.w, model.V, split_orders(model))
+    assert np.allclose(model.predict_raw(indptr, indices, data), want, atol=1e-9)
+
+
+def test_anova_reference_small_case():
+    # one row, three features with value 1 and one factor: A^3 = p0 p1 p2, A^2 = p0p1 + p0p2 + p1p2
+    P = np.array([[2.0], [3.0], [5.0]])
+    row = [[(0, 1.0), (1, 1.0), (2, 1.0)]]
+    assert anova_rows(row, P, 3)[0] == 30.0
+    assert anova_rows(row, P, 2)[0] == 6 + 10 + 15
+
+
+# ---- -dim rules ----------------------------------------------------------------------------------
+
+def test_dim_parsing_and_rules(tmp_path):
+    from fmcli.errors import UsageError
+    from fmcli.learners.base import TrainOptions
+    from fmcli.options import parse_dim
+    from fmcli.plan import TrainJob, resolve
+
+    assert parse_dim("1,1,8,4") == (1, 1, 8, 4) and parse_dim("1,1,8") == (1, 1, 8)
+
+    def plan(dim, **kw):
+        opts = dict(method=kw.pop("method", "sgd"), dim=dim, **kw.pop("opts", {}))
+        return resolve(TrainJob(opts=TrainOptions(**opts), train="unused.libfm", **kw))
+
+    assert plan((1, 1, 8, 4, 2)).opts.dim == (1, 1, 8, 4, 2)
+    for dim, message in [((1, 1, 8, 0, 4), "order 3 has no factors"), ((1, 1, 0, 4), "order 2 has no factors"),
+                         ((1, 1, 8, 4, 0), "order 4 has no factors"),
+                         ((1, 1, 2, 2, 2, 2, 2, 2), "beyond the largest supported order 6")]:
+        with pytest.raises(UsageError, match=message):
+            plan(dim)
+    with pytest.raises(UsageError, match="-relation supports interaction orders up to 2"):
+        plan((1, 1, 8, 4), method="mcmc", relations=("rel",))
+    with pytest.raises(UsageError, match="--optimizer adam supports interaction orders up to 2"):
+        plan((1, 1, 8, 4), opts=dict(optimizer="adam"))
+
+
+def test_loading_a_model_of_another_order_is_an_error(tmp_path, rng):
+    from fmcli.errors import UsageError
+    from fmcli.io.modelfile import save_model
+    from fmcli.learners.base import TrainOptions
+    from fmcli.plan import TrainJob, resolve
+
+    save_model(tmp_path / "m3.fm", higher_model(rng, 5, (1, 1, 4, 2)))
+    save_model(tmp_path / "m2.fm", FMModel.init(5, 4))
+    for path, dim, theirs in [("m3.fm", (1, 1, 4), "1,1,4,2"), ("m2.fm", (1, 1, 4, 2), "1,1,4"),
+                              ("m3.fm", (1, 1, 4, 2, 1), "1,1,4,2")]:
+        with pytest.raises(UsageError, match=f"does not match the loaded model's {theirs} "):
+            resolve(TrainJob(opts=TrainOptions(method="sgd", dim=dim), train="unused.libfm",
+                             load_model=str(tmp_path / path)))
+    plan = resolve(TrainJob(opts=TrainOptions(method="sgd"), train="unused.libfm", dim_given=False,
+                            load_model=str(tmp_path / "m3.fm")))
+    assert plan.opts.dim == (1, 1, 4, 2)
+
+
+# ---- model files -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".fm", ".npz"])
+def test_model_file_round_trip(tmp_path, rng, suffix):
+    from fmcli.io.modelfile import load_model, save_model
+
+    model = higher_model(rng, 7, (1, 1, 3, 2, 4))
+    model.meta = {"method": "sgd", "options": {"dim": [1, 1, 3, 2, 4]}}
+    save_model(tmp_path / f"m{suffix}", model)
+    back = load_model(tmp_path / f"m{suffix}")
+    assert back.orders == ((3, 2), (4, 4)) and np.array_equal(back.H, model.H)
+    assert np.array_equal(back.V, model.V) and np.array_equal(back.w, model.w) and back.w0 == model.w0
+
+
+def test_model_file_keeps_libfm_sections(tmp_path, rng):
+    from fmcli.io.modelfile import save_model
+
+    model = higher_model(rng, 4, (1, 1, 2, 3))
+    save_model(tmp_path / "m.fm", model)
+    lines = (tmp_path / "m.fm").read_text().splitlines()
+    headers = [line for line in lines if line.startswith("#") and not line.startswith("#fmcli")]
+    assert headers == ["#global bias W0", "#unary interactions Wj", "#pairwise interactions Vj,f"]
+    assert len(lines) == 2 + 5 + 5 + 3     # the three libFM sections, '#fmcli-order 3', meta, sha
+    assert lines[12].startswith("#fmcli-order 3 ") and '"orders": [[3, 3]]' in lines[13]
+
+
+def test_damaged_order_lines_are_refused(tmp_path, rng):
+    import hashlib
+
+    from fmcli.errors import InputError
+    from fmcli.io.modelfile import load_model, save_model
+
+    model = higher_model(rng, 4, (1, 1, 2, 3))
+    save_model(tmp_path / "m.fm", model)
+    lines = (tmp_path / "m.fm").read_text().splitlines(keepends=True)
+    lines[12] = lines[12][:-10] + "\n"       # a cut base64 payload, checksum recomputed
+    body = "".join(lines[:-1])
+    (tmp_path / "bad.fm").write_text(body + "#fmcli-sha256 " + hashlib.sha256(body.encode()).hexdigest() + "\n")
+    with pytest.raises(InputError, match="order 3"):
+        load_model(tmp_path / "bad.fm")
