@@ -78,3 +78,27 @@ def add_higher_orders(indptr, indices, data, H, col_order, out):
         a = np.empty((K, tmax + 1))
         for i in range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK)):
             out[i] += row_polynomials(indices, data, indptr[i], indptr[i + 1], H, col_order, a)
+
+
+@njit(inline="always")
+def entry_gradient(a, c, t, px, x, b):
+    """∂a_t/∂p_{j,c} of a row = x_j b_{t−1} (b: the row's polynomials without the entry, whose
+    x p is px; b is scratch of length ≥ t)."""
+    without_entry(a, c, t, px, b)
+    return x * b[t - 1]
+
+
+@njit
+def row_gradients(indices, data, start, end, H, col_order, out):
+    """out[p − start, c] = ∂(Σ_t A^t)/∂p_{j,c} of one row's entry p (j = indices[p]), at the
+    current H (for the tests; the SGD kernel calls entry_gradient itself)."""
+    K = H.shape[1]
+    tmax = col_order.max() if K else 0
+    a = np.empty((K, tmax + 1))
+    b = np.empty(tmax + 1)
+    row_polynomials(indices, data, start, end, H, col_order, a)
+    for p in range(start, end):
+        j = indices[p]
+        x = np.float64(data[p])
+        for c in range(K):
+            out[p - start, c] = entry_gradient(a, c, col_order[c], H[j, c] * x, x, b)

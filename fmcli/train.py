@@ -20,7 +20,16 @@ from fmcli.plan import main_groups, resolve
 from fmcli.io.runlog import RunLog, iteration_line
 
 
-def learner_class(method):
+def learner_class(method, higher_orders=False):
+    """The learner of `method`; higher_orders: the model has orders 3 and up (fmcli.anova)."""
+    if higher_orders:
+        if method == "sgd":
+            from fmcli.learners.anova_sgd import HigherOrderSGDLearner
+
+            return HigherOrderSGDLearner
+        from fmcli.learners.anova_sweep import HigherOrderALSLearner, HigherOrderMCMCLearner
+
+        return HigherOrderALSLearner if method == "als" else HigherOrderMCMCLearner
     if method == "sgd":
         from fmcli.learners.sgd import SGDLearner
 
@@ -126,7 +135,7 @@ def build_learner(opts, train, evals, main_groups=None, model=None):
     settle_model(model, opts, train)
     groups = model_groups(main_groups, train, model.n_features)
     check_regular_count(opts, groups)
-    return learner_class(opts.method)(model, train, evals, groups, opts, rng)
+    return learner_class(opts.method, bool(model.orders))(model, train, evals, groups, opts, rng)
 
 
 def settle_model(model, opts, train):

@@ -146,3 +146,82 @@ def test_damaged_order_lines_are_refused(tmp_path, rng):
     (tmp_path / "bad.fm").write_text(body + "#fmcli-sha256 " + hashlib.sha256(body.encode()).hexdigest() + "\n")
     with pytest.raises(InputError, match="order 3"):
         load_model(tmp_path / "bad.fm")
+
+
+# ---- gradients and SGD ---------------------------------------------------------------------------
+
+def numeric_gradient(f, theta, eps=1e-6):
+    g = np.zeros_like(theta)
+    for idx in np.ndindex(theta.shape):
+        old = theta[idx]
+        theta[idx] = old + eps
+        hi = f()
+        theta[idx] = old - eps
+        lo = f()
+        theta[idx] = old
+        g[idx] = (hi - lo) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("dim", [(1, 1, 2, 3), (1, 1, 2, 2, 2)])
+@pytest.mark.parametrize("repeats", [False, True])
+def test_row_gradients_match_finite_differences(rng, dim, repeats):
+    from fmcli.anova import row_gradients
+
+    n = 8
+    indptr, indices, data = random_csr(rng, 6, n, max_nnz=6, repeats=repeats)
+    model = higher_model(rng, n, dim)
+    col_order = model.col_order
+    for i in range(len(indptr) - 1):
+        a, b = indptr[i], indptr[i + 1]
+        got = np.zeros((b - a, model.H.shape[1]))
+        row_gradients(indices, data, a, b, model.H, col_order, got)
+        row = rows_from_csr(indptr[i:i + 2] - a, indices[a:b], data[a:b])
+
+        def higher():
+            return sum(anova_rows(row, P, t)[0] for t, P in enumerate(split_orders(model), start=3))
+        want = numeric_gradient(higher, model.H)
+        # per feature: the entries' gradients add up (a repeated feature shares its parameters)
+        per_feature = np.zeros_like(want)
+        for p in range(b - a):
+            per_feature[indices[a + p]] += got[p]
+        assert np.allclose(per_feature, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["r", "c"])
+def test_sgd_epoch_is_one_gradient_step_per_row(rng, task):
+    """Each row's update is θ -= η (g ∂ŷ/∂θ + λ θ) with ∂ŷ/∂θ by finite differences of the
+    subset-enumeration prediction, for w0, w, V and every higher-order factor."""
+    from fmcli.learners.anova_sgd import fm_epoch_higher
+
+    n = 6
+    indptr = np.array([0, 5, 9, 12])
+    indices = np.array([0, 1, 2, 3, 4, 1, 2, 3, 5, 0, 4, 5], np.int32)
+    data = rng.normal(0, 1, 12).astype(np.float32)
+    y = np.array([1.0, -1.0, 1.0]) if task == "c" else rng.normal(0, 1, 3)
+    model = higher_model(rng, n, (1, 1, 2, 2, 1))
+    rates, reg = np.array([0.05, 0.04, 0.03]), np.array([0.1, 0.2, 0.3])
+    w0, w, V, H = np.array([model.w0]), model.w.copy(), model.V.copy(), model.H.copy()
+    ref = [w0.copy(), w.copy(), V.copy(), H.copy()]
+    order = np.array([2, 0, 1])
+    fm_epoch_higher(indptr, indices, data, y, order, w0, w, V, True, True, task == "c", rates, reg, H,
+                    model.col_order)
+    rows = rows_from_csr(indptr, indices, data)
+    for i in order:
+        rw0, rw, rV, rH = ref
+
+        def pred():
+            Ps = [rH[:, :2], rH[:, 2:]]
+            return higher_order_predict_rows([rows[i]], rw0[0], rw, rV, Ps)[0]
+        p = pred()
+        g = -y[i] * (1 - 1 / (1 + np.exp(-y[i] * p))) if task == "c" else p - y[i]
+        grads = [numeric_gradient(pred, a) for a in ref]
+        active = np.zeros(n, bool)
+        active[[j for j, _ in rows[i]]] = True
+        for a, grad, eta, lam in zip(ref, grads, rates[[0, 1, 2, 2]], reg[[0, 1, 2, 2]]):
+            step = eta * (g * grad + lam * a)
+            if a.ndim and a.shape[0] == n:   # the lazy L2 term: on the row's features only
+                step[~active] = 0.0
+            a -= step
+    for got, want in zip([w0, w, V, H], ref):
+        assert np.allclose(got, want, atol=1e-6)
