@@ -12,8 +12,8 @@ def parse_dim(text):
     if text is None:
         return (1, 1, 8)
     if not re.fullmatch(r"\s*\d+(\s*[,;]\s*\d+){2,}\s*", text):
-        raise UsageError(f"-dim {text!r}: expected three (or more, for orders 3 and up) non-negative "
-                         "integers k0,k1,k2[,k3,...] such as 1,1,8")
+        raise UsageError(f"-dim {text!r}: expected three non-negative integers k0,k1,k2 such as 1,1,8 "
+                         "(and one more per order above 2: k3,...)")
     dim = tuple(int(p) for p in re.split(r"[,;]", text))
     k0, k1, k2 = dim[:3]
     if k0 > 1 or k1 > 1:

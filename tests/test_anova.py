@@ -339,3 +339,30 @@ def test_coordinate_results_do_not_depend_on_threads():
                 learner.step(it)
         out.append((learner.model.H.copy(), learner.eval_predictions("test")))
     assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
+
+
+@pytest.mark.parametrize("method", ["sgd", "als", "mcmc"])
+def test_cli_trains_saves_and_predicts_order3(run, tmp_path, method):
+    from fmcli.io.modelfile import load_model
+
+    train, test, _ = planted_order3(2, n=600, n_test=100)
+    for name, d in (("train", train), ("test", test)):
+        with open(tmp_path / f"{name}.libfm", "w") as f:
+            for i in range(d.n_rows):
+                a, b = d.indptr[i], d.indptr[i + 1]
+                f.write(f"{d.y[i]:.6g} " + " ".join(f"{j}:{x:g}" for j, x in zip(d.indices[a:b], d.data[a:b])) + "\n")
+    code, _, err = run("train", "-task", "r", "-train", str(tmp_path / "train.libfm"), "-test", str(tmp_path / "test.libfm"),
+                       "-method", method, "-dim", "1,1,2,2", "-iter", "5", "-out", str(tmp_path / "pred.txt"),
+                       "-save_model", str(tmp_path / "m.fm"), "-learn_rate", "0.01", "-regular", "0,0.01,0.01")
+    assert code == 0, err
+    model = load_model(tmp_path / "m.fm")
+    assert model.orders == ((3, 2),) and model.dim == (1, 1, 2, 2)
+    code, _, err = run("predict", "-model", str(tmp_path / "m.fm"), "-test", str(tmp_path / "test.libfm"),
+                       "-out", str(tmp_path / "again.txt"))
+    assert code == 0, err
+    again = np.loadtxt(tmp_path / "again.txt")
+    if method != "mcmc":    # MCMC's -out averages the draws; the file holds the last one
+        assert np.allclose(again, np.loadtxt(tmp_path / "pred.txt"), atol=1e-5)
+    code, _, err = run("train", "-task", "r", "-train", str(tmp_path / "train.libfm"), "-method", method,
+                       "-dim", "1,1,2", "-iter", "1", "-load_model", str(tmp_path / "m.fm"))
+    assert code == 2 and "does not match the loaded model's 1,1,2,2" in err
