@@ -229,62 +229,76 @@ def test_sgd_epoch_is_one_gradient_step_per_row(rng, task):
 
 # ---- ALS / MCMC coordinate updates ---------------------------------------------------------------
 
-@pytest.mark.parametrize("t", [3, 4])
+@pytest.mark.parametrize("dim", [(1, 1, 2, 2), (1, 1, 2, 1, 2)])
 @pytest.mark.parametrize("sample", [False, True])
-def test_sweep_factor_is_the_exact_coordinate_update(rng, t, sample):
-    """Every p_{j,c} update, in turn, against the brute-force 1-D problem: ALS the minimiser of
-    α/2 Σ (ŷ − y)² + λ/2 (θ − μ)², MCMC the Gaussian conditional (vertex m, curvature P of that
-    parabola) drawn with the stream's normal, m + z/√P."""
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
+    """Every p_{j,c} update, in turn (feature by feature, each feature's factors in order),
+    against the brute-force 1-D problem: ALS the minimiser of α/2 Σ (ŷ − y)² + λ/2 (θ − μ)²,
+    MCMC the Gaussian conditional (vertex m, curvature P of that parabola) drawn with the
+    feature stream's normal, m + z/√P. Two lanes: two features of one class that share no row."""
     from naive import brute_force_minimiser
 
-    from fmcli.learners.anova_sweep import factor_polynomials, sweep_factor
-    from fmcli.learners.streams import stream_normals
     from fmcli.data import transpose
+    from fmcli.learners.anova_sweep import cache_offsets, row_caches, sweep_higher
+    from fmcli.learners.streams import stream_normals
 
     n = 7
     indptr, indices, data = random_csr(rng, 40, n, max_nnz=6)
-    model = higher_model(rng, n, (1, 1, 2, 2) if t == 3 else (1, 1, 2, 1, 2))
-    c = 0 if t == 3 else 1
+    if lanes == 2:   # features 5 and 6 never share a row: one class, two lanes
+        keep = ~np.isin(np.repeat(np.arange(40), np.diff(indptr)), np.flatnonzero(
+            [5 in indices[indptr[i]:indptr[i + 1]] for i in range(40)])) | (indices != 6)
+        indices, data = indices[keep], data[keep]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(np.repeat(np.arange(40), np.diff(indptr))[keep],
+                                                            minlength=40))])
+    model = higher_model(rng, n, dim)
+    K = model.H.shape[1]
     y = rng.normal(0, 1, 40)
     rows = rows_from_csr(indptr, indices, data)
-    alpha, lam, mu = 1.7, np.array([0.4]), np.array([0.2])
-    groups = np.zeros(n, np.int64)
+    alpha = 1.7
+    lam, mu = rng.uniform(0.2, 1.0, (2, K)), rng.normal(0, 0.3, (2, K))
+    groups = np.array([0, 1, 0, 1, 0, 1, 1], np.int64)
 
     def predict():
         return higher_order_predict_rows(rows, model.w0, model.w, model.V, split_orders(model))
 
     cache = np.zeros((40, 1), np.float32)
     cache[:, 0] = predict() - y
-    A = np.empty((40, t + 1))
-    factor_polynomials(indptr, indices, data, model.H, c, t, A)
+    col_order = model.col_order
+    col_off, width = cache_offsets(col_order)
+    A = np.empty((40, width))
+    row_caches(indptr, indices, data, model.H, col_order, col_off, A)
     cptr, crow, cval = transpose(indptr, indices, data, n)
-    order = np.array([3, 0, 5, 1, 6, 2, 4], np.int64)
+    order = np.array([3, 0, 1, 2, 4, 5, 6], np.int64)
+    # one class in one lane, or two classes of two lanes: {3, 0, 1, 2, 4} | {} then {5} | {6}
+    lane_ptr = np.array([0, 7]) if lanes == 1 else np.array([0, 5, 5, 6, 7])
     H0 = model.H.copy()
     seed = 12345
-    sweep_factor(cptr, crow, cval, order, groups, cache, model.H, c, t, A, lam, mu, alpha, sample, seed,
-                 np.zeros(8, np.int64))
+    sweep_higher(cptr, crow, cval, order, lane_ptr, lanes, groups, cache, model.H, col_order, col_off, A,
+                 lam, mu, alpha, sample, seed, np.zeros((8, 8), np.int64))
     got = model.H.copy()
     model.H[:] = H0
     for j in order:
-        def loss(theta):
-            model.H[j, c] = theta
-            r = predict() - y
-            return 0.5 * alpha * r @ r + 0.5 * lam[0] * (theta - mu[0]) ** 2
-        old = model.H[j, c]
-        vertex = brute_force_minimiser(loss, old)
-        if sample:
-            L = np.array([loss(v) for v in (old - 1, old, old + 1)])
-            P = L[0] - 2 * L[1] + L[2]           # the parabola's second derivative
-            z = np.zeros(2)
-            stream_normals(seed, j, z)
-            vertex += z[0] / np.sqrt(P)
-        model.H[j, c] = vertex
+        z = np.zeros(K + 1)
+        stream_normals(seed, j, z)
+        g = groups[j]
+        for c in range(K):
+            def loss(theta):
+                model.H[j, c] = theta
+                r = predict() - y
+                return 0.5 * alpha * r @ r + 0.5 * lam[g, c] * (theta - mu[g, c]) ** 2
+            old = model.H[j, c]
+            vertex = brute_force_minimiser(loss, old)
+            if sample:
+                L = np.array([loss(v) for v in (old - 1, old, old + 1)])
+                vertex += z[c] / np.sqrt(L[0] - 2 * L[1] + L[2])   # P: the parabola's curvature
+            model.H[j, c] = vertex
     assert np.allclose(got, model.H, atol=1e-5)
     # the caches were kept up to date: e = ŷ − y and the polynomials of the new factors
     model.H[:] = got
     assert np.allclose(cache[:, 0], predict() - y, atol=1e-4)
     fresh = np.empty_like(A)
-    factor_polynomials(indptr, indices, data, model.H, c, t, fresh)
+    row_caches(indptr, indices, data, model.H, col_order, col_off, fresh)
     assert np.allclose(A, fresh, atol=1e-9)
 
 

@@ -7,23 +7,25 @@ update of sweep.solve applies as for every other parameter:
 
     P = λ + α Σ_i h_i²,   θ = [α Σ_i h_i (θ_old h_i − e_i) + λ μ] / P  (+ z/√P for MCMC)
 
-Per factor c of order t the rows' polynomials a_1..a_t (t + 1 float64 per row) are computed
-from the CSR rows (factor_polynomials, O(t nnz)) and kept up to date after each change by Δ
-(a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the higher orders costs O(Σ_c t_c nnz). The
-features are visited one after the other in the order of the coloured sweep (one lane): the
-result does not depend on the thread count. MCMC draws p_{j,c}'s normal from stream j of
-part_seed(sweep seed, HIGHER_PART + c), with per-group hyperparameters (μ, λ) of each factor
-(mcmc.draw_hyper on H); ALS uses the groups' λ of V and μ = 0.
+Each row keeps the polynomials a_1..a_{t−1} of every factor c of order t (Σ_c (t_c − 1)
+float64 per row), computed from the CSR rows at the start of the sweep (row_caches, O(Σ t nnz))
+and kept up to date after each change by Δ (a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the
+higher orders costs O(Σ_c t_c nnz). Features are visited feature by feature (all K factors of
+j, while its rows' caches are hot), in the colour classes and parallel lanes of the order-2
+sweep; MCMC draws feature j's normals from stream j of part_seed(sweep seed, HIGHER_PART), so
+the result does not depend on the thread count. MCMC has per-group hyperparameters (μ, λ) of
+each factor (mcmc.draw_hyper on H); ALS uses the groups' λ of V and μ = 0.
 
 Left out: rows with a repeated feature (ŷ is then not linear in p_{j,c}: refused), relations
 (fmcli.plan refuses them), and MCMC samples in the saved model (the model is the last draw;
 -out averages the predictions as for order 2).
 """
 
+import numba
 import numpy as np
 from numba import prange
 
-from fmcli.anova import ROWS_PER_TASK, add_higher_orders, row_polynomials, without_entry
+from fmcli.anova import ROWS_PER_TASK, add_higher_orders, row_polynomials
 from fmcli.config import njit
 from fmcli.errors import TrainingError, UsageError
 from fmcli.learners.als import ALSLearner
@@ -35,42 +37,55 @@ from fmcli.model import FMModel
 HIGHER_PART = 1 << 20    # MCMC: the higher-order factors' normals come from parts from here on
 
 
+def cache_offsets(col_order):
+    """(col_off (K,), width): factor c keeps a_1 .. a_{t_c − 1} in the polynomial cache's
+    columns col_off[c] .. col_off[c] + t_c − 2 (a_0 = 1 and a_t are not needed: e carries ŷ)."""
+    sizes = np.asarray(col_order, np.int64) - 1
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return off[:-1].copy(), int(off[-1])
+
+
 @njit(parallel=True)
-def factor_polynomials(indptr, indices, data, H, c, t, A):
-    """A[i, s] = a_s (s = 0..t) of factor c (order t) for every CSR row i."""
+def row_caches(indptr, indices, data, H, col_order, col_off, A):
+    """The polynomial cache of every CSR row: A[i, col_off[c] + s − 1] = a_s of factor c
+    (s = 1 .. t_c − 1), from anova.row_polynomials."""
     n_rows = indptr.shape[0] - 1
-    Hc = H[:, c:c + 1]
-    order = np.array([t], np.int64)
+    K = H.shape[1]
+    tmax = col_order.max()
     for r in prange((n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        a = np.empty((1, t + 1))
+        a = np.empty((K, tmax + 1))
         for i in range(r * ROWS_PER_TASK, min(n_rows, (r + 1) * ROWS_PER_TASK)):
-            row_polynomials(indices, data, indptr[i], indptr[i + 1], Hc, order, a)
-            for s in range(t + 1):
-                A[i, s] = a[0, s]
+            row_polynomials(indices, data, indptr[i], indptr[i + 1], H, col_order, a)
+            for c in range(K):
+                for s in range(1, col_order[c]):
+                    A[i, col_off[c] + s - 1] = a[c, s]
+
+
+@njit(inline="always")
+def _without(A, i, off, t, px, b):
+    """anova.without_entry on row i's cached a_1 .. a_{t−1} (A[i, off:off + t − 1])."""
+    b[0] = 1.0
+    for s in range(1, t):
+        b[s] = A[i, off + s - 1] - px * b[s - 1]
 
 
 @njit
-def sweep_factor(cptr, crow, cval, order, groups, cache, H, c, t, A, lam, mu, alpha, sample, seed, rej):
-    """p_{j,c} for the features j in `order`, one after the other; e (cache[:, 0]) and A kept
-    up to date. lam, mu: per group."""
-    b = np.empty(t + 1)
-    z = np.zeros(2)
-    for idx in range(order.shape[0]):
-        j = order[idx]
-        g = groups[j]
+def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, rej):
+    """p_{j,0} .. p_{j,K−1} of feature j in turn, with e (cache[:, 0]) and A kept up to date."""
+    for c in range(H.shape[1]):
+        t = col_order[c]
+        off = col_off[c]
         old = H[j, c]
         s1 = 0.0
         s2 = 0.0
         for p in range(cptr[j], cptr[j + 1]):
             i = crow[p]
             x = np.float64(cval[p])
-            without_entry(A, i, t, x * old, b)
+            _without(A, i, off, t, x * old, b)
             h = x * b[t - 1]
             s2 += h * h
             s1 += h * (old * h - cache[i, 0])
-        if sample:
-            stream_normals(seed, j, z)
-        new = solve(alpha * s1 + lam[g] * mu[g], lam[g] + alpha * s2, z[0] if sample else 0.0)
+        new = solve(alpha * s1 + lam[c] * mu[c], lam[c] + alpha * s2, z[c] if sample else 0.0)
         if not finite(new):
             rej[REJ_V] += 1
             continue
@@ -80,11 +95,35 @@ def sweep_factor(cptr, crow, cval, order, groups, cache, H, c, t, A, lam, mu, al
         for p in range(cptr[j], cptr[j + 1]):
             i = crow[p]
             x = np.float64(cval[p])
-            without_entry(A, i, t, x * old, b)
+            _without(A, i, off, t, x * old, b)
             cache[i, 0] += x * b[t - 1] * d
-            for s in range(1, t + 1):
-                A[i, s] += x * d * b[s - 1]
+            for s in range(1, t):
+                A[i, off + s - 1] += x * d * b[s - 1]
         H[j, c] = new
+
+
+@njit(parallel=True)
+def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, col_order, col_off, A,
+                 lam, mu, alpha, sample, seed, rej):
+    """The higher-order factors of every feature, feature by feature (p_{j,0..K−1}), in the
+    colour classes and lanes of the order-2 sweep (sweep.sweep): features of one class share no
+    row, so their lanes run in parallel; feature j's normals come from stream j of `seed`, so
+    the result is the same for any number of threads. lam, mu: (G, K); rej: (threads, ·)."""
+    K = H.shape[1]
+    tmax = col_order.max()
+    n_classes = (lane_ptr.shape[0] - 1) // n_lanes
+    for cl in range(n_classes):
+        for lane in prange(n_lanes):
+            tid = numba.get_thread_id()
+            b = np.empty(tmax + 1)
+            z = np.zeros(K + 1)
+            for tt in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
+                j = order[tt]
+                g = groups[j]
+                if sample:
+                    stream_normals(seed, j, z)
+                _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam[g], mu[g], alpha, sample,
+                         z, b, rej[tid])
 
 
 class _HigherOrders:
@@ -102,9 +141,8 @@ class _HigherOrders:
         K = m.H.shape[1]
         self.mu_h = np.zeros((self.G, K))
         self.lam_h = np.zeros((self.G, K))
-        self._A = np.empty((len(self.indptr) - 1, int(self.col_order.max()) + 1))
-        # the sweep's feature order: the coloured order of the order-2 sweep (row-local access)
-        self._visit = np.ascontiguousarray(self.order, np.int64)
+        self.col_off, width = cache_offsets(self.col_order)
+        self._A = np.empty((len(self.indptr) - 1, width))
 
     def _init_hyper(self):
         super()._init_hyper()
@@ -128,14 +166,18 @@ class _HigherOrders:
     def sweep(self, seed=0):
         super().sweep(seed)
         m = self.model
-        rej = np.zeros_like(self.rejected)
-        for c in range(m.H.shape[1]):
-            t = int(self.col_order[c])
-            factor_polynomials(self.indptr, self.indices, self.data, m.H, c, t, self._A)
-            sweep_factor(self.cptr, self.crow, self.cval, self._visit, self.groups, self.cache, m.H, c, t,
-                         self._A, self.lam_h[:, c].copy(), self.mu_h[:, c].copy(), self.alpha, self.sample,
-                         part_seed(seed, HIGHER_PART + c), rej)
-        self.rejected += rej
+        sc = self._scratch     # the order-2 sweep's lanes (for its thread count)
+        before = numba.get_num_threads()
+        numba.set_num_threads(sc.threads)
+        try:
+            rej = np.zeros((sc.threads, len(self.rejected)), np.int64)
+            row_caches(self.indptr, self.indices, self.data, m.H, self.col_order, self.col_off, self._A)
+            sweep_higher(self.cptr, self.crow, self.cval, self.order, sc.lane_ptr, sc.threads, self.groups,
+                         self.cache, m.H, self.col_order, self.col_off, self._A, self.lam_h, self.mu_h,
+                         self.alpha, self.sample, part_seed(seed, HIGHER_PART), rej)
+        finally:
+            numba.set_num_threads(before)
+        self.rejected += rej.sum(axis=0)
 
     def _predict(self, d):
         return super()._predict(d) + self._higher_part(d.indptr, d.indices, d.data)
