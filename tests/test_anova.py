@@ -275,7 +275,8 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
     H0 = model.H.copy()
     seed = 12345
     sweep_higher(cptr, crow, cval, order, lane_ptr, lanes, groups, cache, model.H, col_order, col_off, A,
-                 lam, mu, alpha, sample, seed, np.zeros((8, 8), np.int64))
+                 lam, mu, alpha, sample, seed, np.empty((lanes, int(np.diff(cptr).max()), 1 + width)),
+                 np.zeros((8, 8), np.int64))
     got = model.H.copy()
     model.H[:] = H0
     for j in order:

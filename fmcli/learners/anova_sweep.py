@@ -11,7 +11,7 @@ Each row keeps the polynomials a_1..a_{t−1} of every factor c of order t (Σ_c
 float64 per row), computed from the CSR rows at the start of the sweep (row_caches, O(Σ t nnz))
 and kept up to date after each change by Δ (a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the
 higher orders costs O(Σ_c t_c nnz). Features are visited feature by feature (all K factors of
-j, while its rows' caches are hot), in the colour classes and parallel lanes of the order-2
+j on its rows' caches gathered into a contiguous buffer), in the colour classes and parallel lanes of the order-2
 sweep; MCMC draws feature j's normals from stream j of part_seed(sweep seed, HIGHER_PART), so
 the result does not depend on the thread count. MCMC has per-group hyperparameters (μ, λ) of
 each factor (mcmc.draw_hyper on H); ALS uses the groups' λ of V and μ = 0.
@@ -62,29 +62,46 @@ def row_caches(indptr, indices, data, H, col_order, col_off, A):
 
 
 @njit(inline="always")
-def _without(A, i, off, t, px, b):
-    """anova.without_entry on row i's cached a_1 .. a_{t−1} (A[i, off:off + t − 1])."""
+def _without(buf, q, off, t, px, b):
+    """anova.without_entry on gathered row q's a_1 .. a_{t−1} (buf[q, 1 + off : off + t])."""
     b[0] = 1.0
     for s in range(1, t):
-        b[s] = A[i, off + s - 1] - px * b[s - 1]
+        b[s] = buf[q, off + s] - px * b[s - 1]
 
 
 @njit
-def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, rej):
-    """p_{j,0} .. p_{j,K−1} of feature j in turn, with e (cache[:, 0]) and A kept up to date."""
+def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, buf, rej):
+    """p_{j,0} .. p_{j,K−1} of feature j in turn. Its rows' e (cache[:, 0]) and polynomial
+    caches are gathered into buf (m, 1 + width) (e in column 0), kept up to date there after
+    each change, and scattered back: two random passes over the rows per feature, not 2K."""
+    p0 = cptr[j]
+    m = cptr[j + 1] - p0
+    W = A.shape[1]
+    for q in range(m):
+        i = crow[p0 + q]
+        buf[q, 0] = cache[i, 0]
+        for u in range(W):
+            buf[q, 1 + u] = A[i, u]
     for c in range(H.shape[1]):
         t = col_order[c]
         off = col_off[c]
         old = H[j, c]
         s1 = 0.0
         s2 = 0.0
-        for p in range(cptr[j], cptr[j + 1]):
-            i = crow[p]
-            x = np.float64(cval[p])
-            _without(A, i, off, t, x * old, b)
-            h = x * b[t - 1]
-            s2 += h * h
-            s1 += h * (old * h - cache[i, 0])
+        if t == 3:   # _without unrolled (the common case): b1 = a1 − px, h = x (a2 − px b1)
+            for q in range(m):
+                x = np.float64(cval[p0 + q])
+                px = x * old
+                h = x * (buf[q, off + 2] - px * (buf[q, off + 1] - px))
+                s2 += h * h
+                s1 += h * (old * h - buf[q, 0])
+        else:
+            for q in range(m):
+                x = np.float64(cval[p0 + q])
+                _without(buf, q, off, t, x * old, b)
+                h = x * b[t - 1]
+                s2 += h * h
+                s1 += h * (old * h - buf[q, 0])
         new = solve(alpha * s1 + lam[c] * mu[c], lam[c] + alpha * s2, z[c] if sample else 0.0)
         if not finite(new):
             rej[REJ_V] += 1
@@ -92,23 +109,37 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
         d = new - old
         if d == 0.0:
             continue
-        for p in range(cptr[j], cptr[j + 1]):
-            i = crow[p]
-            x = np.float64(cval[p])
-            _without(A, i, off, t, x * old, b)
-            cache[i, 0] += x * b[t - 1] * d
-            for s in range(1, t):
-                A[i, off + s - 1] += x * d * b[s - 1]
+        if t == 3:
+            for q in range(m):
+                x = np.float64(cval[p0 + q])
+                px = x * old
+                b1 = buf[q, off + 1] - px
+                buf[q, 0] += x * (buf[q, off + 2] - px * b1) * d
+                buf[q, off + 1] += x * d
+                buf[q, off + 2] += x * d * b1
+        else:
+            for q in range(m):
+                x = np.float64(cval[p0 + q])
+                _without(buf, q, off, t, x * old, b)
+                buf[q, 0] += x * b[t - 1] * d
+                for s in range(1, t):
+                    buf[q, off + s] += x * d * b[s - 1]
         H[j, c] = new
+    for q in range(m):
+        i = crow[p0 + q]
+        cache[i, 0] = buf[q, 0]
+        for u in range(W):
+            A[i, u] = buf[q, 1 + u]
 
 
 @njit(parallel=True)
 def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, col_order, col_off, A,
-                 lam, mu, alpha, sample, seed, rej):
+                 lam, mu, alpha, sample, seed, bufs, rej):
     """The higher-order factors of every feature, feature by feature (p_{j,0..K−1}), in the
     colour classes and lanes of the order-2 sweep (sweep.sweep): features of one class share no
     row, so their lanes run in parallel; feature j's normals come from stream j of `seed`, so
-    the result is the same for any number of threads. lam, mu: (G, K); rej: (threads, ·)."""
+    the result is the same for any number of threads. lam, mu: (G, K); bufs: (n_lanes,
+    longest column, 1 + A.shape[1]) gather buffers; rej: (threads, ·)."""
     K = H.shape[1]
     tmax = col_order.max()
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
@@ -123,7 +154,7 @@ def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, c
                 if sample:
                     stream_normals(seed, j, z)
                 _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam[g], mu[g], alpha, sample,
-                         z, b, rej[tid])
+                         z, b, bufs[lane], rej[tid])
 
 
 class _HigherOrders:
@@ -143,6 +174,7 @@ class _HigherOrders:
         self.lam_h = np.zeros((self.G, K))
         self.col_off, width = cache_offsets(self.col_order)
         self._A = np.empty((len(self.indptr) - 1, width))
+        self._bufs = None
 
     def _init_hyper(self):
         super()._init_hyper()
@@ -171,10 +203,12 @@ class _HigherOrders:
         numba.set_num_threads(sc.threads)
         try:
             rej = np.zeros((sc.threads, len(self.rejected)), np.int64)
+            if self._bufs is None or self._bufs.shape[0] != sc.threads:
+                self._bufs = np.empty((sc.threads, self.longest, 1 + self._A.shape[1]))
             row_caches(self.indptr, self.indices, self.data, m.H, self.col_order, self.col_off, self._A)
             sweep_higher(self.cptr, self.crow, self.cval, self.order, sc.lane_ptr, sc.threads, self.groups,
                          self.cache, m.H, self.col_order, self.col_off, self._A, self.lam_h, self.mu_h,
-                         self.alpha, self.sample, part_seed(seed, HIGHER_PART), rej)
+                         self.alpha, self.sample, part_seed(seed, HIGHER_PART), self._bufs, rej)
         finally:
             numba.set_num_threads(before)
         self.rejected += rej.sum(axis=0)
