@@ -50,8 +50,13 @@ def row_polynomials(indices, data, start, end, H, col_order, a):
         x = np.float64(data[p])
         for c in range(K):
             px = H[j, c] * x
-            for s in range(col_order[c], 0, -1):
-                a[c, s] += px * a[c, s - 1]
+            if col_order[c] == 3:   # unrolled (the common case): the same arithmetic
+                a[c, 3] += px * a[c, 2]
+                a[c, 2] += px * a[c, 1]
+                a[c, 1] += px
+            else:
+                for s in range(col_order[c], 0, -1):
+                    a[c, s] += px * a[c, s - 1]
     total = 0.0
     for c in range(K):
         total += a[c, col_order[c]]
@@ -84,6 +89,8 @@ def add_higher_orders(indptr, indices, data, H, col_order, out):
 def entry_gradient(a, c, t, px, x, b):
     """∂a_t/∂p_{j,c} of a row = x_j b_{t−1} (b: the row's polynomials without the entry, whose
     x p is px; b is scratch of length ≥ t)."""
+    if t == 3:   # unrolled: b1 = a1 − px, b2 = a2 − px b1
+        return x * (a[c, 2] - px * (a[c, 1] - px))
     without_entry(a, c, t, px, b)
     return x * b[t - 1]
 
