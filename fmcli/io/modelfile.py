@@ -24,6 +24,9 @@ Then fmcli's trailer, which libFM ignores. Every line of it starts with '#', so 
 program that reads a libFM model by its '#' section headers (every other line is data of the
 last section, as libFM wrappers do) finds exactly the three sections above:
 
+    #fmcli-order 3 <base64>          (only for a model with orders 3 and up: one line per
+                                     order, P^(t) (n, k_t) as <f8 row by row; "orders" in the
+                                     JSON lists [t, k_t]; such a model has no samples)
     #fmcli-sample 0 <base64>         (only for a model with samples: MCMC; S lines)
     ...
     #fmcli-meta {one-line JSON}
@@ -53,7 +56,8 @@ not stored in the text format and load as zeros.
 
 Binary format (*.npz)
 ---------------------
-np.savez (uncompressed) with float64 little-endian arrays w0 (shape ()), w, V and, for a
+np.savez (uncompressed) with float64 little-endian arrays w0 (shape ()), w, V, H (n, Σ k_t; only
+with orders 3 and up) and, for a
 model with samples, w0s (S,) float64, ws (S, n) and Vs (S, n, k) as sample_dtype; `meta` is the same JSON as UTF-8
 bytes in a uint8 array, and `sha256` (uint8, ASCII hex) is the SHA-256 over the meta bytes
 and every array's name, dtype, shape and bytes. It is read with allow_pickle=False, and
