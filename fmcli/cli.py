@@ -106,8 +106,10 @@ LEARNER_OPTIONS = (
          help="Learner: sgd (stochastic gradient descent), sgda (SGD with regularisation adapted on "
               "-validation), als (alternating least squares), mcmc (Gibbs sampling), bpr (train: learning to "
               "rank from positives, pairwise loss with sampled negatives; needs --mapping)."),
-    opt("-dim", metavar="K0,K1,K2",
-         help="Use bias (0/1), use linear terms (0/1), number of factors. [default: 1,1,8]"),
+    opt("-dim", metavar="K0,K1,K2[,K3,...]",
+         help="Use bias (0/1), use linear terms (0/1), number of factors; each further value adds "
+              "the interactions of one more order (K3: order 3, K4: order 4, ... up to order 6) "
+              "with that many factors. [default: 1,1,8]"),
     opt("-iter", "iterations", default=100, show_default=True, type=click.IntRange(min=0),
          help="Epochs (sgd), sweeps (als) or samples (mcmc)."),
     opt("-learn_rate", default="0.01", show_default=True, metavar="ETA[,ETA0,ETA1,ETA2]",

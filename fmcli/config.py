@@ -23,6 +23,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # loaded from numba's cache (fmcli.learners.relation_sweep: with FASTMATH they differ)
 EXACT_FLOAT = False
 MAX_FEATURE_ID = 2**31 - 2   # ids are stored as int32
+MAX_ORDER = 6                # largest interaction order (-dim k0,k1,k2,...,k6; fmcli.anova)
 
 
 def _import_numba():

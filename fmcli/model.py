@@ -38,6 +38,26 @@ class FMModel:
     # MCMC: (w0 (S,), w (S, n), V (S, n, k)); predictions average the link-applied
     # prediction of each sample, as training's -out does. w0, w, V then hold the last sample.
     samples: tuple = None
+    # orders >= 3 (fmcli.anova): H (n_features, K) holds every higher order's factors side by
+    # side, orders ((t, k_t), ...) says which columns are which order; none: H is (n, 0)
+    H: np.ndarray = None
+    orders: tuple = ()
+
+    def __post_init__(self):
+        if self.H is None:
+            self.H = np.zeros((np.shape(self.w)[0], 0), PARAM_DTYPE)
+        self.orders = tuple((int(t), int(k)) for t, k in self.orders)
+
+    @property
+    def dim(self):
+        """The model's -dim: (k0, k1, k2, k3, ...)."""
+        return (int(self.use_w0), int(self.use_w), self.k) + tuple(k for _, k in self.orders)
+
+    @property
+    def col_order(self):
+        from fmcli.anova import column_orders
+
+        return column_orders(self.orders)
 
     @property
     def n_features(self):
@@ -52,7 +72,12 @@ class FMModel:
         """w0 = 0, w = 0, V ~ N(0, init_stdev^2) (libFM's initialisation)."""
         rng = np.random.default_rng(0) if rng is None else rng
         V = rng.normal(0.0, init_stdev, size=(n_features, k)) if init_stdev > 0 else np.zeros((n_features, k))
-        return cls(0.0, np.zeros(n_features, PARAM_DTYPE), V.astype(PARAM_DTYPE), use_w0, use_w, **kw)
+        model = cls(0.0, np.zeros(n_features, PARAM_DTYPE), V.astype(PARAM_DTYPE), use_w0, use_w, **kw)
+        if model.orders:   # drawn after V: a -dim 1,1,k run draws what it always did
+            K = sum(kt for _, kt in model.orders)
+            H = rng.normal(0.0, init_stdev, (n_features, K)) if init_stdev > 0 else np.zeros((n_features, K))
+            model.H = H.astype(PARAM_DTYPE)
+        return model
 
     def resized(self, n_features, rng=None, init_stdev=0.0):
         """A copy with room for `n_features` features; new ones start at w = 0, V ~ N(0, init_stdev^2)."""
@@ -62,7 +87,8 @@ class FMModel:
         rng = np.random.default_rng(0) if rng is None else rng
         newV = rng.normal(0.0, init_stdev, (extra, self.k)) if init_stdev > 0 else np.zeros((extra, self.k))
         return FMModel(self.w0, np.concatenate([self.w, np.zeros(extra)]), np.vstack([self.V, newV]),
-                       self.use_w0, self.use_w, self.task, self.link, self.y_min, self.y_max, dict(self.meta))
+                       self.use_w0, self.use_w, self.task, self.link, self.y_min, self.y_max, dict(self.meta),
+                       H=np.vstack([self.H, np.zeros((extra, self.H.shape[1]))]), orders=self.orders)
 
     def predict_raw(self, indptr, indices, data, params=None, relations=()):
         """Raw scores y(x), one per CSR row, unclipped (params: (w0, w, V), default the model's;
@@ -73,6 +99,12 @@ class FMModel:
         predict_rows(*kernel_rows(indptr, indices, data), w0 if self.use_w0 else 0.0, w, V, self.use_w, out,
                      np.empty((0, V.shape[1] + 1), np.float32), rel_map,
                      relation_terms(relations, w, V, self.use_w))
+        if self.H.shape[1]:
+            if relations:
+                raise ValueError("relations with interaction orders above 2 are not supported")
+            from fmcli.anova import add_higher_orders
+
+            add_higher_orders(indptr, indices, data, self.H, self.col_order, out)
         return out
 
     def predict(self, indptr, indices, data, relations=()):

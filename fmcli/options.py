@@ -7,18 +7,21 @@ from fmcli.errors import UsageError
 
 
 def parse_dim(text):
-    """'k0,k1,k2' strictly: three non-negative integers, k0 and k1 being 0 or 1."""
+    """'k0,k1,k2[,k3,...]' strictly: non-negative integers, k0 and k1 being 0 or 1; k3, k4, ...
+    are the factors of orders 3, 4, ... (fmcli.anova; their rules: fmcli.plan)."""
     if text is None:
         return (1, 1, 8)
-    if not re.fullmatch(r"\s*\d+\s*[,;]\s*\d+\s*[,;]\s*\d+\s*", text):
-        raise UsageError(f"-dim {text!r}: expected three non-negative integers k0,k1,k2 such as 1,1,8")
-    k0, k1, k2 = (int(p) for p in re.split(r"[,;]", text))
+    if not re.fullmatch(r"\s*\d+(\s*[,;]\s*\d+){2,}\s*", text):
+        raise UsageError(f"-dim {text!r}: expected three non-negative integers k0,k1,k2 such as 1,1,8 "
+                         "(and one more per order above 2: k3,...)")
+    dim = tuple(int(p) for p in re.split(r"[,;]", text))
+    k0, k1, k2 = dim[:3]
     if k0 > 1 or k1 > 1:
         raise UsageError(f"-dim {text!r}: k0 (use bias) and k1 (use linear terms) must be 0 or 1")
-    if not (k0 or k1 or k2):
+    if not (k0 or k1 or k2) and len(dim) == 3:
         raise UsageError(f"-dim {text!r}: the model would have no parameters (no bias, no linear terms, "
                          "no factors)")
-    return (k0, k1, k2)
+    return dim
 
 
 def parse_floats(name, text, counts, minimum=0.0, strict=False):

@@ -105,6 +105,7 @@ def _check_options(job):
     if opts.optimizer != "sgd" and opts.method not in ("sgd", "bpr"):
         raise UsageError(f"--optimizer {opts.optimizer} applies to -method sgd and bpr only")
     _check_ranking(job)
+    _check_dim(opts.dim, job)
     n = len(opts.regular)
     if n not in (1, 3) and (n < 3 or n % 2 == 0 or opts.method != "als" or job.meta is None):
         raise UsageError("-regular takes 1 or 3 values, or with -method als and -meta "
@@ -145,12 +146,37 @@ def ranking_metric(text):
     return name, int(k)
 
 
+def _check_dim(dim, job):
+    """Orders 3 and up (-dim k0,k1,k2,k3,...): every order up to the highest has factors, at
+    most MAX_ORDER, and only where the learners have them."""
+    from fmcli.config import MAX_ORDER
+
+    if len(dim) <= 3:
+        return
+    text = ",".join(map(str, dim))
+    if len(dim) - 1 > MAX_ORDER:
+        raise UsageError(f"-dim {text}: order {len(dim) - 1} is beyond the largest supported "
+                         f"order {MAX_ORDER} (at most {MAX_ORDER + 1} values)")
+    for t, k in enumerate(dim[2:], start=2):
+        if k == 0:
+            raise UsageError(f"-dim {text}: order {t} has no factors (k{t} = 0); every order up to "
+                             f"the highest needs k >= 1 (leave higher orders out instead)")
+    if job.relations:
+        raise UsageError(f"-dim {text}: -relation supports interaction orders up to 2 only "
+                         "(use -dim with three values, or write the relation's features into the rows)")
+    if job.opts.method in ("sgda", "bpr"):
+        raise UsageError(f"-dim {text}: -method {job.opts.method} supports interaction orders up to 2 only")
+    if job.opts.optimizer != "sgd":
+        raise UsageError(f"-dim {text}: --optimizer {job.opts.optimizer} supports interaction orders "
+                         "up to 2 only (use --optimizer sgd)")
+
+
 def _load_model(job):
     """The -load_model model and its dim, checked against -dim when that was given."""
     from fmcli.io.modelfile import load_model
 
     model = load_model(job.load_model, task=job.opts.task)
-    dim = (int(model.use_w0), int(model.use_w), model.k)
+    dim = model.dim
     if job.dim_given and tuple(job.opts.dim) != dim:
         raise UsageError(f"-dim {','.join(map(str, job.opts.dim))} does not match the loaded model's "
                          f"{','.join(map(str, dim))} ({job.load_model})")
@@ -167,12 +193,13 @@ def resolve(job):
     loaded, dim, first = None, tuple(opts.dim), 0
     if job.load_model:
         loaded, dim, first = _load_model(job)
+        _check_dim(dim, job)
     regular = tuple(opts.regular) * 3 if len(opts.regular) == 1 else tuple(opts.regular)
     settled = dataclasses.replace(
         opts, dim=dim, regular=regular, warm_start=loaded is not None,
         # MCMC's samples are kept only for a model that will be written (4 n (k+1) bytes each)
         save_samples=bool(job.save_model or job.checkpoint or job.early_stop))
-    return TrainPlan(job, settled, loaded, feature_id_limit(dim[2]), first)
+    return TrainPlan(job, settled, loaded, feature_id_limit(sum(dim[2:])), first)
 
 
 def model_groups(main_groups, train, n):

@@ -717,6 +717,11 @@ def run_recommend(job, console=None):
     check_writable(job.out, "-out")
     check_writable(job.metrics_json, "--metrics-json")
     model = load_model(job.model)
+    if model.orders:
+        # the user x item split of the scores below is the order-2 one
+        raise UsageError(f"{job.model}: a model with interaction orders above 2 (-dim "
+                         f"{','.join(map(str, model.dim))}): fmcli recommend ranks with order-2 models only; "
+                         "score candidate rows with fmcli predict")
     mapping = load_sides(job.mapping, model, job.user_column, job.item_column)
     candidates = _candidates(job, mapping, console)
     if job.similar is not None:

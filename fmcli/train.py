@@ -21,7 +21,16 @@ from fmcli.plan import main_groups, resolve
 from fmcli.io.runlog import RunLog, iteration_line
 
 
-def learner_class(method):
+def learner_class(method, higher_orders=False):
+    """The learner of `method`; higher_orders: the model has orders 3 and up (fmcli.anova)."""
+    if higher_orders:
+        if method == "sgd":
+            from fmcli.learners.anova_sgd import HigherOrderSGDLearner
+
+            return HigherOrderSGDLearner
+        from fmcli.learners.anova_sweep import HigherOrderALSLearner, HigherOrderMCMCLearner
+
+        return HigherOrderALSLearner if method == "als" else HigherOrderMCMCLearner
     if method == "sgd":
         from fmcli.learners.sgd import SGDLearner
 
@@ -133,14 +142,15 @@ def build_learner(opts, train, evals, main_groups=None, model=None):
     n_features = max([train.n_model_features, mapped_features(opts)] + [d.n_model_features for d in evals.values()])
     rng = np.random.default_rng(opts.seed % 2**64)  # negative seeds are valid too
     if model is None:
-        k0, k1, k = opts.dim
-        model = FMModel.init(n_features, k, use_w0=bool(k0), use_w=bool(k1), init_stdev=opts.init_stdev, rng=rng)
+        k0, k1, k = opts.dim[:3]
+        model = FMModel.init(n_features, k, use_w0=bool(k0), use_w=bool(k1), init_stdev=opts.init_stdev, rng=rng,
+                             orders=tuple((t, kt) for t, kt in enumerate(opts.dim[3:], start=3)))
     else:
         model = model.resized(n_features)
     settle_model(model, opts, train)
     groups = model_groups(main_groups, train, model.n_features)
     check_regular_count(opts, groups)
-    return learner_class(opts.method)(model, train, evals, groups, opts, rng)
+    return learner_class(opts.method, bool(model.orders))(model, train, evals, groups, opts, rng)
 
 
 def settle_model(model, opts, train):
@@ -150,6 +160,7 @@ def settle_model(model, opts, train):
     model.w0 = float(model.w0)
     model.w = np.ascontiguousarray(model.w, np.float64)
     model.V = np.ascontiguousarray(model.V, np.float64)
+    model.H = np.ascontiguousarray(model.H, np.float64)
     model.task = opts.task
     if opts.task == "r":
         model.link = "identity"

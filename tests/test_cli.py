@@ -104,7 +104,8 @@ def test_warm_start_dim_mismatch(run, movies, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["-train", "X"], "Missing option '-task'"),
     (["-task", "r", "-train", "X", "-dim", "1,1"], "three non-negative integers"),
-    (["-task", "r", "-train", "X", "-dim", "1,1,8,2"], "three non-negative integers"),
+    (["-task", "r", "-train", "X", "-dim", "1,1,8,0,2"], "order 3 has no factors"),
+    (["-task", "r", "-train", "X", "-dim", "1,1,8,2,2,2,2,2"], "beyond the largest supported order 6"),
     (["-task", "r", "-train", "X", "-dim", "1,1,x"], "three non-negative integers"),
     (["-task", "r", "-train", "X", "-dim", "2,1,8"], "must be 0 or 1"),
     (["-task", "r", "-train", "X", "-iter", "abc"], "is not a valid integer"),

@@ -852,7 +852,7 @@ def _set(path, value):
     ("sgd-c.fm", "meta.relations", [None], "meta.relations[0]: expected an object"),
     ("sgd-c.fm", "meta", [], "meta: expected an object"),
     ("sgd-c.fm", "meta.options", 7, "meta.options: expected an object"),
-    ("sgd-c.fm", "meta.options.dim", [1, 1], "meta.options.dim: expected three integers"),
+    ("sgd-c.fm", "meta.options.dim", [1, 1], "meta.options.dim: expected three (or more) integers"),
     ("sgd-c.fm", "meta.options.dim", [1, 1, 3], "meta.options.dim: [1, 1, 3] contradicts"),
     ("sgd-c.fm", "meta.options.task", "r", "meta.options.task: 'r' contradicts task 'c'"),
     ("sgd-c.fm", "meta.options.iter", -3, "meta.options.iter"),

@@ -24,6 +24,9 @@ Then fmcli's trailer, which libFM ignores. Every line of it starts with '#', so 
 program that reads a libFM model by its '#' section headers (every other line is data of the
 last section, as libFM wrappers do) finds exactly the three sections above:
 
+    #fmcli-order 3 <base64>          (only for a model with orders 3 and up: one line per
+                                     order, P^(t) (n, k_t) as <f8 row by row; "orders" in the
+                                     JSON lists [t, k_t]; such a model has no samples)
     #fmcli-sample 0 <base64>         (only for a model with samples: MCMC; S lines)
     ...
     #fmcli-meta {one-line JSON}
@@ -53,7 +56,8 @@ not stored in the text format and load as zeros.
 
 Binary format (*.npz)
 ---------------------
-np.savez (uncompressed) with float64 little-endian arrays w0 (shape ()), w, V and, for a
+np.savez (uncompressed) with float64 little-endian arrays w0 (shape ()), w, V, H (n, Σ k_t; only
+with orders 3 and up) and, for a
 model with samples, w0s (S,) float64, ws (S, n) and Vs (S, n, k) as sample_dtype; `meta` is the same JSON as UTF-8
 bytes in a uint8 array, and `sha256` (uint8, ASCII hex) is the SHA-256 over the meta bytes
 and every array's name, dtype, shape and bytes. It is read with allow_pickle=False, and
@@ -134,6 +138,7 @@ _META_PREFIX = "#fmcli-meta "
 _SHA_PREFIX = "#fmcli-sha256 "
 _SAMPLES_PREFIX = "#fmcli samples "     # format version 1
 _SAMPLE_PREFIX = "#fmcli-sample "       # format version 2: '#fmcli-sample S BASE64'
+_ORDER_PREFIX = "#fmcli-order "         # format version 2: '#fmcli-order T BASE64' (orders 3 and up)
 _SAMPLE_DTYPES = {"float32": "<f4", "float64": "<f8"}
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -185,6 +190,12 @@ def _check_model(model):
             raise ValueError(f"inconsistent sample shapes: {w0s.shape}, {ws.shape}, {Vs.shape} "
                              f"for n={n}, k={k}")
         arrays += [w0s, ws, Vs]
+    K = sum(kt for _, kt in model.orders)
+    if np.shape(model.H) != (n, K):
+        raise ValueError(f"inconsistent higher-order factors: H {np.shape(model.H)} for n={n}, orders {model.orders}")
+    if model.orders and model.samples is not None:
+        raise ValueError("a model with interaction orders above 2 is saved without samples")
+    arrays.append(np.asarray(model.H))
     for a in arrays:
         bad = _first_bad_value(a)
         if bad is not None:
@@ -224,7 +235,7 @@ def _sample_dtype(model):
 def _meta_dict(model):
     meta = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION if model.samples is not None else _VERSION_WITHOUT_SAMPLES,
+        "format_version": FORMAT_VERSION if model.samples is not None or model.orders else _VERSION_WITHOUT_SAMPLES,
         "fmcli_version": __version__,
         "task": model.task,
         "link": model.link,
@@ -239,6 +250,8 @@ def _meta_dict(model):
     }
     if model.samples is not None:
         meta["sample_dtype"] = _sample_dtype(model)
+    if model.orders:   # orders 3 and up, on '#fmcli-order' lines (absent: the file of earlier versions)
+        meta["orders"] = [[t, kt] for t, kt in model.orders]
     return meta
 
 
@@ -296,6 +309,11 @@ def _text_chunks(model, meta):
         yield from _row_chunks(np.asarray(model.w, np.float64).reshape(-1, 1))
     yield _HDR_V + "\n"
     yield from _row_chunks(np.asarray(model.V, np.float64))
+    off = 0
+    for t, kt in model.orders:
+        P = np.ascontiguousarray(np.asarray(model.H, np.float64)[:, off:off + kt], _F8)
+        yield f"{_ORDER_PREFIX}{t} " + base64.b64encode(P.tobytes()).decode("ascii") + "\n"
+        off += kt
     if model.samples is not None:
         dtype = np.dtype(_SAMPLE_DTYPES[meta["sample_dtype"]])
         w0s, ws, Vs = model.samples
@@ -330,6 +348,8 @@ def _npz_bytes(model, meta):
     arrays = {"w0": np.asarray(float(model.w0), _F8),
               "w": np.ascontiguousarray(model.w, _F8),
               "V": np.ascontiguousarray(model.V, _F8)}
+    if model.orders:
+        arrays["H"] = np.ascontiguousarray(model.H, _F8)
     if model.samples is not None:
         w0s, ws, Vs = model.samples
         dtype = _SAMPLE_DTYPES[meta["sample_dtype"]]
@@ -419,7 +439,7 @@ def _check_version(meta, err):
 # reads them.
 
 _TOP_FIELDS = ("format", "format_version", "fmcli_version", "task", "link", "use_w0", "use_w",
-               "k", "n_features", "y_min", "y_max", "n_samples", "meta")
+               "k", "n_features", "y_min", "y_max", "n_samples", "meta", "orders")
 _TASK_LINKS = {"r": ("identity",), "c": ("logistic", "probit")}
 
 
@@ -491,12 +511,35 @@ def _schema_meta(meta):
         out["sample_dtype"] = _choice(meta, "sample_dtype", tuple(_SAMPLE_DTYPES))
     elif "sample_dtype" in meta:
         _bad("sample_dtype", "only for a model with samples in format version 2 or later")
+    out["orders"] = _schema_orders(meta, out)
     user = meta.get("meta")
     if not isinstance(user, dict):
         _bad("meta", f"expected an object, found {type(user).__name__}")
     _schema_user_meta(user, out)
     out["meta"] = user
     return out
+
+
+def _schema_orders(meta, top):
+    """meta's "orders": [[3, k3], [4, k4], ...] (consecutive orders from 3, each k >= 1), or ()."""
+    from fmcli.config import MAX_ORDER
+
+    if "orders" not in meta:
+        return ()
+    orders = meta["orders"]
+    if top["format_version"] < 2:
+        _bad("orders", "only in format version 2 or later")
+    if not isinstance(orders, list) or not orders:
+        _bad("orders", f"expected a list of [order, k] pairs, found {orders!r}")
+    for i, pair in enumerate(orders):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(x) for x in pair)
+                and pair[0] == 3 + i and pair[1] >= 1):
+            _bad("orders", f"entry {i}: expected [{3 + i}, k >= 1], found {pair!r}")
+    if len(orders) + 2 > MAX_ORDER:
+        _bad("orders", f"order {len(orders) + 2} is beyond the largest supported order {MAX_ORDER}")
+    if top["n_samples"]:
+        _bad("orders", "a model with orders above 2 has no samples")
+    return tuple((t, k) for t, k in orders)
 
 
 def _name(d, field, *, where=""):
@@ -527,11 +570,12 @@ def _schema_user_meta(user, top):
             _bad(where + "method", f"{opts['method']!r} contradicts meta.method {method!r}")
         if "dim" in opts:
             dim = opts["dim"]
-            if not isinstance(dim, list) or len(dim) != 3 or not all(_is_int(x) and x >= 0 for x in dim):
-                _bad(where + "dim", f"expected three integers >= 0, found {dim!r}")
-            if (bool(dim[0]), bool(dim[1]), dim[2]) != (top["use_w0"], top["use_w"], top["k"]):
+            if not isinstance(dim, list) or len(dim) < 3 or not all(_is_int(x) and x >= 0 for x in dim):
+                _bad(where + "dim", f"expected three (or more) integers >= 0, found {dim!r}")
+            if (bool(dim[0]), bool(dim[1]), dim[2], tuple(dim[3:])) != \
+                    (top["use_w0"], top["use_w"], top["k"], tuple(k for _, k in top["orders"])):
                 _bad(where + "dim", f"{dim} contradicts use_w0 {top['use_w0']}, use_w {top['use_w']}, "
-                                    f"k {top['k']}")
+                                    f"k {top['k']}, orders {[list(o) for o in top['orders']]}")
         for key in ("iter", "seed", "burn_in", "keep_samples"):
             if key in opts and opts[key] is not None:
                 if not _is_int(opts[key]) or (key != "seed" and opts[key] < 0):
@@ -575,9 +619,9 @@ def _validate_meta(meta, err):
         raise err(f"bad model metadata: {field}: {problem}") from None
 
 
-def _build_model(m, w0, w, V, samples):
+def _build_model(m, w0, w, V, samples, H=None):
     return FMModel(float(w0), w, V, m["use_w0"], m["use_w"], m["task"], m["link"],
-                   m["y_min"], m["y_max"], m["meta"], samples)
+                   m["y_min"], m["y_max"], m["meta"], samples, H=H, orders=m["orders"])
 
 
 # --- npz
@@ -596,7 +640,7 @@ def _load_npz(path, data):
             missing = _NPZ_REQUIRED - names
             if missing:
                 raise err(f"not an fmcli .npz model: missing {', '.join(sorted(missing))}")
-            extra = names - _NPZ_REQUIRED - _NPZ_SAMPLES
+            extra = names - _NPZ_REQUIRED - _NPZ_SAMPLES - {"H"}
             if extra:
                 raise err(f"unexpected entries in .npz model: {', '.join(sorted(extra))}")
             raw_meta = z["meta"]
@@ -613,6 +657,11 @@ def _load_npz(path, data):
             want = {"w0": (), "w": (n,), "V": (n, k)}
             if S:
                 want.update(w0s=(S,), ws=(S, n), Vs=(S, n, k))
+            if m["orders"]:
+                want["H"] = (n, sum(kt for _, kt in m["orders"]))
+            if ("H" in names) != bool(m["orders"]):
+                raise err(f"metadata says orders {[list(o) for o in m['orders']] or 'none'} above 2 but the "
+                          f".npz {'holds' if 'H' in names else 'lacks'} the array H")
             present = names & _NPZ_SAMPLES
             if present != (_NPZ_SAMPLES if S else set()):
                 raise err(f"metadata says {S} samples but the .npz holds "
@@ -644,7 +693,7 @@ def _load_npz(path, data):
             raise err(f"array {name} holds {_bad_value_words(a.ravel()[bad])}")
     arrays = {name: np.array(a, a.dtype.newbyteorder("=")) for name, a in arrays.items()}
     samples = (arrays["w0s"], arrays["ws"], arrays["Vs"]) if S else None
-    return _build_model(m, arrays["w0"], arrays["w"], arrays["V"], samples)
+    return _build_model(m, arrays["w0"], arrays["w"], arrays["V"], samples, arrays.get("H"))
 
 
 # --- text: shared helpers
@@ -808,6 +857,9 @@ def _load_fmcli_text(path, data):
     if base64_samples and S:
         first = data.find(b"\n" + _SAMPLE_PREFIX.encode(), 0, meta_start)
         head_end = first + 1 if first >= 0 else meta_start
+    if meta["orders"]:
+        first = data.find(b"\n" + _ORDER_PREFIX.encode(), 0, meta_start)
+        head_end = first + 1 if first >= 0 else meta_start
     L = _Lines(data[:head_end])
     nlines = len(L)         # the libFM part (and version 1's sample sections) end here
     shape_note = f"n_features={n}, k={k}"
@@ -848,7 +900,39 @@ def _load_fmcli_text(path, data):
                                         f"(metadata: {shape_note}, n_samples={S})")
     if S and base64_samples:
         samples = _base64_samples(path, data, head_end, meta_start, nlines + 1, meta)
-    return _build_model(meta, w0, w, V, samples)
+    H = _order_lines(path, data, head_end, meta_start, nlines + 1, meta) if meta["orders"] else None
+    return _build_model(meta, w0, w, V, samples, H)
+
+
+def _order_lines(path, data, start, stop, lineno, meta):
+    """H (n, K) from the lines '#fmcli-order t B' in data[start:stop], one per order of
+    meta's "orders", B the base64 of P^(t) (n, k_t) as <f8 row by row."""
+    n = meta["n_features"]
+    parts, p = [], start
+    for i, (t, kt) in enumerate(meta["orders"]):
+        prefix = f"{_ORDER_PREFIX}{t} ".encode()
+        e = data.find(b"\n", p, stop)
+        e = stop - 1 if e < 0 else e
+        note = f"orders {[list(o) for o in meta['orders']]}, n_features={n}"
+        if p >= stop or not data.startswith(prefix, p, e):
+            found = "the metadata line" if p >= stop else repr(data[p:min(e, p + 40)].decode("utf-8", "replace"))
+            raise InputError(path, lineno + i, f"expected the line '{_ORDER_PREFIX}{t} ...' ({note}), found {found}")
+        try:
+            raw = binascii.a2b_base64(memoryview(data)[p + len(prefix):e], strict_mode=True)
+        except binascii.Error as err:
+            raise InputError(path, lineno + i, f"order {t}: bad base64 ({err})") from None
+        if len(raw) != 8 * n * kt:
+            raise InputError(path, lineno + i, f"order {t} holds {len(raw)} bytes, expected {8 * n * kt} ({note})")
+        P = np.frombuffer(raw, _F8).reshape(n, kt).astype(np.float64)
+        bad = _first_bad_value(P)
+        if bad is not None:
+            raise InputError(path, lineno + i, f"order {t} holds {_bad_value_words(P.ravel()[bad])}")
+        parts.append(P)
+        p = e + 1
+    if p != stop:
+        raise InputError(path, lineno + len(parts), f"unexpected line {data[p:p + 60].decode('utf-8', 'replace')!r} "
+                                                    "after the higher-order factors")
+    return np.ascontiguousarray(np.hstack(parts))
 
 
 def _text_samples(path, L, pos, meta, rows, expect_line):

@@ -78,8 +78,8 @@ class SGDLearner(Learner):
             seen[self.rows[1]] = True       # (np.bincount would copy the ids to int64 first)
             model.V[~seen] = 0.0
 
-    def step(self, it):
-        m = self.model
+    def _epoch_order(self):
+        """This epoch's row order: runs of RUN rows of the shuffled copy, in a seeded random order."""
         n = self.train.n_rows
         runs = self.rng.permutation((n + RUN - 1) // RUN)
         index = np.int32 if n < 2**31 - RUN else np.int64    # half the memory of int64
@@ -87,6 +87,11 @@ class SGDLearner(Learner):
         del runs
         if n % RUN:
             order = order[order < n]
+        return order
+
+    def step(self, it):
+        m = self.model
+        order = self._epoch_order()
         self._w0[0] = m.w0
         sq_error = _fm_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
                              self.opts.task == "c", self.rates, self.reg, OPTIMIZERS[self.optimizer],

@@ -1,0 +1,250 @@
+"""ALS and MCMC with orders 3 and up (fmcli.anova): the order-2 sweep of coord.py unchanged,
+then a sweep over the higher-order factors, factor (column c of H) by factor.
+
+ŷ is linear in each single p_{j,c} (rows without repeated features), with h_i = ∂ŷ_i/∂p_{j,c} =
+x_ij b_{t−1} (anova.entry_gradient, b the row's polynomials without j), so the closed-form
+update of sweep.solve applies as for every other parameter:
+
+    P = λ + α Σ_i h_i²,   θ = [α Σ_i h_i (θ_old h_i − e_i) + λ μ] / P  (+ z/√P for MCMC)
+
+Each row keeps the polynomials a_1..a_{t−1} of every factor c of order t (Σ_c (t_c − 1)
+float64 per row), computed from the CSR rows at the start of the sweep (row_caches, O(Σ t nnz))
+and kept up to date after each change by Δ (a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the
+higher orders costs O(Σ_c t_c nnz). Features are visited feature by feature (all K factors of
+j on its rows' caches gathered into a contiguous buffer), in the colour classes and parallel lanes of the order-2
+sweep; MCMC draws feature j's normals from stream j of part_seed(sweep seed, HIGHER_PART), so
+the result does not depend on the thread count. MCMC has per-group hyperparameters (μ, λ) of
+each factor (mcmc.draw_hyper on H); ALS uses the groups' λ of V and μ = 0.
+
+Left out: rows with a repeated feature (ŷ is then not linear in p_{j,c}: refused), relations
+(fmcli.plan refuses them), and MCMC samples in the saved model (the model is the last draw;
+-out averages the predictions as for order 2).
+"""
+
+import numba
+import numpy as np
+from numba import prange
+
+from fmcli.anova import ROWS_PER_TASK, add_higher_orders, row_polynomials
+from fmcli.config import njit
+from fmcli.errors import TrainingError, UsageError
+from fmcli.learners.als import ALSLearner
+from fmcli.learners.mcmc import MCMCLearner, draw_hyper
+from fmcli.learners.streams import part_seed, stream_normals
+from fmcli.learners.sweep import REJ_V, count_nonfinite, finite, solve
+from fmcli.model import FMModel
+
+HIGHER_PART = 1 << 20    # MCMC: the higher-order factors' normals come from parts from here on
+
+
+def cache_offsets(col_order):
+    """(col_off (K,), width): factor c keeps a_1 .. a_{t_c − 1} in the polynomial cache's
+    columns col_off[c] .. col_off[c] + t_c − 2 (a_0 = 1 and a_t are not needed: e carries ŷ)."""
+    sizes = np.asarray(col_order, np.int64) - 1
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return off[:-1].copy(), int(off[-1])
+
+
+@njit(parallel=True)
+def row_caches(indptr, indices, data, H, col_order, col_off, A):
+    """The polynomial cache of every CSR row: A[i, col_off[c] + s − 1] = a_s of factor c
+    (s = 1 .. t_c − 1), from anova.row_polynomials."""
+    n_rows = indptr.shape[0] - 1
+    K = H.shape[1]
+    tmax = col_order.max()
+    for r in prange((n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        a = np.empty((K, tmax + 1))
+        for i in range(r * ROWS_PER_TASK, min(n_rows, (r + 1) * ROWS_PER_TASK)):
+            row_polynomials(indices, data, indptr[i], indptr[i + 1], H, col_order, a)
+            for c in range(K):
+                for s in range(1, col_order[c]):
+                    A[i, col_off[c] + s - 1] = a[c, s]
+
+
+@njit(inline="always")
+def _without(buf, q, off, t, px, b):
+    """anova.without_entry on gathered row q's a_1 .. a_{t−1} (buf[q, 1 + off : off + t])."""
+    b[0] = 1.0
+    for s in range(1, t):
+        b[s] = buf[q, off + s] - px * b[s - 1]
+
+
+@njit
+def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, buf, rej):
+    """p_{j,0} .. p_{j,K−1} of feature j in turn. Its rows' e (cache[:, 0]) and polynomial
+    caches are gathered into buf (m, 1 + width) (e in column 0), kept up to date there after
+    each change, and scattered back: two random passes over the rows per feature, not 2K."""
+    p0 = cptr[j]
+    m = cptr[j + 1] - p0
+    W = A.shape[1]
+    for q in range(m):
+        i = crow[p0 + q]
+        buf[q, 0] = cache[i, 0]
+        for u in range(W):
+            buf[q, 1 + u] = A[i, u]
+    for c in range(H.shape[1]):
+        t = col_order[c]
+        off = col_off[c]
+        old = H[j, c]
+        s1 = 0.0
+        s2 = 0.0
+        if t == 3:   # _without unrolled (the common case): b1 = a1 − px, h = x (a2 − px b1)
+            for q in range(m):
+                x = np.float64(cval[p0 + q])
+                px = x * old
+                h = x * (buf[q, off + 2] - px * (buf[q, off + 1] - px))
+                s2 += h * h
+                s1 += h * (old * h - buf[q, 0])
+        else:
+            for q in range(m):
+                x = np.float64(cval[p0 + q])
+                _without(buf, q, off, t, x * old, b)
+                h = x * b[t - 1]
+                s2 += h * h
+                s1 += h * (old * h - buf[q, 0])
+        new = solve(alpha * s1 + lam[c] * mu[c], lam[c] + alpha * s2, z[c] if sample else 0.0)
+        if not finite(new):
+            rej[REJ_V] += 1
+            continue
+        d = new - old
+        if d == 0.0:
+            continue
+        if t == 3:
+            for q in range(m):
+                x = np.float64(cval[p0 + q])
+                px = x * old
+                b1 = buf[q, off + 1] - px
+                buf[q, 0] += x * (buf[q, off + 2] - px * b1) * d
+                buf[q, off + 1] += x * d
+                buf[q, off + 2] += x * d * b1
+        else:
+            for q in range(m):
+                x = np.float64(cval[p0 + q])
+                _without(buf, q, off, t, x * old, b)
+                buf[q, 0] += x * b[t - 1] * d
+                for s in range(1, t):
+                    buf[q, off + s] += x * d * b[s - 1]
+        H[j, c] = new
+    for q in range(m):
+        i = crow[p0 + q]
+        cache[i, 0] = buf[q, 0]
+        for u in range(W):
+            A[i, u] = buf[q, 1 + u]
+
+
+@njit(parallel=True)
+def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, col_order, col_off, A,
+                 lam, mu, alpha, sample, seed, bufs, rej):
+    """The higher-order factors of every feature, feature by feature (p_{j,0..K−1}), in the
+    colour classes and lanes of the order-2 sweep (sweep.sweep): features of one class share no
+    row, so their lanes run in parallel; feature j's normals come from stream j of `seed`, so
+    the result is the same for any number of threads. lam, mu: (G, K); bufs: (n_lanes,
+    longest column, 1 + A.shape[1]) gather buffers; rej: (threads, ·)."""
+    K = H.shape[1]
+    tmax = col_order.max()
+    n_classes = (lane_ptr.shape[0] - 1) // n_lanes
+    for cl in range(n_classes):
+        for lane in prange(n_lanes):
+            tid = numba.get_thread_id()
+            b = np.empty(tmax + 1)
+            z = np.zeros(K + 1)
+            for tt in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
+                j = order[tt]
+                g = groups[j]
+                if sample:
+                    stream_normals(seed, j, z)
+                _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam[g], mu[g], alpha, sample,
+                         z, b, bufs[lane], rej[tid])
+
+
+class _HigherOrders:
+    """What ALS and MCMC add for orders 3 and up (mixed in before the learner class)."""
+
+    def _setup_features(self, n):
+        super()._setup_features(n)
+        if self.has_duplicates:
+            raise UsageError("-dim with orders above 2: -method als and mcmc need train rows without "
+                             "repeated features (merge the repeats, or use -method sgd)")
+        m = self.model
+        if not self.opts.warm_start:
+            m.H[np.diff(self.cptr) == 0] = 0.0
+        self.col_order = m.col_order
+        K = m.H.shape[1]
+        self.mu_h = np.zeros((self.G, K))
+        self.lam_h = np.zeros((self.G, K))
+        self.col_off, width = cache_offsets(self.col_order)
+        self._A = np.empty((len(self.indptr) - 1, width))
+        self._bufs = None
+
+    def _init_hyper(self):
+        super()._init_hyper()
+        self.lam_h[:] = self.lam_v[:, :1]
+
+    def _higher_part(self, indptr, indices, data):
+        out = np.zeros(len(indptr) - 1)
+        add_higher_orders(indptr, indices, data, self.model.H, self.col_order, out)
+        return out
+
+    def _refresh_train(self):
+        super()._refresh_train()
+        hz = self._higher_part(self.indptr, self.indices, self.data)
+        if self._yhat is not None:
+            self._yhat += hz
+        else:
+            self.cache[:, 0] += hz
+            e = self.cache[:, 0].astype(np.float64)
+            self._sq_error = float(e @ e)
+
+    def sweep(self, seed=0):
+        super().sweep(seed)
+        m = self.model
+        sc = self._scratch     # the order-2 sweep's lanes (for its thread count)
+        before = numba.get_num_threads()
+        numba.set_num_threads(sc.threads)
+        try:
+            rej = np.zeros((sc.threads, len(self.rejected)), np.int64)
+            if self._bufs is None or self._bufs.shape[0] != sc.threads:
+                self._bufs = np.empty((sc.threads, self.longest, 1 + self._A.shape[1]))
+            row_caches(self.indptr, self.indices, self.data, m.H, self.col_order, self.col_off, self._A)
+            sweep_higher(self.cptr, self.crow, self.cval, self.order, sc.lane_ptr, sc.threads, self.groups,
+                         self.cache, m.H, self.col_order, self.col_off, self._A, self.lam_h, self.mu_h,
+                         self.alpha, self.sample, part_seed(seed, HIGHER_PART), self._bufs, rej)
+        finally:
+            numba.set_num_threads(before)
+        self.rejected += rej.sum(axis=0)
+
+    def _predict(self, d):
+        return super()._predict(d) + self._higher_part(d.indptr, d.indices, d.data)
+
+    def train_raw(self):
+        raw = super().train_raw()
+        if self._yhat is None:
+            raw += self._file_order(self._higher_part(self.indptr, self.indices, self.data))
+        return raw
+
+    def _check_diverged(self, it):
+        super()._check_diverged(it)
+        if count_nonfinite(self.model.H):
+            raise TrainingError(f"{self.opts.method.upper()} diverged in iteration {it}: NaN or inf in the "
+                                "higher-order factors; try a larger -regular or a smaller -init_stdev")
+
+
+class HigherOrderALSLearner(_HigherOrders, ALSLearner):
+    pass
+
+
+class HigherOrderMCMCLearner(_HigherOrders, MCMCLearner):
+    def _before_sweep(self):
+        super()._before_sweep()
+        m = self.model
+        no_w = np.zeros(self.G)
+        draw_hyper(self.cols, self.groups, m.w, m.H, False, no_w, no_w.copy(), self.mu_h, self.lam_h,
+                   self.rejected)
+
+    def _snapshot(self):
+        return ()      # samples are not kept with orders above 2 (module docs)
+
+    def final_model(self):
+        m = self.model
+        return FMModel(float(self._w0[0]), m.w, m.V, m.use_w0, m.use_w, m.task, m.link, m.y_min, m.y_max,
+                       dict(m.meta), H=m.H, orders=m.orders)
