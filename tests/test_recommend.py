@@ -499,3 +499,14 @@ def test_cli_version2_mapping_with_side_features_and_relation(tmp_path, run):
     want = model.predict(np.array(indptr, np.int64), np.array(indices, np.int32), np.array(data, np.float32),
                          relations=((rel, np.array([rows[u] for u in users])),))
     assert [l[2] for l in lines] == ["%.6g" % v for v in want]
+
+
+def test_cli_refuses_a_higher_order_model(rated, run):
+    p = rated
+    code, _, err = run("train", "-task", "r", "-train", p("train.libfm"), "-method", "als", "-dim", "1,1,4,2",
+                       "-iter", "2", "-save_model", p("m3.fm"), "-q")
+    assert code == 0, err
+    code, out, err = run("recommend", "-model", p("m3.fm"), "--mapping", p("map.json"), "--user", "user",
+                         "--item", "item", "-out", p("out3.tsv"))
+    assert code == 2 and "orders above 2" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(p("out3.tsv"))

@@ -198,7 +198,7 @@ class _HigherOrders:
     def sweep(self, seed=0):
         super().sweep(seed)
         m = self.model
-        sc = self._scratch     # the order-2 sweep's lanes (for its thread count)
+        sc = self._scratch[numba.get_num_threads()]     # the order-2 sweep's lanes (for its thread count)
         before = numba.get_num_threads()
         numba.set_num_threads(sc.threads)
         try:
