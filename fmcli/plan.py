@@ -47,6 +47,7 @@ class TrainJob:
     early_stop: int = 0          # stop after this many iterations without a better validation score
     cache: bool | str = True     # read and write the binary cache beside text inputs; "verify": and check the whole text
     relations: tuple = ()        # relation names (-relation: libFM's block structure)
+    weights: str = None          # -weights: one weight per train row
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ def _check_options(job):
     if job.relations and opts.method in ("sgd", "sgda"):
         raise UsageError(f"relations are not supported with {opts.method.upper()} "
                          "(use -method als or mcmc, or write the relation's features into the rows)")
+    if job.weights and job.relations:
+        raise UsageError("-weights is not supported with -relation (yet): write the relation's "
+                         "features into the rows, or leave -weights out")
+    if job.weights == "-":
+        raise UsageError("-weights needs a file name, not -")
     if not 0 <= opts.init_stdev <= MAX_INIT_STDEV:
         raise UsageError(f"-init_stdev {opts.init_stdev:g} is out of range: 0 to {MAX_INIT_STDEV:g} "
                          "(libFM's default is 0.1)")
