@@ -217,6 +217,9 @@ def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev
      help="Relations (libFM's block structure), comma-separated base names R: R.xt (libFM binary) or R.x "
           "(libFM text or binary) holds the relation's rows; R.train, R.test (R.validation) give the 0-based "
           "relation row of each train, test (validation) row; optional R.groups. ALS and MCMC only.")
+@opt("-weights", "weights", metavar="FILE",
+     help="One non-negative weight per train row (one a line): each row's loss is scaled by it (ALS, "
+          "MCMC: its precision); 0 is the same as leaving the row out. Not with -relation.")
 @opt("-cache_size", metavar="BYTES", type=int,
      help="Accepted for libFM scripts and ignored: fmcli memory-maps its binary cache (a note says so).")
 @click.option("--mapping", "bpr_mapping", metavar="FILE",
@@ -235,7 +238,7 @@ def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev
                    "[default: ndcg@10]")
 def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples, log_json, checkpoint,
           checkpoint_every, validation_path, early_stop, cache_size, relation, bpr_mapping, sampling, negatives,
-          max_sampled, early_stop_metric, **learner):
+          max_sampled, early_stop_metric, weights, **learner):
     """Train a factorization machine; optionally predict -test and save the model.
 
     Takes libFM's options in either spelling (-train f or --train f). Prints
@@ -262,7 +265,7 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
                    dim_given=learner["dim"] is not None, log_json=log_json, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, validation=validation_path, early_stop=early_stop,
                    cache=cache_policy(learner), relations=split_names(relation),
-                   early_stop_metric=early_stop_metric)
+                   early_stop_metric=early_stop_metric, weights=weights)
     console = Console(quiet=learner["quiet"], verbosity=learner["verbosity"])
     if cache_size is not None:
         console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")

@@ -22,6 +22,8 @@ class SparseData:
     # libFM block structure: (Relation, links) pairs, links[i] = the relation row (0-based,
     # int64) whose features row i also has; the Relation object is shared by train and test
     relations: tuple = ()
+    # -weights: one non-negative weight per row (float64), or None: every row weighs 1
+    weights: np.ndarray = None
 
     @property
     def n_rows(self):

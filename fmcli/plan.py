@@ -50,6 +50,7 @@ class TrainJob:
     early_stop_metric: str = None  # BPR: the ranking metric of -validation that decides (default ndcg@10)
     cache: bool | str = True     # read and write the binary cache beside text inputs; "verify": and check the whole text
     relations: tuple = ()        # relation names (-relation: libFM's block structure)
+    weights: str = None          # -weights: one weight per train row
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ def _check_options(job):
     if job.relations and opts.method in ("sgd", "sgda"):
         raise UsageError(f"relations are not supported with {opts.method.upper()} "
                          "(use -method als or mcmc, or write the relation's features into the rows)")
+    if job.weights and job.relations:
+        raise UsageError("-weights is not supported with -relation (yet): write the relation's "
+                         "features into the rows, or leave -weights out")
+    if job.weights == "-":
+        raise UsageError("-weights needs a file name, not -")
+    if job.weights and opts.method == "bpr":
+        raise UsageError("-weights is not supported with -method bpr (yet)")
     if not 0 <= opts.init_stdev <= MAX_INIT_STDEV:
         raise UsageError(f"-init_stdev {opts.init_stdev:g} is out of range: 0 to {MAX_INIT_STDEV:g} "
                          "(libFM's default is 0.1)")
@@ -164,6 +172,8 @@ def _check_dim(dim, job):
     if job.relations:
         raise UsageError(f"-dim {text}: -relation supports interaction orders up to 2 only "
                          "(use -dim with three values, or write the relation's features into the rows)")
+    if job.weights:
+        raise UsageError(f"-dim {text}: -weights is not supported with interaction orders above 2 (yet)")
     if job.opts.method in ("sgda", "bpr"):
         raise UsageError(f"-dim {text}: -method {job.opts.method} supports interaction orders up to 2 only")
     if job.opts.optimizer != "sgd":

@@ -77,6 +77,10 @@ def load_data(plan, console):
             evals[name] = load_dataset(path, cache=job.cache, targets=targets, classes=classes,
                                        max_feature_id=limit, note=console.warn)
             _describe(name, evals[name], console)
+    if job.weights:
+        from fmcli.io.weights import read_weights
+
+        train = dataclasses.replace(train, weights=read_weights(job.weights, train.n_rows))
     if job.relations:
         from fmcli.io.relation import load_relations
 
@@ -327,7 +331,8 @@ def check_files_distinct(job):
 
     parts = ("train",) + (("test",) if job.test else ()) + (("validation",) if job.validation else ())
     check_distinct([("-train", job.train), ("-test", job.test), ("-validation", job.validation),
-                    ("-load_model", job.load_model), ("-meta", job.meta)] + relation_inputs(job.relations, parts),
+                    ("-load_model", job.load_model), ("-meta", job.meta),
+                    ("-weights", job.weights)] + relation_inputs(job.relations, parts),
                    [("-out", job.out), ("-save_model", job.save_model), ("-rlog", job.rlog),
                     ("--log-json", job.log_json), ("--checkpoint", job.checkpoint)])
 

@@ -78,7 +78,7 @@ def dense_to_rows(X):
 
 
 def dense_coordinate_sweep(X, t, w0, w, V, coords, lam0, lam_w, lam_v, mu_w=None, mu_v=None,
-                           alpha=1.0, normal=None):
+                           alpha=1.0, normal=None, weights=None):
     """The textbook coordinate updates of an FM, densely and in float64: for each coordinate
     in `coords` (("w0",), ("w", j) or ("v", j, f)), in order, with h_i = ∂ŷ_i/∂θ and
     e_i = ŷ_i − t_i over all rows,
@@ -86,10 +86,12 @@ def dense_coordinate_sweep(X, t, w0, w, V, coords, lam0, lam_w, lam_v, mu_w=None
         P = λ + α Σ h²,   m = (α Σ h (θ h − e) + λ μ) / P,   θ = m + z/√P
 
     (z = normal(coord), 0 by default: ALS's exact minimiser; λ, μ of the feature's group:
-    lam_w[j], lam_v[j, f] per feature). Returns (w0, w, V) after the sweep."""
+    lam_w[j], lam_v[j, f] per feature). weights u (per row): the weighted least squares
+    P = λ + α Σ u h², m = (α Σ u h (θ h − e) + λ μ) / P. Returns (w0, w, V) after the sweep."""
     X = np.asarray(X, np.float64)
     w, V = np.array(w, np.float64), np.array(V, np.float64)
     n, p = X.shape
+    u = np.ones(n) if weights is None else np.asarray(weights, np.float64)
     mu_w = np.zeros(p) if mu_w is None else mu_w
     mu_v = np.zeros_like(V) if mu_v is None else mu_v
     e = fm_predict_dense(X, w0, w, V) - t
@@ -104,8 +106,8 @@ def dense_coordinate_sweep(X, t, w0, w, V, coords, lam0, lam_w, lam_v, mu_w=None
         else:
             j, f = c[1], c[2]
             h, old, lam, mu = X[:, j] * (q[:, f] - X[:, j] * V[j, f]), V[j, f], lam_v[j, f], mu_v[j, f]
-        P = lam + alpha * h @ h
-        new = 0.0 if P == 0 else (alpha * h @ (old * h - e) + lam * mu) / P + z / np.sqrt(P)
+        P = lam + alpha * (u * h) @ h
+        new = 0.0 if P == 0 else (alpha * (u * h) @ (old * h - e) + lam * mu) / P + z / np.sqrt(P)
         e = e + h * (new - old)
         if c[0] == "w0":
             w0 = new

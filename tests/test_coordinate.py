@@ -75,10 +75,11 @@ def test_one_feature_update_is_the_exact_minimiser_of_each_coordinate(layout):
     rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
     args = (j, cptr, crow, cval, cache, w, V, lam_w, 0.0, lam_v, np.zeros(k), 1.0, True, z, rej)
     if layout == "in_place":
-        sweep._column_in_place(*args)
+        sweep._column_in_place(*args, np.empty(0))
     else:
         m = cptr[j + 1] - cptr[j]
-        sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1)
+        sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,
+                               np.empty(0), np.empty(0))
     np.testing.assert_allclose(w, ref_w, atol=1e-6)     # float32 caches
     np.testing.assert_allclose(V, ref_V, atol=1e-6)
     assert not rej.any()
@@ -98,10 +99,11 @@ def test_both_layouts_give_the_same_update_and_mcmc_draws_m_plus_z_over_root_p()
         rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
         args = (j, *csc, c_, w_, V_, lam_w, mu_w, lam_v, mu_v, alpha, True, z, rej)
         if layout == "in_place":
-            sweep._column_in_place(*args)
+            sweep._column_in_place(*args, np.empty(0))
         else:
             m = csc[0][j + 1] - csc[0][j]
-            sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1)
+            sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,
+                               np.empty(0), np.empty(0))
         results.append((w_, V_, c_))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-12)
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-12)

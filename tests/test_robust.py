@@ -94,7 +94,7 @@ def test_hyperprior_draws_reject_overflowing_sums():
     for ss in (np.inf, np.nan, 1e308 * 10):
         assert _draw_pair(30.0, 1.0, ss, 0.5, 0.0, rejected, REJ_VMU, REJ_VLAMBDA) == (0.5, 0.0)
     assert rejected[REJ_VLAMBDA] == 3 and rejected[REJ_VMU] == 3
-    assert draw_alpha(np.array([1.0, np.inf], np.float32), 2.5, rejected) == 2.5
+    assert draw_alpha(np.array([1.0, np.inf], np.float32), 2.5, rejected, np.empty(0)) == 2.5
     assert rejected[REJ_ALPHA] == 1
 
 

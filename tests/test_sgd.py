@@ -40,7 +40,7 @@ def test_epoch_matches_reference(rng, classify):
     w0_ref, w_ref, V_ref = reference_epoch(indptr, indices, data, y, order, 0.2, w, V, classify, rates, reg)
     w0 = np.array([0.2])
     _fm_epoch(indptr, indices, data, y.astype(np.float32), order, w0, w, V, True, True, classify, rates, reg,
-              SGD, *optimizer_state(SGD, n, 3))
+              SGD, *optimizer_state(SGD, n, 3), np.empty(0))
     assert np.allclose(w0[0], w0_ref) and np.allclose(w, w_ref) and np.allclose(V, V_ref)
 
 
@@ -114,7 +114,7 @@ def test_optimizer_epoch_matches_reference(rng, classify, mode):
         w0_ref, w_ref, V_ref = reference_optimizer_epoch(indptr, indices, data, y, order, w0_ref, w_ref, V_ref,
                                                          classify, rates, reg, mode, state)
         _fm_epoch(indptr, indices, data, y.astype(np.float32), order, w0, w, V, True, True, classify,
-                  rates, reg, mode, *st)
+                  rates, reg, mode, *st, np.empty(0))
     assert np.allclose(w0[0], w0_ref) and np.allclose(w, w_ref) and np.allclose(V, V_ref)
     got = _state_dicts(st, n, k)
     for name, ref in state.items():
@@ -141,7 +141,7 @@ def test_lazy_updates_touch_only_the_rows_features(rng, mode):
     w1, V1, st1 = w.copy(), V.copy(), [a.copy() for a in st]
     y = rng.normal(0, 1, 40).astype(np.float32)
     _fm_epoch(indptr, indices, data, y, rng.permutation(40).astype(np.int64), np.array([0.1]), w1, V1,
-              True, True, False, np.array([0.05] * 3), np.array([0.01] * 3), mode, *st1)
+              True, True, False, np.array([0.05] * 3), np.array([0.01] * 3), mode, *st1, np.empty(0))
     present = np.unique(indices)
     assert np.array_equal(w1[absent], w[absent]) and np.array_equal(V1[absent], V[absent])
     assert not np.isin(present, absent).any() and (w1[present] != w[present]).all()

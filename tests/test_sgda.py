@@ -73,7 +73,7 @@ def test_epoch_matches_reference(rng, classify):
     for epoch in range(3):
         _sgda_epoch(*train, y.astype(np.float32), order, *val, vy.astype(np.float32), epoch > 0, w0a, state["w"],
                     state["V"], True, True, classify, eta, groups, state["lam_w"], state["lam_v"], state["gw"],
-                    state["gv"])
+                    state["gv"], np.empty(0))
     assert np.isclose(w0a[0], w0)
     for key in state:
         assert np.allclose(state[key], ref[key], atol=1e-10), key

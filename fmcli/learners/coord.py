@@ -97,6 +97,8 @@ class _SweepScratch:
         self.lane_ptr = lanes(learner.order, learner.class_ptr, learner.work, threads, learner.sequential)
         lengths = None if learner.has_duplicates else np.diff(learner.cptr)
         self.lx = np.empty((threads, 0 if learner.has_duplicates else learner.longest), CACHE_DTYPE)
+        # -weights: the gathered rows' weights (none without weights)
+        self.lw = np.empty((threads, learner.longest if len(learner._wt) else 0))
         self.buf, self.buf_off = lane_buffers(lengths, learner.order, self.lane_ptr, threads,
                                               learner.cache.shape[1])
         # normals: each thread's row padded to its own cache lines (the threads write them for
@@ -199,6 +201,9 @@ class CoordinateLearner(Learner):
         # targets as read (float32 from the reader: exact in every float64 use, half the memory)
         self._y = np.asarray(train.y)[self.perm]
         self._size = target_size(self.task, self._y)
+        # -weights: each row's weight in the internal order (float64), or empty: every row 1
+        w = getattr(train, "weights", None)
+        self._wt = np.ascontiguousarray(np.asarray(w, np.float64)[self.perm]) if w is not None else np.empty(0)
         release_pages(train.y)
         # latent targets: a float64 copy for probit (drawn or set every sweep); regression
         # reads y itself
@@ -251,7 +256,7 @@ class CoordinateLearner(Learner):
                       self.cache, self._w0, m.w, m.V[:, f0:f1], self.use_w0 and b == 0,
                       self.use_w and b == 0, self.alpha, self.lam0, self.lam_w, self.mu_w,
                       self.lam_v[:, f0:f1], self.mu_v[:, f0:f1], self.sample, part_seed(seed, b),
-                      not self.has_duplicates, s.lx, s.buf, off, s.normals, s.rejected)
+                      not self.has_duplicates, s.lx, s.buf, off, s.normals, s.rejected, self._wt, s.lw)
             for rs, (rl, n_rl) in zip(self.relations, s.relation_lanes):
                 # the relation rows' factor sums as they are now (rows no train row links to
                 # are computed too, and ignored)

@@ -57,13 +57,23 @@ MU0 = 0.0
 
 
 @njit
-def draw_alpha(e, alpha_old, rejected):
-    """Noise precision α ~ Gamma((α0 + N)/2, rate (γ0 + Σ e²)/2)."""
+def draw_alpha(e, alpha_old, rejected, weights):
+    """Noise precision α ~ Gamma((α0 + N)/2, rate (γ0 + Σ e²)/2); with row weights u_i
+    (row i's precision u_i α; empty: all 1) N is Σ u_i and Σ e² is Σ u_i e_i², so a row of weight
+    0 counts as absent and one of weight 2 as two copies."""
     ss = 0.0
-    for i in range(e.shape[0]):
-        x = np.float64(e[i])
-        ss += x * x
-    a = _gamma_or_nan((ALPHA0 + e.shape[0]) / 2.0, GAMMA0 + ss)
+    n = 0.0
+    if weights.shape[0]:
+        for i in range(e.shape[0]):
+            x = np.float64(e[i])
+            ss += weights[i] * (x * x)
+            n += weights[i]
+    else:
+        for i in range(e.shape[0]):
+            x = np.float64(e[i])
+            ss += x * x
+        n = e.shape[0]
+    a = _gamma_or_nan((ALPHA0 + n) / 2.0, GAMMA0 + ss)
     if not (finite(a) and a > 0.0):
         rejected[REJ_ALPHA] += 1
         return alpha_old
@@ -174,7 +184,7 @@ class MCMCLearner(CoordinateLearner):
     def _before_sweep(self):
         m = self.model
         if self.sample_alpha:
-            self.alpha = draw_alpha(self.cache[:, 0], self.alpha, self.rejected)
+            self.alpha = draw_alpha(self.cache[:, 0], self.alpha, self.rejected, self._wt)
         draw_hyper(self.cols, self.groups, m.w, m.V, self.use_w, self.mu_w, self.lam_w,
                    self.mu_v, self.lam_v, self.rejected)
 

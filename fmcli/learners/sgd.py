@@ -70,6 +70,9 @@ class SGDLearner(Learner):
         own_epochs = type(self).step is SGDLearner.step
         self.rows = permute_rows(*train.csr(), shuffle, release_source=own_epochs)
         self.y = np.ascontiguousarray(train.y[shuffle])
+        # -weights in the shuffled order (float64), or empty: every row 1
+        w = getattr(train, "weights", None)
+        self.weights = np.ascontiguousarray(np.asarray(w, np.float64)[shuffle]) if w is not None else np.empty(0)
         del shuffle
         if own_epochs:
             release_pages(train.y)
@@ -95,7 +98,7 @@ class SGDLearner(Learner):
         self._w0[0] = m.w0
         sq_error = _fm_epoch(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
                              self.opts.task == "c", self.rates, self.reg, OPTIMIZERS[self.optimizer],
-                             *self.state)
+                             *self.state, self.weights)
         m.w0 = float(self._w0[0])
         self._check_diverged(f"SGD ({self.optimizer})", it, sq_error)
 
@@ -158,10 +161,14 @@ def row_score(indices, data, start, end, bias, w, V, use_w, s):
 
 @njit
 def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg,
-              mode, a_w0, a_w, a_V, b_w0, b_w, b_V, pw):
+              mode, a_w0, a_w, a_V, b_w0, b_w, b_V, pw, weights):
     """One pass over the rows in `order`; updates w0[0], w and V and the optimizer's
     state (see optimizer_state) in place. mode: SGD, ADAGRAD or ADAM. Returns Σ (ŷ − y)² of
-    the rows, each ŷ as predicted before the row's update (for the divergence check)."""
+    the rows, each ŷ as predicted before the row's update (for the divergence check).
+    weights (by row, -weights; empty: all 1): row i's whole gradient γ (loss and its lazy L2
+    term) is scaled by its weight u_i, as if the row were there u_i times with one step; a row
+    of weight 0 is skipped (no step, no optimizer clock tick, not in the returned sum)."""
+    weighted = weights.shape[0] > 0
     k = V.shape[1]
     nf = w.shape[0]
     s = np.empty(k)
@@ -170,6 +177,11 @@ def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify
     c1 = c2 = 1.0
     sq_error = 0.0
     for i in order:
+        if weighted:
+            u = weights[i]
+            if u == 0.0:
+                continue
+            r0, r1, r2 = reg[0] * u, reg[1] * u, reg[2] * u
         start, end = indptr[i], indptr[i + 1]
         pred = row_score(indices, data, start, end, w0[0] if use_w0 else 0.0, w, V, use_w, s)
         sq_error += (pred - y[i]) ** 2
@@ -178,6 +190,8 @@ def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify
             g = -yi * (1.0 - 1.0 / (1.0 + np.exp(-yi * pred)))
         else:
             g = pred - y[i]
+        if weighted:
+            g *= u
         if use_w0:
             if mode == SGD:
                 w0[0] -= eta0 * (g + r0 * w0[0])

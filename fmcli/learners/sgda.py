@@ -32,6 +32,8 @@ class SGDALearner(SGDLearner):
         self.grad_w = np.zeros(n)
         self.grad_v = np.zeros((n, model.k))
         self.eta = float(self.rates[1])
+        w = getattr(train, "weights", None)     # SGDA's epochs read the rows in file order
+        self.file_weights = np.ascontiguousarray(w, np.float64) if w is not None else np.empty(0)
 
     def step(self, it):
         m, val = self.model, self.evals["validation"]
@@ -39,7 +41,8 @@ class SGDALearner(SGDLearner):
         self._w0[0] = m.w0
         sq_error = _sgda_epoch(*self.train.csr(), self.train.y, order, *val.csr(), val.y, it > 0,
                                self._w0, m.w, m.V, m.use_w0, m.use_w, self.opts.task == "c", self.eta,
-                               self.groups, self.lam_w, self.lam_v, self.grad_w, self.grad_v)
+                               self.groups, self.lam_w, self.lam_v, self.grad_w, self.grad_v,
+                               self.file_weights)
         m.w0 = float(self._w0[0])
         self._check_diverged("SGDA", it, sq_error)
 
@@ -59,7 +62,11 @@ def _loss_derivative(pred, y, classify):
 
 @njit
 def _sgda_epoch(indptr, indices, data, y, order, vindptr, vindices, vdata, vy, adapt,
-                w0, w, V, use_w0, use_w, classify, eta, groups, lam_w, lam_v, grad_w, grad_v):
+                w0, w, V, use_w0, use_w, classify, eta, groups, lam_w, lam_v, grad_w, grad_v, weights):
+    """One epoch (module docs). weights (by row, -weights; empty: all 1): row i's steps (θ and
+    the λ-step after it, look-ahead included) take the rate η u_i, its gradient scaled by its
+    weight; a row of weight 0 is skipped."""
+    weighted = weights.shape[0] > 0
     k = V.shape[1]
     n_val = len(vindptr) - 1
     s = np.empty(k)
@@ -71,23 +78,29 @@ def _sgda_epoch(indptr, indices, data, y, order, vindptr, vindices, vdata, vy, a
     v_pos = 0
     sq_error = 0.0      # Σ (ŷ − y)² of the train rows before their steps (returned)
     for i in order:
+        eta_i = eta
+        if weighted:
+            u = weights[i]
+            if u == 0.0:
+                continue
+            eta_i = eta * u
         # theta-step, storing each parameter's loss-gradient term for the look-ahead
         start, end = indptr[i], indptr[i + 1]
         pred = row_score(indices, data, start, end, w0[0] if use_w0 else 0.0, w, V, use_w, s)
         sq_error += (pred - y[i]) ** 2
         g = _loss_derivative(pred, y[i], classify)
         if use_w0:
-            w0[0] -= eta * g
+            w0[0] -= eta_i * g
         for p in range(start, end):
             j, x = indices[p], data[p]
             grp = groups[j]
             if use_w:
                 grad_w[j] = g * x
-                w[j] -= eta * (grad_w[j] + 2.0 * lam_w[grp] * w[j])
+                w[j] -= eta_i * (grad_w[j] + 2.0 * lam_w[grp] * w[j])
             for f in range(k):
                 v = V[j, f]
                 grad_v[j, f] = g * x * (s[f] - v * x)
-                V[j, f] = v - eta * (grad_v[j, f] + 2.0 * lam_v[grp, f] * v)
+                V[j, f] = v - eta_i * (grad_v[j, f] + 2.0 * lam_v[grp, f] * v)
         if not adapt or n_val == 0:
             continue
         # lambda-step on the next validation row, predicted at the look-ahead parameters
@@ -106,16 +119,16 @@ def _sgda_epoch(indptr, indices, data, y, order, vindptr, vindices, vdata, vy, a
                 continue
             grp = groups[j]
             if use_w:
-                pred += x * (w[j] - eta * (grad_w[j] + 2.0 * lam_w[grp] * w[j]))
+                pred += x * (w[j] - eta_i * (grad_w[j] + 2.0 * lam_w[grp] * w[j]))
             for f in range(k):
                 v = V[j, f]
-                vx = x * (v - eta * (grad_v[j, f] + 2.0 * lam_v[grp, f] * v))
+                vx = x * (v - eta_i * (grad_v[j, f] + 2.0 * lam_v[grp, f] * v))
                 s_ahead[f] += vx
                 sq += vx * vx
         for f in range(k):
             pred += 0.5 * s_ahead[f] * s_ahead[f]
         pred -= 0.5 * sq
-        lg = 2.0 * eta * eta * _loss_derivative(pred, vy[r], classify)
+        lg = 2.0 * eta_i * eta_i * _loss_derivative(pred, vy[r], classify)
         for p in range(vs, ve):
             j, x = vindices[p], vdata[p]
             if j >= len(w):
@@ -125,7 +138,7 @@ def _sgda_epoch(indptr, indices, data, y, order, vindptr, vindices, vdata, vy, a
             sum_xw[grp] += x * w[j]
             for f in range(k):
                 v = V[j, f]
-                v_ahead = v - eta * (grad_v[j, f] + 2.0 * lam_v[grp, f] * v)
+                v_ahead = v - eta_i * (grad_v[j, f] + 2.0 * lam_v[grp, f] * v)
                 sum_xv[grp, f] += x * v
                 sum_xxvv[grp, f] += x * x * v * v_ahead
         for p in range(vs, ve):   # apply once per group present in the row, then reset

@@ -62,14 +62,22 @@ def solve(num, P, z):
 
 
 @njit
-def _update_w0(cache, w0, lam0, alpha, z, rej):
-    """The global bias w0[0] (prior N(0, 1/lam0)); h_i = 1."""
+def _update_w0(cache, w0, lam0, alpha, z, rej, weights):
+    """The global bias w0[0] (prior N(0, 1/lam0)); h_i = 1. weights: the rows' weights (their
+    precision is scaled by them), or empty: every row weighs 1."""
     n = cache.shape[0]
     old = w0[0]
     s1 = 0.0
-    for i in range(n):
-        s1 += old - cache[i, 0]
-    new = solve(alpha * s1, lam0 + alpha * n, z)
+    if weights.shape[0]:
+        sw = 0.0
+        for i in range(n):
+            s1 += weights[i] * (old - cache[i, 0])
+            sw += weights[i]
+        new = solve(alpha * s1, lam0 + alpha * sw, z)
+    else:
+        for i in range(n):
+            s1 += old - cache[i, 0]
+        new = solve(alpha * s1, lam0 + alpha * n, z)
     if not finite(new):
         rej[REJ_W0] += 1
         return
@@ -111,12 +119,14 @@ def _v_change(x, q, old, d):
 
 
 @njit
-def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej):
+def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
+                     weights):
     """w_j and v_{j,0..k−1} of feature j, reading and updating the cache entry by entry.
     A row's entries of j (adjacent in the column) make one term: h of the row is the sum of
     its entries' h (∂ŷ_i/∂θ), so P and m weigh a row once, however often it holds j (a term
     per entry would make the step c times too long for c copies: a long row of repeated
-    features diverged)."""
+    features diverged). weights (by row; empty: all 1) scale each row's terms."""
+    weighted = weights.shape[0] > 0
     p0, p1 = cptr[j], cptr[j + 1]
     if use_w:
         old = w[j]
@@ -131,6 +141,8 @@ def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
                 h += np.float64(cval[p])
                 p += 1
             a, b = _terms(h, cache[i, 0], old)
+            if weighted:
+                a, b = weights[i] * a, weights[i] * b
             s2 += a
             s1 += b
         new = solve(alpha * s1 + lam_w * mu_w, lam_w + alpha * s2, z[0])
@@ -155,6 +167,8 @@ def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
                 h += _v_h(np.float64(cval[p]), q, old)
                 p += 1
             a, b = _terms(h, cache[i, 0], old)
+            if weighted:
+                a, b = weights[i] * a, weights[i] * b
             s2 += a
             s1 += b
         new = solve(alpha * s1 + lam_v[f] * mu_v[f], lam_v[f] + alpha * s2, z[1 + f])
@@ -172,11 +186,13 @@ def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
 
 @njit
 def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
-                     lx, buf, jn):
+                     lx, buf, jn, weights, lw):
     """_column_in_place for columns without duplicated rows: the rows' caches are gathered into
     the contiguous buffers buf (k+1, m) and lx (m,), updated there, and scattered back; both
     passes prefetch the row PREFETCH_AHEAD entries ahead, and the first rows of the lane's next
-    column jn (-1: none) are prefetched before the arithmetic (hints only: the same bits)."""
+    column jn (-1: none) are prefetched before the arithmetic (hints only: the same bits).
+    weights (by row; empty: all 1): gathered into lw (m,) and scaling each row's terms."""
+    weighted = weights.shape[0] > 0
     k = V.shape[1]
     p0 = cptr[j]
     m = cptr[j + 1] - p0
@@ -185,6 +201,8 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
         i = crow[p0 + t]
         prefetch_row(cache, crow[min(p0 + t + PREFETCH_AHEAD, last)], False)
         lx[t] = cval[p0 + t]
+        if weighted:
+            lw[t] = weights[i]
         for c in range(k + 1):
             buf[c, t] = cache[i, c]
     if jn >= 0:
@@ -195,10 +213,16 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
         old = w[j]
         s1 = 0.0
         s2 = 0.0
-        for t in range(m):
-            a, b = _w_terms(np.float64(lx[t]), buf[0, t], old)
-            s2 += a
-            s1 += b
+        if weighted:
+            for t in range(m):
+                a, b = _w_terms(np.float64(lx[t]), buf[0, t], old)
+                s2 += lw[t] * a
+                s1 += lw[t] * b
+        else:
+            for t in range(m):
+                a, b = _w_terms(np.float64(lx[t]), buf[0, t], old)
+                s2 += a
+                s1 += b
         new = solve(alpha * s1 + lam_w * mu_w, lam_w + alpha * s2, z[0])
         if finite(new):
             d = new - old
@@ -211,10 +235,16 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
         old = V[j, f]
         s1 = 0.0
         s2 = 0.0
-        for t in range(m):
-            a, b = _v_terms(np.float64(lx[t]), buf[1 + f, t], buf[0, t], old)
-            s2 += a
-            s1 += b
+        if weighted:
+            for t in range(m):
+                a, b = _v_terms(np.float64(lx[t]), buf[1 + f, t], buf[0, t], old)
+                s2 += lw[t] * a
+                s1 += lw[t] * b
+        else:
+            for t in range(m):
+                a, b = _v_terms(np.float64(lx[t]), buf[1 + f, t], buf[0, t], old)
+                s2 += a
+                s1 += b
         new = solve(alpha * s1 + lam_v[f] * mu_v[f], lam_v[f] + alpha * s2, z[1 + f])
         if finite(new):
             d = new - old
@@ -234,7 +264,8 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
 
 @njit(parallel=True)
 def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
-          alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, gathered, lx, buf, buf_off, Z, rej):
+          alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, gathered, lx, buf, buf_off, Z, rej,
+          weights, lw):
     """One sweep: w0, then the colour classes in turn, each feature's w_j and v_{j,0..k−1}.
     The features of one class never share a row, so they touch disjoint rows of the cache and
     are updated in parallel: class c is cut into n_lanes lanes of about equal work, lane l =
@@ -245,14 +276,16 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, u
     buffer per lane l, buf[buf_off[l]:buf_off[l+1]], sized by the longest column lane l ever
     gets (schedule.lane_buffers). Factor blocks: V, lam_v and mu_v may be the column views
     [:, f0:f1] of one block, and the cache then holds e and that block's q in its first
-    1 + f1 − f0 columns (further columns, if any, are not touched); k below is the block's width."""
+    1 + f1 − f0 columns (further columns, if any, are not touched); k below is the block's width.
+    weights: each row's weight (its precision scaled by it; -weights), or empty (all 1); lw: a
+    per-thread gather buffer for them (shape (threads, 0) without weights)."""
     k = V.shape[1]
     if use_w0:
         z0 = 0.0
         if sample:
             stream_normals(seed, w.shape[0], Z[0, :1])
             z0 = Z[0, 0]
-        _update_w0(cache, w0, lam0, alpha, z0, rej[0])
+        _update_w0(cache, w0, lam0, alpha, z0, rej[0], weights)
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
     for c in range(n_classes):
         for lane in prange(n_lanes):
@@ -269,10 +302,10 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, u
                 if gathered:
                     _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g],
                                      mu_v[g], alpha, use_w, z, rej[tid], lx[tid], lane_buf,
-                                     order[t + 1] if t + 1 < t1 else -1)
+                                     order[t + 1] if t + 1 < t1 else -1, weights, lw[tid])
                 else:
                     _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                     mu_v[g], alpha, use_w, z, rej[tid])
+                                     mu_v[g], alpha, use_w, z, rej[tid], weights)
 
 
 @njit(parallel=True)
