@@ -199,3 +199,30 @@ class _ReadGuard:
         if isinstance(err, OSError):
             raise InputError(self.src.name, None, _os_message(err)) from None
         return False
+
+
+def read_values(path, kind, name, per, n, parse):
+    """The n values of a small text file of whitespace-separated tokens, the i-th for the i-th
+    `per` (-meta's group ids, -weights' weights): parse(text, shown, line_no) -> the value, or
+    an InputError (text: the token in ASCII, or None; shown: the token as printable text). Too
+    few or too many tokens are an InputError naming the line."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise InputError(path, None, f"cannot read {kind} file: {exc.strerror or exc}") from None
+    out = []
+    for line_no, line in enumerate(raw.split(b"\n"), start=1):
+        for tok in line.split():
+            try:
+                text = tok.decode("ascii")
+            except UnicodeDecodeError:
+                text = None
+            out.append(parse(text, tok.decode("utf-8", "replace"), line_no))
+            if len(out) > n:
+                raise InputError(path, line_no, f"more {name}s than {per}s: expected {n}")
+    if len(out) < n:
+        n_lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") or not raw else 1)
+        raise InputError(path, n_lines if n_lines else None,
+                         f"{len(out)} {name}s for {n} {per}s: the {kind} file needs one {name} per {per}")
+    return out
