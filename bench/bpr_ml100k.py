@@ -162,7 +162,7 @@ def run_implicit(data, split, a):
 def scaling(a):
     """Time per epoch of the compiled BPR epoch on synthetic one-hot positives (users 20000, items
     10000, Zipf-like item popularity), 125k to 1M positives: linear means the same ms per 1k."""
-    from fmcli.learners.bpr import UNIFORM, WARP, bpr_epoch, harmonic, positives_csr
+    from fmcli.learners.bpr import UNIFORM, WARP, bpr_epoch, harmonic, positive_bits, positives_csr
     from fmcli.learners.sgd import OPTIMIZERS, optimizer_state
 
     nu, ni, k = 20000, 10000, a.dim
@@ -180,6 +180,7 @@ def scaling(a):
         key = np.unique(users * ni + items)
         users, items = key // ni, key % ni
         pos = positives_csr(users, items, nu)
+        bits = positive_bits(*pos, ni)
         w, V = np.zeros(nu + ni), rng.normal(0, 0.1, (nu + ni, k))
         st = optimizer_state(mode, nu + ni, k)
         times = []
@@ -189,7 +190,7 @@ def scaling(a):
             bpr_epoch(order, users, items, *pos, uptr, uind, one(nu, np.float32), iptr, iind, one(ni, np.float32),
                       w, V, True, np.array([0, a.lr, a.lr]), np.array([0, 0.001, 0.001]), mode, st[1], st[2], st[4],
                       st[5], st[6], UNIFORM if a.sampling == "uniform" else WARP, 1, 100, harmonic(ni), e,
-                      np.empty(0, np.int64))
+                      np.empty(0, np.int64), bits)
             times.append(time.perf_counter() - t0)
         t = float(np.median(times[1:]))
         print(f"  {len(users):8d} positives: {t * 1e3:8.1f} ms/epoch, {t * 1e6 / len(users):.2f} ms per 1k positives")
