@@ -3,7 +3,7 @@
 
 usage: python3 bench/bpr_ml100k.py [--data DIR] [--out DIR] [--splits ua,ub] [--epochs N] [--dim K]
                                    [--lr ETA] [--reg R] [--features plain|relations|side] [--no-implicit]
-                                   [--scaling]
+                                   [--scaling] [--speed [--baseline BPR_PY]]
 
 Protocol (the issue's): ratings >= 4 of S.base are the positives; every item of S.base is
 excluded from a user's list; the relevant items are S.test's ratings >= 4; metrics by
@@ -162,7 +162,7 @@ def run_implicit(data, split, a):
 def scaling(a):
     """Time per epoch of the compiled BPR epoch on synthetic one-hot positives (users 20000, items
     10000, Zipf-like item popularity), 125k to 1M positives: linear means the same ms per 1k."""
-    from fmcli.learners.bpr import UNIFORM, WARP, bpr_epoch, harmonic, positives_csr
+    from fmcli.learners.bpr import UNIFORM, WARP, bpr_epoch, harmonic, positive_bits, positives_csr
     from fmcli.learners.sgd import OPTIMIZERS, optimizer_state
 
     nu, ni, k = 20000, 10000, a.dim
@@ -180,6 +180,7 @@ def scaling(a):
         key = np.unique(users * ni + items)
         users, items = key // ni, key % ni
         pos = positives_csr(users, items, nu)
+        bits = positive_bits(*pos, ni)
         w, V = np.zeros(nu + ni), rng.normal(0, 0.1, (nu + ni, k))
         st = optimizer_state(mode, nu + ni, k)
         times = []
@@ -189,10 +190,85 @@ def scaling(a):
             bpr_epoch(order, users, items, *pos, uptr, uind, one(nu, np.float32), iptr, iind, one(ni, np.float32),
                       w, V, True, np.array([0, a.lr, a.lr]), np.array([0, 0.001, 0.001]), mode, st[1], st[2], st[4],
                       st[5], st[6], UNIFORM if a.sampling == "uniform" else WARP, 1, 100, harmonic(ni), e,
-                      np.empty(0, np.int64))
+                      np.empty(0, np.int64), bits)
             times.append(time.perf_counter() - t0)
         t = float(np.median(times[1:]))
         print(f"  {len(users):8d} positives: {t * 1e3:8.1f} ms/epoch, {t * 1e6 / len(users):.2f} ms per 1k positives")
+
+
+def speed(a):
+    """Time per epoch on ua.base's positives (ratings >= 4), one-hot users and items, dim --dim,
+    uniform, one negative, --optimizer/--lr/--reg: fmcli's epoch as BPRLearner.step runs it (the
+    visit order's permutation + bpr_epoch) beside implicit's BPR on one thread and on its default
+    threads, interleaved in rounds in this one run (median per epoch; ratios). --baseline FILE: a
+    bpr.py of another revision (`git show REV:fmcli/learners/bpr.py > FILE`), timed the same way."""
+    import importlib.util
+
+    import scipy.sparse as sp
+
+    from fmcli.learners import bpr
+    from fmcli.learners.sgd import OPTIMIZERS, optimizer_state
+
+    tr, _ = ml(a.data, a.splits.split(",")[0])
+    pos = tr[tr[:, 2] >= 4]
+    nu, ni, k = 943, 1682, a.dim
+    users, items = pos[:, 0] - 1, pos[:, 1] - 1
+    P = bpr.positives_csr(users, items, nu)
+    uptr, uind = np.arange(nu + 1, dtype=np.int64), np.arange(nu, dtype=np.int32)
+    iptr, iind = np.arange(ni + 1, dtype=np.int64), (nu + np.arange(ni)).astype(np.int32)
+    mode = OPTIMIZERS[a.optimizer]
+    reg = np.array([float(r) for r in a.reg.split(",")][:3])
+    kernels = {"fmcli": (bpr, (bpr.positive_bits(*P, ni),))}
+    if a.baseline:
+        spec = importlib.util.spec_from_file_location("bpr_baseline", a.baseline)
+        base = importlib.util.module_from_spec(spec)
+        sys.modules["bpr_baseline"] = base
+        spec.loader.exec_module(base)
+        extra = (bpr.positive_bits(*P, ni),) if "bits" in base.bpr_epoch.py_func.__code__.co_varnames else ()
+        kernels["baseline"] = (base, extra)
+    rng = np.random.default_rng(a.seed)
+    state = {name: (np.zeros(nu + ni), np.random.default_rng(a.seed).normal(0, 0.1, (nu + ni, k)),
+                    optimizer_state(mode, nu + ni, k)) for name in kernels}
+
+    def fm_epoch(name, e):
+        mod, extra = kernels[name]
+        w, V, st = state[name]
+        t0 = time.perf_counter()
+        order = rng.permutation(len(users)).astype(np.int64)
+        mod.bpr_epoch(order, users, items, *P, uptr, uind, np.ones(nu, np.float32), iptr, iind,
+                      np.ones(ni, np.float32), w, V, True, np.array([0, a.lr, a.lr]), reg, mode, st[1], st[2], st[4],
+                      st[5], st[6], mod.UNIFORM, 1, 100, bpr.harmonic(ni), e, np.empty(0, np.int64), *extra)
+        return time.perf_counter() - t0
+
+    X = sp.csr_matrix((np.ones(len(pos), np.float32), (users, items)), shape=(nu, ni))
+    times = {name: [] for name in (*kernels, "implicit 1 thread", "implicit threads")}
+    have_implicit = True
+    try:
+        from implicit.bpr import BayesianPersonalizedRanking
+    except ImportError:
+        have_implicit = False
+    for name in kernels:
+        fm_epoch(name, 0)     # compile / load
+    per_round = 10
+    for r in range(a.rounds):
+        for name in kernels:
+            times[name] += [fm_epoch(name, 1 + r * per_round + e) for e in range(per_round)]
+        if have_implicit:
+            for name, th in (("implicit 1 thread", 1), ("implicit threads", 0)):
+                m = BayesianPersonalizedRanking(factors=k, learning_rate=0.005, regularization=0.01,
+                                                iterations=per_round, random_state=a.seed + r, num_threads=th)
+                t0 = time.perf_counter()
+                m.fit(X, show_progress=False)
+                times[name].append((time.perf_counter() - t0) / per_round)
+    print(f"speed: {len(users)} positives of {a.splits.split(',')[0]}.base, one-hot, dim {k}, uniform, {a.optimizer} "
+          f"lr {a.lr} -regular {a.reg}; {a.rounds} rounds of {per_round} epochs, interleaved; load "
+          f"{os.getloadavg()[0]:.1f}")
+    med = {name: float(np.median(t)) for name, t in times.items() if t}
+    for name, t in med.items():
+        print(f"  {name:18s} {t * 1e3:7.2f} ms/epoch")
+    for name in med:
+        if name != "fmcli":
+            print(f"  fmcli / {name} = {med['fmcli'] / med[name]:.2f}")
 
 
 def main():
@@ -212,9 +288,14 @@ def main():
     p.add_argument("--implicit-bpr-epochs", type=int, default=200)
     p.add_argument("--no-implicit", action="store_true")
     p.add_argument("--scaling", action="store_true", help="only: time per epoch on 125k-1M synthetic positives")
+    p.add_argument("--speed", action="store_true", help="only: time per epoch beside implicit's BPR (see speed())")
+    p.add_argument("--baseline", help="--speed: a bpr.py of another revision, timed beside")
+    p.add_argument("--rounds", type=int, default=5, help="--speed: rounds of 10 epochs each")
     a = p.parse_args()
     if a.scaling:
         return scaling(a)
+    if a.speed:
+        return speed(a)
     os.makedirs(a.out, exist_ok=True)
     data = os.path.abspath(a.data)
     print(f"fmcli -method bpr: dim {a.dim}, {a.epochs} epochs, {a.optimizer} lr {a.lr}, -regular {a.reg}, "

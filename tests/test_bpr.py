@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from naive import fm_predict_rows
 
-from fmcli.learners.bpr import SGD, UNIFORM, WARP, bpr_epoch, draw_negatives, harmonic, positives_csr
+from fmcli.learners.bpr import SGD, UNIFORM, WARP, bpr_epoch, draw_negatives, harmonic, positive_bits, \
+    positives_csr
 from fmcli.learners.sgd import ADAGRAD, ADAM, optimizer_state
 
 
@@ -42,7 +43,8 @@ def one_step(users, items, u, i, j, w, V, eta, reg=(0, 0, 0), mode=SGD, use_w=Tr
     total, steps = bpr_epoch(np.zeros(1, np.int64), np.array([u]), np.array([i]), *pos, uptr, uind, udat,
                              iptr, iind, idat, w, V, use_w, np.array([0, eta, eta]), np.array(reg, float),
                              mode, state[1], state[2], state[4], state[5], state[6], UNIFORM, 1, 1,
-                             harmonic(len(items)), 0, np.array([j], np.int64))
+                             harmonic(len(items)), 0, np.array([j], np.int64),
+                             positive_bits(*pos, len(items)))
     return w, V, total
 
 
@@ -116,14 +118,21 @@ def test_step_rules_move_against_the_gradient(mode):
     np.testing.assert_allclose((V - V1)[big], eta * np.sign(gV[big]), rtol=1e-3)
 
 
-def test_negatives_are_uniform_non_positives():
+@pytest.mark.parametrize("sampler", ["rejection", "rank"])
+def test_negatives_are_uniform_non_positives(sampler):
+    """Both samplers (rejection from the bitset; the rank mapping, for users with more than
+    half of the items positive or without the bitset): every non-positive, uniformly, no positive."""
     rng = np.random.default_rng(0)
-    n_users, n_items = 7, 12
+    n_users, n_items = 9, 12
     users = np.repeat(np.arange(n_users), rng.integers(1, n_items, n_users))
     items = rng.integers(0, n_items, len(users))
     ptr, pos = positives_csr(users, items, n_users)
+    counts_per_user = np.diff(ptr)
+    assert (2 * counts_per_user <= n_items).any() and (2 * counts_per_user > n_items).any()
+    bits = positive_bits(ptr, pos, n_items, limit=0 if sampler == "rank" else 2**20)
+    assert bits.shape == ((0, 0) if sampler == "rank" else (n_users, 1))
     draws_for = np.repeat(np.arange(n_users), 6000)
-    neg = draw_negatives(ptr, pos, draws_for, n_items, 42)
+    neg = draw_negatives(ptr, pos, draws_for, n_items, 42, bits)
     for u in range(n_users):
         mine = set(pos[ptr[u]:ptr[u + 1]].tolist())
         got = neg[draws_for == u]
@@ -133,7 +142,17 @@ def test_negatives_are_uniform_non_positives():
         assert set(np.flatnonzero(counts)) == set(allowed)       # every non-positive is drawn
         expected = 6000 / len(allowed)
         assert np.abs(counts[allowed] - expected).max() < 5 * np.sqrt(expected)
-    assert np.array_equal(neg, draw_negatives(ptr, pos, draws_for, n_items, 42))
+    assert np.array_equal(neg, draw_negatives(ptr, pos, draws_for, n_items, 42, bits))
+
+
+def test_positive_bits():
+    ptr, pos = positives_csr(np.array([0, 0, 1, 1, 1]), np.array([3, 64, 0, 69, 69]), 3)
+    bits = positive_bits(ptr, pos, 70)
+    want = np.zeros((3, 70), bool)
+    want[0, [3, 64]] = want[1, [0, 69]] = True
+    got = (bits[:, np.arange(70) >> 6] >> (np.arange(70) & 63).astype(np.uint64)) & np.uint64(1)
+    assert np.array_equal(got.astype(bool), want)
+    assert positive_bits(ptr, pos, 70, limit=3 * 2 * 8 - 1).shape == (0, 0)
 
 
 def planted(seed, n_users=60, n_items=50, k=3, per_user=12):
@@ -174,7 +193,7 @@ def test_planted_ranking_is_learned(sampling):
         bpr_epoch(rng.permutation(len(users)).astype(np.int64), users, items, *pos, uptr, uind, udat, iptr, iind,
                   idat, w, V, True, np.array([0, 0.1, 0.1]), np.array([0, 0.01, 0.01]), ADAGRAD, state[1],
                   state[2], state[4], state[5], state[6], sampling, 1, 50, harmonic(n_items), it,
-                  np.empty(0, np.int64))
+                  np.empty(0, np.int64), positive_bits(*pos, n_items))
     learned = V[:n_users] @ V[n_users:].T + w[n_users:]
     # the held-out half against the items that are not positives at all
     held = top[:, 1::2]

@@ -23,9 +23,11 @@ positive minus a margin of 1 (d < 1), at most --max-sampled; found after N draws
 the user's C candidate negatives, the rank estimate is K = ⌊C / N⌋ and the step descends
 Φ(K)·(1 − d), Φ(K) = Σ_{r ≤ K} 1/r (no violating negative: no step).
 
-Negatives: with the user's positives sorted p_0 < p_1 < ..., the r-th non-positive item
-(r uniform in [0, n_items − n_pos)) is r + t, t = #{s : p_s − s ≤ r} (a binary search): one
-draw each, exact, never a positive. The kernel is sequential and seeded by the run's
+Negatives: a user with at most half of the items positive draws uniform items until one is
+not a positive (a bitset of the positives, one bit per user and item, when it takes at most
+BITSET_BYTES); else, with the user's positives sorted p_0 < p_1 < ..., the r-th non-positive
+item (r uniform in [0, n_items − n_pos)) is r + t, t = #{s : p_s − s ≤ r} (a binary search).
+Both are exact, never a positive. The kernel is sequential and seeded by the run's
 generator: the result does not depend on --threads.
 """
 
@@ -41,6 +43,7 @@ from fmcli.model import row_sums
 SAMPLINGS = ("uniform", "warp")
 UNIFORM, WARP = 0, 1
 WARP_MARGIN = 1.0
+BITSET_BYTES = 64 * 2**20   # the positives' bitset at most (else every draw is by rank)
 
 
 # ---- the data of a run: positives as (user row, item row) pairs of the mapping's sides --------
@@ -147,51 +150,58 @@ def _clock(pw, f, mode):
     return 1.0 / (1.0 - pw[f, 0]), 1.0 / (1.0 - pw[f, 1])
 
 
+@njit(inline="always")
+def _disjoint(it_ind, ia, ib, ja, jb, nf, mark, stamp):
+    """Whether the item rows ia..ib and ja..jb have no feature twice (in one or across both):
+    mark[f] = stamp for their features (stamp new for each call)."""
+    ok = True
+    for p in range(ia, ib):
+        f = it_ind[p]
+        if f < nf:
+            if mark[f] == stamp:
+                ok = False
+            mark[f] = stamp
+    for p in range(ja, jb):
+        f = it_ind[p]
+        if f < nf:
+            if mark[f] == stamp:
+                ok = False
+            mark[f] = stamp
+    return ok
+
+
 @njit
-def _apply(g, u_ind, u_dat, ua, ub, it_ind, it_dat, ia, ib, ja, jb, qu, qi, qj, w, V, use_w, rates, reg,
-           mode, a_w, a_V, b_w, b_V, pw, mark, slot_f, gw, gV):
-    """The step of g = ∂L/∂d on the user row u (entries ua..ub) and item rows i and j (see the
-    module's gradients): all gradients at the current parameters, then the updates. mark: (nf,)
-    −1 (restored on return); slot_f, gw, gV: scratch of at least the two item rows' sizes."""
+def _step_shared(g, it_ind, it_dat, ia, ib, ja, jb, qu, qi, qj, w, V, use_w, eta1, eta2, r1, r2, mode,
+                 a_w, a_V, b_w, b_V, pw, slot, slot_f, gw, gV):
+    """The item rows' step when a feature is in both (or twice in one): each feature's
+    gradients summed at the parameters before the step, then one update per feature. slot:
+    (nf,) −1 (restored on return); slot_f, gw, gV: scratch of the two rows' sizes."""
     nf, k = V.shape
-    eta1, eta2 = rates[1], rates[2]
-    r1, r2 = reg[1], reg[2]
     ns = 0
     for side in range(2):
         a, b = (ia, ib) if side == 0 else (ja, jb)
         sgn = 1.0 if side == 0 else -1.0
-        q = qi if side == 0 else qj
         for p in range(a, b):
             f = it_ind[p]
             if f >= nf:
                 continue
             x = np.float64(it_dat[p])
-            s = mark[f]
+            s = slot[f]
             if s < 0:
                 s = ns
-                mark[f] = s
+                slot[f] = s
                 slot_f[s] = f
                 gw[s] = 0.0
-                gV[s, :] = 0.0
+                for c in range(k):
+                    gV[s, c] = 0.0
                 ns += 1
             gx = sgn * g * x
             gw[s] += gx
             for c in range(k):
-                gV[s, c] += gx * (qu[c] + q[c] - V[f, c] * x)
-    for p in range(ua, ub):
-        f = u_ind[p]
-        if f >= nf:
-            continue
-        x = np.float64(u_dat[p])
-        c1, c2 = _clock(pw, f, mode)
-        if use_w:
-            _step_w(w, f, r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
-        gx = g * x
-        for c in range(k):
-            _step_v(V, f, c, gx * (qi[c] - qj[c]) + r2 * V[f, c], eta2, mode, a_V, b_V, c1, c2)
+                gV[s, c] += gx * (qu[c] + (qi[c] if side == 0 else qj[c]) - V[f, c] * x)
     for s in range(ns):
         f = slot_f[s]
-        mark[f] = -1
+        slot[f] = -1
         c1, c2 = _clock(pw, f, mode)
         if use_w:
             _step_w(w, f, gw[s] + r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
@@ -200,49 +210,87 @@ def _apply(g, u_ind, u_dat, ua, ub, it_ind, it_dat, ia, ib, ja, jb, qu, qi, qj, 
 
 
 @njit(inline="always")
-def _draw_negative(pos_items, a, b, n_items):
-    """A uniform item among those that are not in the sorted pos_items[a:b]."""
-    r = np.random.randint(0, n_items - (b - a))
-    lo, hi = 0, b - a          # t = #{s : pos[a + s] − s ≤ r}: pos[a + s] − s is non-decreasing
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if pos_items[a + mid] - mid <= r:
-            lo = mid + 1
-        else:
-            hi = mid
-    return r + lo
+def _draw_negative(pos_items, a, b, n_items, bits, u):
+    """A uniform item among those that are not in the sorted pos_items[a:b] (user u's).
+    With the bitset of the positives (positive_bits) and at most half of the items positive:
+    uniform items until one is not a positive (rejection; under 2 draws expected). Else the
+    r-th non-positive, r + t with t = #{s : pos[a + s] − s ≤ r} (pos[a + s] − s is
+    non-decreasing), by a binary search whose steps do not branch on the data."""
+    n = b - a
+    if bits.shape[0] > 0 and 2 * n <= n_items:
+        while True:
+            j = np.random.randint(0, n_items)
+            if not (bits[u, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+                return j
+    r = np.random.randint(0, n_items - n)
+    base = 0
+    while n > 1:
+        half = n >> 1
+        m = base + half
+        base = m if pos_items[a + m] - m <= r else base
+        n -= half
+    if n > 0 and pos_items[a + base] - base <= r:
+        base += 1
+    return r + base
 
 
 @njit
-def draw_negatives(pos_indptr, pos_items, users, n_items, seed):
+def draw_negatives(pos_indptr, pos_items, users, n_items, seed, bits):
     """One negative per entry of `users` (tests; the epochs draw the same way)."""
     np.random.seed(seed)
     out = np.empty(len(users), np.int64)
     for t in range(len(users)):
         u = users[t]
-        out[t] = _draw_negative(pos_items, pos_indptr[u], pos_indptr[u + 1], n_items)
+        out[t] = _draw_negative(pos_items, pos_indptr[u], pos_indptr[u + 1], n_items, bits, u)
     return out
 
 
-@njit
-def bpr_epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat,
-              w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H,
-              seed, fixed_j):
-    """One pass over the positives in `order` (indices of pair_u, pair_i); returns (Σ loss, steps).
-    sampling UNIFORM: n_neg steps per positive, each with its own uniform negative; WARP: one
-    step per positive (see the module). fixed_j (len(order),) ≥ 0: the negative of each visit
-    (uniform, n_neg 1; tests), else drawn."""
+def positive_bits(pos_indptr, pos_items, n_items, limit=BITSET_BYTES):
+    """(n_users, ⌈n_items / 64⌉) uint64: bit i of row u set for u's positive items (the
+    rejection sampler's test), or (0, 0) when it would take more than `limit` bytes."""
+    n_users = len(pos_indptr) - 1
+    words = (n_items + 63) // 64
+    if n_users * words * 8 > limit:
+        return np.zeros((0, 0), np.uint64)
+    bits = np.zeros((n_users, words), np.uint64)
+    users = np.repeat(np.arange(n_users), np.diff(pos_indptr))
+    items = np.asarray(pos_items, np.int64)
+    np.bitwise_or.at(bits, (users, items >> 6), np.left_shift(np.uint64(1), (items & 63).astype(np.uint64)))
+    return bits
+
+
+@njit(inline="always")
+def _bpr_loss(d):
+    """(−ln σ(d), ∂/∂d = −σ(−d)) from one exp, without overflow."""
+    e = np.exp(-abs(d))
+    loss = max(-d, 0.0) + np.log1p(e)
+    return loss, -(e if d >= 0.0 else 1.0) / (1.0 + e)
+
+
+@njit(inline="always")
+def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat,
+           w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H,
+           seed, fixed_j, bits):
+    """bpr_epoch's pass. Each step reads the factor
+    sums q_u, q_i, q_j at the parameters before it: q_u and q_i once per positive (again after a step when another
+    negative follows), q_j once per draw; the user row's and, when no feature is in both item
+    rows, the items' parameters are updated in place as their gradients are read."""
     np.random.seed(seed)
     nf, k = V.shape
     n_items = it_ptr.shape[0] - 1
+    eta1, eta2 = rates[1], rates[2]
+    r1, r2 = reg[1], reg[2]
     qu, qi, qj = np.empty(k), np.empty(k), np.empty(k)
     mark = np.full(nf, -1, np.int64)
+    slot = np.full(nf, -1, np.int64)
     width = 0
     for r in range(n_items):
         width = max(width, it_ptr[r + 1] - it_ptr[r])
     slot_f = np.empty(2 * width, np.int64)
     gw = np.empty(2 * width)
     gV = np.empty((2 * width, k))
+    use_fixed = fixed_j.shape[0] > 0
+    uniform = sampling == UNIFORM
     total, steps = 0.0, 0
     for t in range(order.shape[0]):
         e = order[t]
@@ -250,40 +298,101 @@ def bpr_epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat,
         ua, ub = u_ptr[u], u_ptr[u + 1]
         pa, pb = pos_indptr[u], pos_indptr[u + 1]
         ia, ib = it_ptr[i], it_ptr[i + 1]
-        if sampling == UNIFORM:
-            for _ in range(n_neg):
-                j = fixed_j[t] if fixed_j.shape[0] else _draw_negative(pos_items, pa, pb, n_items)
-                _side(u_ind, u_dat, ua, ub, w, V, use_w, qu)
-                bi = _side(it_ind, it_dat, ia, ib, w, V, use_w, qi)
+        _side(u_ind, u_dat, ua, ub, w, V, use_w, qu)
+        bi = _side(it_ind, it_dat, ia, ib, w, V, use_w, qi)
+        for s in range(n_neg if uniform else 1):
+            if uniform:
+                if s:   # the last step moved them
+                    _side(u_ind, u_dat, ua, ub, w, V, use_w, qu)
+                    bi = _side(it_ind, it_dat, ia, ib, w, V, use_w, qi)
+                j = fixed_j[t] if use_fixed else _draw_negative(pos_items, pa, pb, n_items, bits, u)
                 bj = _side(it_ind, it_dat, it_ptr[j], it_ptr[j + 1], w, V, use_w, qj)
-                d = _diff(bi, bj, qu, qi, qj)
-                # −ln σ(d) = ln(1 + e^−d), computed without overflow; g = −σ(−d)
-                total += max(-d, 0.0) + np.log1p(np.exp(-abs(d)))
-                g = -1.0 / (1.0 + np.exp(d))
-                _apply(g, u_ind, u_dat, ua, ub, it_ind, it_dat, ia, ib, it_ptr[j], it_ptr[j + 1], qu, qi, qj,
-                       w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, mark, slot_f, gw, gV)
+                loss, g = _bpr_loss(_diff(bi, bj, qu, qi, qj))
+                total += loss
+            else:
                 steps += 1
-        else:
-            _side(u_ind, u_dat, ua, ub, w, V, use_w, qu)
-            bi = _side(it_ind, it_dat, ia, ib, w, V, use_w, qi)
-            n_cand = n_items - (pb - pa)
-            found = 0
-            d = 0.0
-            j = 0
-            for s in range(1, max_sampled + 1):
-                j = _draw_negative(pos_items, pa, pb, n_items)
-                bj = _side(it_ind, it_dat, it_ptr[j], it_ptr[j + 1], w, V, use_w, qj)
-                d = _diff(bi, bj, qu, qi, qj)
-                if d < WARP_MARGIN:
-                    found = s
-                    break
-            if found:
-                phi = H[n_cand // found]
+                found = 0
+                d = 0.0
+                j = 0
+                for n in range(1, max_sampled + 1):
+                    j = _draw_negative(pos_items, pa, pb, n_items, bits, u)
+                    bj = _side(it_ind, it_dat, it_ptr[j], it_ptr[j + 1], w, V, use_w, qj)
+                    d = _diff(bi, bj, qu, qi, qj)
+                    if d < WARP_MARGIN:
+                        found = n
+                        break
+                if not found:
+                    continue
+                phi = H[(n_items - (pb - pa)) // found]
                 total += phi * (WARP_MARGIN - d)
-                _apply(-phi, u_ind, u_dat, ua, ub, it_ind, it_dat, ia, ib, it_ptr[j], it_ptr[j + 1], qu, qi, qj,
-                       w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, mark, slot_f, gw, gV)
-            steps += 1
+                g = -phi
+            ja, jb = it_ptr[j], it_ptr[j + 1]
+            # the user row: ∂d/∂v_l = x_l (q_i − q_j), w_l only regularised
+            for p in range(ua, ub):
+                f = u_ind[p]
+                if f >= nf:
+                    continue
+                gx = g * np.float64(u_dat[p])
+                c1, c2 = _clock(pw, f, mode)
+                if use_w:
+                    _step_w(w, f, r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+                for c in range(k):
+                    _step_v(V, f, c, gx * (qi[c] - qj[c]) + r2 * V[f, c], eta2, mode, a_V, b_V, c1, c2)
+            stamp = steps if uniform else steps - 1
+            if _disjoint(it_ind, ia, ib, ja, jb, nf, mark, stamp):
+                # feature l of item i (sign +) and of item j (sign −), each in no other row:
+                # ∂d/∂v_l = ±x_l (q_u + q − v_l x_l), ∂d/∂w_l = ±x_l, read before its update
+                for p in range(ia, ib):
+                    f = it_ind[p]
+                    if f >= nf:
+                        continue
+                    x = np.float64(it_dat[p])
+                    gx = g * x
+                    c1, c2 = _clock(pw, f, mode)
+                    if use_w:
+                        _step_w(w, f, gx + r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+                    for c in range(k):
+                        v = V[f, c]
+                        _step_v(V, f, c, gx * (qu[c] + qi[c] - v * x) + r2 * v, eta2, mode, a_V, b_V, c1, c2)
+                for p in range(ja, jb):
+                    f = it_ind[p]
+                    if f >= nf:
+                        continue
+                    x = np.float64(it_dat[p])
+                    gx = -g * x
+                    c1, c2 = _clock(pw, f, mode)
+                    if use_w:
+                        _step_w(w, f, gx + r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+                    for c in range(k):
+                        v = V[f, c]
+                        _step_v(V, f, c, gx * (qu[c] + qj[c] - v * x) + r2 * v, eta2, mode, a_V, b_V, c1, c2)
+            else:
+                _step_shared(g, it_ind, it_dat, ia, ib, ja, jb, qu, qi, qj, w, V, use_w, eta1, eta2, r1, r2,
+                             mode, a_w, a_V, b_w, b_V, pw, slot, slot_f, gw, gV)
+            if uniform:
+                steps += 1
     return total, steps
+
+
+@njit
+def bpr_epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat,
+              w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H,
+              seed, fixed_j, bits):
+    """One pass over the positives in `order` (indices of pair_u, pair_i); returns (Σ loss, steps).
+    sampling UNIFORM: n_neg steps per positive, each with its own uniform negative; WARP: one
+    step per positive (see the module). fixed_j (len(order),) ≥ 0: the negative of each visit
+    (uniform, n_neg 1; tests), else drawn (bits: positive_bits). The epoch (_epoch) is inlined
+    once per step rule with `mode` a constant: its switches fold away (SGD: 0.7x the time)."""
+    if mode == SGD:
+        return _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat, w, V,
+                      use_w, rates, reg, SGD, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, fixed_j,
+                      bits)
+    elif mode == ADAGRAD:
+        return _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat, w, V,
+                      use_w, rates, reg, ADAGRAD, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed,
+                      fixed_j, bits)
+    return _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat, w, V,
+                  use_w, rates, reg, ADAM, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, fixed_j, bits)
 
 
 # ---- the learner ------------------------------------------------------------------------------
@@ -315,6 +424,7 @@ class BPRLearner(Learner):
         self.n_items = m.item.n_rows
         self.pos = positives_csr(self.pair_u, self.pair_i, m.user.n_rows)
         check_negatives(self.pos[0], self.n_items, m.user.ids)
+        self.bits = positive_bits(*self.pos, self.n_items)
         self.user_rows = (m.user.indptr, m.user.indices, m.user.data)
         self.item_rows = (m.item.indptr, m.item.indices, m.item.data)
         self.H = harmonic(self.n_items)
@@ -343,7 +453,7 @@ class BPRLearner(Learner):
                                  m.w, m.V, m.use_w, self.rates, self.reg, self.mode, *self.state[1:3],
                                  *self.state[4:6], self.state[6], UNIFORM if self.opts.sampling == "uniform"
                                  else WARP, self.opts.negatives, self.opts.max_sampled, self.H, seed,
-                                 np.empty(0, np.int64))
+                                 np.empty(0, np.int64), self.bits)
         self.loss = total / steps if steps else 0.0
         check_diverged(f"BPR ({self.opts.optimizer})", it, total, max(steps, 1), 2.0,
                        bool(np.isfinite(m.w).all() and np.isfinite(m.V).all()),
