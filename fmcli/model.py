@@ -42,6 +42,9 @@ class FMModel:
     # side, orders ((t, k_t), ...) says which columns are which order; none: H is (n, 0)
     H: np.ndarray = None
     orders: tuple = ()
+    # MCMC with orders >= 3: (S, n, K) the higher-order factors of each of `samples`' draws
+    # (as their V); None without samples or orders
+    samples_H: np.ndarray = None
 
     def __post_init__(self):
         if self.H is None:
@@ -91,20 +94,22 @@ class FMModel:
                        H=np.vstack([self.H, np.zeros((extra, self.H.shape[1]))]), orders=self.orders)
 
     def predict_raw(self, indptr, indices, data, params=None, relations=()):
-        """Raw scores y(x), one per CSR row, unclipped (params: (w0, w, V), default the model's;
-        relations: the rows' (Relation, links) pairs, SparseData.relations)."""
-        w0, w, V = (self.w0, self.w, self.V) if params is None else params
+        """Raw scores y(x), one per CSR row, unclipped (params: (w0, w, V) or (w0, w, V, H),
+        default the model's, H default the model's; relations: the rows' (Relation, links)
+        pairs, SparseData.relations)."""
+        w0, w, V = (self.w0, self.w, self.V) if params is None else params[:3]
+        H = params[3] if params is not None and len(params) > 3 else self.H
         out = np.empty(len(indptr) - 1, np.float64)
         rel_map = relation_map(relations, len(out))
         predict_rows(*kernel_rows(indptr, indices, data), w0 if self.use_w0 else 0.0, w, V, self.use_w, out,
                      np.empty((0, V.shape[1] + 1), np.float32), rel_map,
                      relation_terms(relations, w, V, self.use_w))
-        if self.H.shape[1]:
+        if H.shape[1]:
             if relations:
                 raise ValueError("relations with interaction orders above 2 are not supported")
             from fmcli.anova import add_higher_orders
 
-            add_higher_orders(indptr, indices, data, self.H, self.col_order, out)
+            add_higher_orders(indptr, indices, data, H, self.col_order, out)
         return out
 
     def predict(self, indptr, indices, data, relations=()):
@@ -116,7 +121,8 @@ class FMModel:
         w0s, ws, Vs = self.samples
         total = np.zeros(len(indptr) - 1)
         for s in range(len(w0s)):
-            raw = self.predict_raw(indptr, indices, data, (w0s[s], ws[s], Vs[s]), relations)
+            params = (w0s[s], ws[s], Vs[s]) if self.samples_H is None else (w0s[s], ws[s], Vs[s], self.samples_H[s])
+            raw = self.predict_raw(indptr, indices, data, params, relations)
             total += apply_link(raw, self.link, self.y_min, self.y_max, out=raw)
         return apply_link(total / len(w0s), self.link, self.y_min, self.y_max) if self.link == "identity" \
             else total / len(w0s)

@@ -190,7 +190,7 @@ def _load_model(job):
     if job.dim_given and tuple(job.opts.dim) != dim:
         raise UsageError(f"-dim {','.join(map(str, job.opts.dim))} does not match the loaded model's "
                          f"{','.join(map(str, dim))} ({job.load_model})")
-    model.samples = None  # continue from the last state, not from an average
+    model.samples = model.samples_H = None  # continue from the last state, not from an average
     # checked by the model file's schema; absent from libFM's and older fmcli files
     return model, dim, model.meta.get("iterations_done", 0)
 

@@ -375,9 +375,116 @@ def test_cli_trains_saves_and_predicts_order3(run, tmp_path, method):
     code, _, err = run("predict", "-model", str(tmp_path / "m.fm"), "-test", str(tmp_path / "test.libfm"),
                        "-out", str(tmp_path / "again.txt"))
     assert code == 0, err
-    again = np.loadtxt(tmp_path / "again.txt")
-    if method != "mcmc":    # MCMC's -out averages the draws; the file holds the last one
-        assert np.allclose(again, np.loadtxt(tmp_path / "pred.txt"), atol=1e-5)
+    again = np.loadtxt(tmp_path / "again.txt")   # MCMC: the file's samples, averaged as -out
+    assert np.allclose(again, np.loadtxt(tmp_path / "pred.txt"), atol=1e-5)
     code, _, err = run("train", "-task", "r", "-train", str(tmp_path / "train.libfm"), "-method", method,
                        "-dim", "1,1,2", "-iter", "1", "-load_model", str(tmp_path / "m.fm"))
     assert code == 2 and "does not match the loaded model's 1,1,2,2" in err
+
+
+# ---- MCMC samples with orders above 2 ----------------------------------------------------------
+
+def write_libfm(path, d):
+    with open(path, "w") as f:
+        for i in range(d.n_rows):
+            a, b = d.indptr[i], d.indptr[i + 1]
+            f.write(f"{d.y[i]:.6g} " + " ".join(f"{j}:{x:g}" for j, x in zip(d.indices[a:b], d.data[a:b])) + "\n")
+
+
+def test_mcmc_keeps_the_higher_order_factors_of_every_sample():
+    """Each kept sample holds its own H (float32, as V); the saved model's prediction is the mean
+    of the samples' predictions, as the learner's averaged -out."""
+    from fmcli.learners.base import TrainOptions
+    from fmcli.train import build_learner
+
+    train, test, _ = planted_order3(4, n=500, n_test=150)
+    lrn = build_learner(TrainOptions(method="mcmc", dim=(1, 1, 2, 2), seed=5, keep_samples=1, iterations=12,
+                                     regular=(0.0, 1.0, 1.0)), train, {"test": test})
+    Hs = []
+    for it in range(12):
+        lrn.step(it)
+        Hs.append(lrn.model.H.astype(np.float32))
+    fm = lrn.final_model()
+    assert fm.samples_H.shape == (12, train.n_features, 2) and fm.samples_H.dtype == np.float32
+    assert np.array_equal(fm.samples_H, np.stack(Hs))        # every draw's own H, not the last one
+    assert not np.allclose(fm.samples_H[0], fm.samples_H[-1])
+    # the mean over samples of each sample's clipped prediction, by hand from the pieces
+    per = [np.clip(FMModel(w0, w, V, H=H, orders=fm.orders).predict_raw(*test.csr()), fm.y_min, fm.y_max)
+           for w0, w, V, H in zip(*fm.samples, fm.samples_H)]
+    want = np.clip(np.mean(per, 0), fm.y_min, fm.y_max)
+    np.testing.assert_allclose(fm.predict(*test.csr()), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fm.predict(*test.csr()), lrn.eval_predictions("test"), atol=2e-5)
+    last_only = FMModel(fm.w0, fm.w, fm.V, H=fm.H, orders=fm.orders, y_min=fm.y_min, y_max=fm.y_max)
+    assert np.abs(last_only.predict(*test.csr()) - lrn.eval_predictions("test")).max() > 1e-3
+
+
+@pytest.mark.parametrize("suffix", [".fm", ".npz"])
+def test_cli_predict_of_a_saved_order3_mcmc_model_is_its_out(run, tmp_path, suffix):
+    from fmcli.io.modelfile import load_model
+
+    train, test, _ = planted_order3(3, n=600, n_test=200)
+    write_libfm(tmp_path / "train.libfm", train)
+    write_libfm(tmp_path / "test.libfm", test)
+    model = tmp_path / f"m{suffix}"
+    code, _, err = run("train", "-task", "r", "-train", tmp_path / "train.libfm", "-test", tmp_path / "test.libfm",
+                       "-method", "mcmc", "-dim", "1,1,4,2", "-iter", "15", "-out", tmp_path / "pred.txt",
+                       "-save_model", model, "-regular", "0,1,1", "-seed", "7")
+    assert code == 0, err
+    m = load_model(model)
+    assert len(m.samples[0]) == 15 and m.samples_H.shape == (15, m.n_features, 2)
+    assert m.samples_H.dtype == np.float32
+    code, _, err = run("predict", "-model", model, "-test", tmp_path / "test.libfm", "-out", tmp_path / "again.txt")
+    assert code == 0, err
+    assert (tmp_path / "again.txt").read_bytes() == (tmp_path / "pred.txt").read_bytes()
+
+
+def test_damaged_higher_order_sample_lines_are_refused(tmp_path, rng):
+    import hashlib
+
+    from fmcli.errors import InputError
+    from fmcli.io.modelfile import load_model, save_model
+
+    model = higher_model(rng, 5, (1, 1, 2, 3))
+    model.samples = (rng.normal(size=3), rng.normal(size=(3, 5)).astype(np.float32),
+                     rng.normal(size=(3, 5, 2)).astype(np.float32))
+    model.samples_H = rng.normal(size=(3, 5, 3)).astype(np.float32)
+    save_model(tmp_path / "m.fm", model)
+    back = load_model(tmp_path / "m.fm")
+    assert np.array_equal(back.samples_H, model.samples_H) and np.array_equal(back.samples[2], model.samples[2])
+    assert np.array_equal(back.H, model.H)
+    save_model(tmp_path / "m.npz", model)
+    assert np.array_equal(load_model(tmp_path / "m.npz").samples_H, model.samples_H)
+    lines = (tmp_path / "m.fm").read_text().splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith("#fmcli-sample "))
+    assert lines[first - 1].startswith("#fmcli-order 3 ")
+
+    def resealed(edit):
+        body = "".join(edit(list(lines))[:-1])
+        (tmp_path / "bad.fm").write_text(body + "#fmcli-sha256 " + hashlib.sha256(body.encode()).hexdigest() + "\n")
+        return tmp_path / "bad.fm"
+
+    def cut(ls):          # a sample line without its H: the size of an order-2 sample
+        ls[first + 1] = ls[first + 1][:-17] + "\n"
+        return ls
+
+    def nan_h(ls):        # sample 2's last H value NaN (float32 bytes 00 00 c0 7f)
+        import base64
+        head, payload = ls[first + 2].rsplit(" ", 1)
+        raw = bytearray(base64.b64decode(payload))
+        raw[-4:] = b"\x00\x00\xc0\x7f"
+        ls[first + 2] = f"{head} {base64.b64encode(bytes(raw)).decode()}\n"
+        return ls
+
+    def dropped(ls):
+        del ls[first + 2]
+        return ls
+
+    for edit, line, what in ((cut, first + 2, "sample 1 holds"), (nan_h, first + 3, "sample 2: H holds non-finite"),
+                             (dropped, first + 3, "expected the line '#fmcli-sample 2")):
+        with pytest.raises(InputError, match=what) as e:
+            load_model(resealed(edit))
+        assert e.value.line == line, str(e.value)
+    # a model whose samples lack H is not written (its predictions would be silently wrong)
+    model.samples_H = None
+    with pytest.raises(ValueError, match="samples_H"):
+        save_model(tmp_path / "x.fm", model)

@@ -26,15 +26,18 @@ last section, as libFM wrappers do) finds exactly the three sections above:
 
     #fmcli-order 3 <base64>          (only for a model with orders 3 and up: one line per
                                      order, P^(t) (n, k_t) as <f8 row by row; "orders" in the
-                                     JSON lists [t, k_t]; such a model has no samples)
+                                     JSON lists [t, k_t]; the model's own H, the last
+                                     sample's for MCMC)
     #fmcli-sample 0 <base64>         (only for a model with samples: MCMC; S lines)
     ...
     #fmcli-meta {one-line JSON}
     #fmcli-sha256 <hex>              SHA-256 of every byte before this line
 
 Sample line s holds the base64 (RFC 4648, with padding) of sample s's w0 as <f8 (if use_w0),
-w (if use_w) and V row by row, w and V as the metadata's `sample_dtype` (float32, the type MCMC
-keeps them in, or float64): exact, and about 5.3 bytes per value instead of ~20 as text.
+w (if use_w), V row by row and, for a model with orders 3 and up, the sample's H (n, Σ k_t) row
+by row, w, V and H as the metadata's `sample_dtype` (float32, the type MCMC keeps them in, or
+float64): exact, and about 5.3 bytes per value instead of ~20 as text. (fmcli before higher-order
+samples refuses such a file: its schema said a model with orders above 2 has no samples.)
 
 Format versions: 2 stores samples so; 1 (fmcli before 2) stored them as text sections after
 the pairwise one ('#fmcli samples S', then per sample '#sample s' and its w0, w, V lines
@@ -58,7 +61,8 @@ Binary format (*.npz)
 ---------------------
 np.savez (uncompressed) with float64 little-endian arrays w0 (shape ()), w, V, H (n, Σ k_t; only
 with orders 3 and up) and, for a
-model with samples, w0s (S,) float64, ws (S, n) and Vs (S, n, k) as sample_dtype; `meta` is the same JSON as UTF-8
+model with samples, w0s (S,) float64, ws (S, n), Vs (S, n, k) and (orders 3 and up) Hs (S, n, Σ k_t)
+as sample_dtype; `meta` is the same JSON as UTF-8
 bytes in a uint8 array, and `sha256` (uint8, ASCII hex) is the SHA-256 over the meta bytes
 and every array's name, dtype, shape and bytes. It is read with allow_pickle=False, and
 stores every parameter as is (also switched-off ones).
@@ -193,9 +197,14 @@ def _check_model(model):
     K = sum(kt for _, kt in model.orders)
     if np.shape(model.H) != (n, K):
         raise ValueError(f"inconsistent higher-order factors: H {np.shape(model.H)} for n={n}, orders {model.orders}")
-    if model.orders and model.samples is not None:
-        raise ValueError("a model with interaction orders above 2 is saved without samples")
     arrays.append(np.asarray(model.H))
+    if model.orders and model.samples is not None:   # each sample's H, or its predictions would be wrong
+        if np.shape(model.samples_H) != (S, n, K):
+            raise ValueError(f"inconsistent sample shapes: samples_H {np.shape(model.samples_H)} for "
+                             f"{S} samples, n={n}, orders {model.orders}")
+        arrays.append(np.asarray(model.samples_H))
+    elif model.samples_H is not None:
+        raise ValueError("samples_H without samples and orders above 2")
     for a in arrays:
         bad = _first_bad_value(a)
         if bad is not None:
@@ -229,7 +238,8 @@ def _sample_dtype(model):
     """"float32" when w and V of every sample are float32 (MCMC keeps them so), else "float64"
     (exact for any float array)."""
     _, ws, Vs = model.samples
-    return "float32" if ws.dtype == np.float32 and Vs.dtype == np.float32 else "float64"
+    Hs = ws if model.samples_H is None else model.samples_H
+    return "float32" if ws.dtype == Vs.dtype == Hs.dtype == np.float32 else "float64"
 
 
 def _meta_dict(model):
@@ -318,19 +328,23 @@ def _text_chunks(model, meta):
         dtype = np.dtype(_SAMPLE_DTYPES[meta["sample_dtype"]])
         w0s, ws, Vs = model.samples
         for s in range(len(w0s)):
+            H = None if model.samples_H is None else model.samples_H[s]
             yield f"{_SAMPLE_PREFIX}{s} " + base64.b64encode(
-                _sample_bytes(model, w0s[s], ws[s], Vs[s], dtype)).decode("ascii") + "\n"
+                _sample_bytes(model, w0s[s], ws[s], Vs[s], dtype, H)).decode("ascii") + "\n"
     yield _META_PREFIX + _meta_json(meta) + "\n"
 
 
-def _sample_bytes(model, w0, w, V, dtype):
-    """One sample's payload: w0 as <f8 (if use_w0), w (if use_w) and V row by row as `dtype`."""
+def _sample_bytes(model, w0, w, V, dtype, H=None):
+    """One sample's payload: w0 as <f8 (if use_w0), w (if use_w), V row by row and (orders 3
+    and up) H row by row as `dtype`."""
     parts = []
     if model.use_w0:
         parts.append(np.asarray(w0, _F8).tobytes())
     if model.use_w:
         parts.append(np.ascontiguousarray(w, dtype).tobytes())
     parts.append(np.ascontiguousarray(V, dtype).tobytes())
+    if H is not None:
+        parts.append(np.ascontiguousarray(H, dtype).tobytes())
     return b"".join(parts)
 
 
@@ -355,6 +369,8 @@ def _npz_bytes(model, meta):
         dtype = _SAMPLE_DTYPES[meta["sample_dtype"]]
         arrays.update(w0s=np.ascontiguousarray(w0s, _F8), ws=np.ascontiguousarray(ws, dtype),
                       Vs=np.ascontiguousarray(Vs, dtype))
+        if model.orders:
+            arrays["Hs"] = np.ascontiguousarray(model.samples_H, dtype)
     meta_bytes = _meta_json(meta).encode("ascii")
     digest = _array_digest(meta_bytes, arrays)
     buf = io.BytesIO()
@@ -537,8 +553,6 @@ def _schema_orders(meta, top):
             _bad("orders", f"entry {i}: expected [{3 + i}, k >= 1], found {pair!r}")
     if len(orders) + 2 > MAX_ORDER:
         _bad("orders", f"order {len(orders) + 2} is beyond the largest supported order {MAX_ORDER}")
-    if top["n_samples"]:
-        _bad("orders", "a model with orders above 2 has no samples")
     return tuple((t, k) for t, k in orders)
 
 
@@ -619,9 +633,9 @@ def _validate_meta(meta, err):
         raise err(f"bad model metadata: {field}: {problem}") from None
 
 
-def _build_model(m, w0, w, V, samples, H=None):
+def _build_model(m, w0, w, V, samples, H=None, samples_H=None):
     return FMModel(float(w0), w, V, m["use_w0"], m["use_w"], m["task"], m["link"],
-                   m["y_min"], m["y_max"], m["meta"], samples, H=H, orders=m["orders"])
+                   m["y_min"], m["y_max"], m["meta"], samples, H=H, orders=m["orders"], samples_H=samples_H)
 
 
 # --- npz
@@ -640,7 +654,7 @@ def _load_npz(path, data):
             missing = _NPZ_REQUIRED - names
             if missing:
                 raise err(f"not an fmcli .npz model: missing {', '.join(sorted(missing))}")
-            extra = names - _NPZ_REQUIRED - _NPZ_SAMPLES - {"H"}
+            extra = names - _NPZ_REQUIRED - _NPZ_SAMPLES - {"H", "Hs"}
             if extra:
                 raise err(f"unexpected entries in .npz model: {', '.join(sorted(extra))}")
             raw_meta = z["meta"]
@@ -659,9 +673,12 @@ def _load_npz(path, data):
                 want.update(w0s=(S,), ws=(S, n), Vs=(S, n, k))
             if m["orders"]:
                 want["H"] = (n, sum(kt for _, kt in m["orders"]))
-            if ("H" in names) != bool(m["orders"]):
-                raise err(f"metadata says orders {[list(o) for o in m['orders']] or 'none'} above 2 but the "
-                          f".npz {'holds' if 'H' in names else 'lacks'} the array H")
+                if S:
+                    want["Hs"] = (S,) + want["H"]
+            for name in ("H", "Hs"):
+                if (name in names) != (name in want):
+                    raise err(f"metadata says orders {[list(o) for o in m['orders']] or 'none'} above 2 and {S} "
+                              f"samples but the .npz {'holds' if name in names else 'lacks'} the array {name}")
             present = names & _NPZ_SAMPLES
             if present != (_NPZ_SAMPLES if S else set()):
                 raise err(f"metadata says {S} samples but the .npz holds "
@@ -670,7 +687,7 @@ def _load_npz(path, data):
             sample_dtype = np.dtype(_SAMPLE_DTYPES[m["sample_dtype"] or "float64"])
             for name, shape in want.items():
                 a = z[name]
-                dtype = sample_dtype if name in ("ws", "Vs") else _F8
+                dtype = sample_dtype if name in ("ws", "Vs", "Hs") else _F8
                 if a.dtype != dtype:
                     raise err(f"array {name} has dtype {a.dtype}, expected {dtype.name}")
                 if a.shape != shape:
@@ -693,7 +710,7 @@ def _load_npz(path, data):
             raise err(f"array {name} holds {_bad_value_words(a.ravel()[bad])}")
     arrays = {name: np.array(a, a.dtype.newbyteorder("=")) for name, a in arrays.items()}
     samples = (arrays["w0s"], arrays["ws"], arrays["Vs"]) if S else None
-    return _build_model(m, arrays["w0"], arrays["w"], arrays["V"], samples, arrays.get("H"))
+    return _build_model(m, arrays["w0"], arrays["w"], arrays["V"], samples, arrays.get("H"), arrays.get("Hs"))
 
 
 # --- text: shared helpers
@@ -857,6 +874,7 @@ def _load_fmcli_text(path, data):
     if base64_samples and S:
         first = data.find(b"\n" + _SAMPLE_PREFIX.encode(), 0, meta_start)
         head_end = first + 1 if first >= 0 else meta_start
+    samples_start = head_end    # the order lines (if any) come before the sample lines
     if meta["orders"]:
         first = data.find(b"\n" + _ORDER_PREFIX.encode(), 0, meta_start)
         head_end = first + 1 if first >= 0 else meta_start
@@ -898,10 +916,13 @@ def _load_fmcli_text(path, data):
     if pos != nlines:
         raise InputError(path, pos + 1, f"unexpected line {L.line(pos)[:60]!r} "
                                         f"(metadata: {shape_note}, n_samples={S})")
+    samples_H = None
     if S and base64_samples:
-        samples = _base64_samples(path, data, head_end, meta_start, nlines + 1, meta)
-    H = _order_lines(path, data, head_end, meta_start, nlines + 1, meta) if meta["orders"] else None
-    return _build_model(meta, w0, w, V, samples, H)
+        w0s, ws, Vs, samples_H = _base64_samples(path, data, samples_start, meta_start,
+                                                 nlines + 1 + len(meta["orders"]), meta)
+        samples = (w0s, ws, Vs)
+    H = _order_lines(path, data, head_end, samples_start, nlines + 1, meta) if meta["orders"] else None
+    return _build_model(meta, w0, w, V, samples, H, samples_H)
 
 
 def _order_lines(path, data, start, stop, lineno, meta):
@@ -964,14 +985,17 @@ def _text_samples(path, L, pos, meta, rows, expect_line):
 
 def _base64_samples(path, data, start, stop, lineno, meta):
     """The samples of format version 2: data[start:stop] holds S lines '#fmcli-sample s B',
-    B the base64 of sample s's w0 (<f8, if use_w0), w (if use_w) and V (row by row), w and V
-    as meta's sample_dtype. lineno: the line number of the first of them."""
+    B the base64 of sample s's w0 (<f8, if use_w0), w (if use_w), V (row by row) and, with
+    orders 3 and up, H (n, Σ k_t, row by row), w, V and H as meta's sample_dtype. lineno: the
+    line number of the first of them. Returns (w0s, ws, Vs, Hs or None)."""
     n, k, S = meta["n_features"], meta["k"], meta["n_samples"]
+    K = sum(kt for _, kt in meta["orders"])
     dtype = np.dtype(_SAMPLE_DTYPES[meta["sample_dtype"]])
-    n_w, n_v = n if meta["use_w"] else 0, n * k
-    size = (8 if meta["use_w0"] else 0) + dtype.itemsize * (n_w + n_v)
+    n_w, n_v, n_h = n if meta["use_w"] else 0, n * k, n * K
+    size = (8 if meta["use_w0"] else 0) + dtype.itemsize * (n_w + n_v + n_h)
     b64_len = 4 * ((size + 2) // 3)
-    note = f"n_samples={S}, n_features={n}, k={k}, sample_dtype {dtype.name}"
+    note = f"n_samples={S}, n_features={n}, k={k}" + (f", orders {[list(o) for o in meta['orders']]}"
+                                                       if K else "") + f", sample_dtype {dtype.name}"
     # first every line's place and length, so that nothing is allocated for a claimed shape
     # the file does not hold
     spans, p = [], start
@@ -991,7 +1015,7 @@ def _base64_samples(path, data, start, stop, lineno, meta):
     if p != stop:
         raise InputError(path, lineno + S, f"unexpected line {data[p:p + 60].decode('utf-8', 'replace')!r} "
                                            f"after the samples ({note})")
-    w0s, ws, Vs = np.zeros(S), np.zeros((S, n), dtype), np.zeros((S, n, k), dtype)
+    w0s, ws, Vs, Hs = np.zeros(S), np.zeros((S, n), dtype), np.zeros((S, n, k), dtype), np.zeros((S, n, K), dtype)
     view = memoryview(data)
     for s, a in enumerate(spans):
         try:
@@ -1008,12 +1032,15 @@ def _base64_samples(path, data, start, stop, lineno, meta):
             ws[s] = np.frombuffer(raw, dtype, n_w, off)
             off += dtype.itemsize * n_w
         Vs[s] = np.frombuffer(raw, dtype, n_v, off).reshape(n, k)
-    for name, a, per in (("w0", w0s, 1), ("w", ws, max(n, 1)), ("V", Vs, max(n * k, 1))):
+        off += dtype.itemsize * n_v
+        if n_h:
+            Hs[s] = np.frombuffer(raw, dtype, n_h, off).reshape(n, K)
+    for name, a, per in (("w0", w0s, 1), ("w", ws, max(n, 1)), ("V", Vs, max(n * k, 1)), ("H", Hs, max(n * K, 1))):
         bad = _first_bad_value(a)
         if bad is not None:
             raise InputError(path, lineno + bad // per, f"sample {bad // per}: {name} holds "
                                                         f"{_bad_value_words(a.ravel()[bad])}")
-    return w0s, ws, Vs
+    return w0s, ws, Vs, (Hs if meta["orders"] else None)
 
 
 # --- text: libFM

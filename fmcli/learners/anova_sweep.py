@@ -17,8 +17,8 @@ the result does not depend on the thread count. MCMC has per-group hyperparamete
 each factor (mcmc.draw_hyper on H); ALS uses the groups' λ of V and μ = 0.
 
 Left out: rows with a repeated feature (ŷ is then not linear in p_{j,c}: refused), relations
-(fmcli.plan refuses them), and MCMC samples in the saved model (the model is the last draw;
--out averages the predictions as for order 2).
+(fmcli.plan refuses them). MCMC keeps each kept sample's H as float32 next to its w and V
+(FMModel.samples_H), so a saved model predicts the average over its samples as -out does.
 """
 
 import numba
@@ -242,9 +242,11 @@ class HigherOrderMCMCLearner(_HigherOrders, MCMCLearner):
                    self.rejected)
 
     def _snapshot(self):
-        return ()      # samples are not kept with orders above 2 (module docs)
+        return super()._snapshot() + (self.model.H.astype(np.float32),)   # H kept as V is
 
     def final_model(self):
         m = self.model
-        return FMModel(float(self._w0[0]), m.w, m.V, m.use_w0, m.use_w, m.task, m.link, m.y_min, m.y_max,
-                       dict(m.meta), H=m.H, orders=m.orders)
+        out = FMModel(float(self._w0[0]), m.w, m.V, m.use_w0, m.use_w, m.task, m.link, m.y_min, m.y_max,
+                      dict(m.meta), H=m.H, orders=m.orders)
+        self._attach_samples(out)
+        return out

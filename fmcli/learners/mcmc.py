@@ -23,7 +23,9 @@ sample's prediction.
 Saved model. `final_model()` returns an FMModel whose `samples` hold every keep_samples-th
 averaged sample (the keep_samples-th, 2·keep_samples-th, ... one; if fewer than keep_samples
 were averaged, the last one), w and V stored as float32: about 4·n·(k+1) bytes per sample
-(ml-100k, k = 8, 200 samples: 19 MB; 1M synthetic set, 121k features: 4.4 MB per sample).
+(ml-100k, k = 8, 200 samples: 19 MB; 1M synthetic set, 121k features: 4.4 MB per sample);
+with orders 3 and up (fmcli.learners.anova_sweep) each sample also keeps its H as float32
+(FMModel.samples_H, 4·n·Σk_t bytes more).
 With keep_samples = 1, final_model().predict(...) equals eval_predictions(...) up to the
 float32 rounding of the parameters (~1e-6). With opts.save_samples off (the CLI's choice when
 no model file will be written) no sample is kept and final_model() is the last state alone.
@@ -219,8 +221,14 @@ class MCMCLearner(CoordinateLearner):
         # EarlyStop does); a copy here cost n k 8 bytes at the end of every run
         out = FMModel(float(self._w0[0]), m.w, m.V, m.use_w0, m.use_w, m.task,
                       m.link, m.y_min, m.y_max, dict(m.meta))
+        self._attach_samples(out)
+        return out
+
+    def _attach_samples(self, out):
+        """out.samples (and, with orders 3 and up, out.samples_H) from the kept snapshots."""
         kept = self.kept or ([self.last_sample] if self.n_avg and self.opts.save_samples else [])
         if kept:
             out.samples = (np.array([s[0] for s in kept]), np.stack([s[1] for s in kept]),
                            np.stack([s[2] for s in kept]))
-        return out
+            if len(kept[0]) > 3:
+                out.samples_H = np.stack([s[3] for s in kept])
