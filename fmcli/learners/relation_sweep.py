@@ -120,9 +120,21 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
     written into the cache (in the same pass over the rows as the next coordinate's
     statistics).
     cptr/crow/cval: the relation's CSC over its linked rows, local feature ids (model id =
-    offset + id); Q (relation rows, k): the rows' factor sums, current on entry."""
+    offset + id); Q (relation rows, k): the rows' factor sums, current on entry.
+    The row passes work on a copy of the linked rows' cache entries, column by column in
+    link order (buf[col, t] = cache[link_rows[t], col]; link_rows is a permutation of the train
+    rows, so the copy aliases nothing): each pass then reads two contiguous columns instead of
+    gathering a cache row per linked row; the copy goes back into the cache at the end. Same
+    dtype, same operations in the same order: the same bits as updating the cache in place."""
     k = V.shape[1]
     n_rows = Q.shape[0]
+    n_cols = cache.shape[1]
+    buf = np.empty((n_cols, link_rows.shape[0]), cache.dtype)
+    for r in prange(n_rows):
+        for t in range(link_ptr[r], link_ptr[r + 1]):
+            i = link_rows[t]
+            for col in range(n_cols):
+                buf[col, t] = cache[i, col]
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
     first = 0 if use_w else 1
     for c in range(first, k + 2):
@@ -140,19 +152,18 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
             sae = 0.0
             q0 = Q[r, f] if 0 <= f < k else 0.0
             for t in range(link_ptr[r], link_ptr[r + 1]):
-                i = link_rows[t]
                 if c == 1:                  # after w
-                    cache[i, 0] += d0
+                    buf[0, t] += d0
                 elif c > first:             # after v_{·,c−2}: cache column c − 1
-                    a = np.float64(cache[i, c - 1]) - qold
-                    cache[i, 0] += d0 + d1 * a
-                    cache[i, c - 1] += d1
+                    a = np.float64(buf[c - 1, t]) - qold
+                    buf[0, t] += d0 + d1 * a
+                    buf[c - 1, t] += d1
                 if c <= k:
-                    e = np.float64(cache[i, 0])
+                    e = np.float64(buf[0, t])
                     m += 1.0
                     se += e
                     if f >= 0:
-                        a = np.float64(cache[i, 1 + f]) - q0
+                        a = np.float64(buf[1 + f, t]) - q0
                         sa += a
                         saa += a * a
                         sae += a * e
@@ -173,3 +184,8 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
                     for t in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
                         _relation_feature(order[t], offset, c, cptr, crow, cval, stats, Q, groups, w, V,
                                           alpha, lam_w, mu_w, lam_v, mu_v, sample, seed, Z[tid], rej[tid])
+    for r in prange(n_rows):
+        for t in range(link_ptr[r], link_ptr[r + 1]):
+            i = link_rows[t]
+            for col in range(n_cols):
+                cache[i, col] = buf[col, t]
