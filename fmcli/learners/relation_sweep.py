@@ -96,12 +96,11 @@ def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
 
 @njit(fastmath=EXACT_FLOAT)
 def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha, lam_w, mu_w,
-                      lam_v, mu_v, sample, seed, z, rej):
-    """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j)."""
+                      lam_v, mu_v, z, rej):
+    """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j); z: its
+    normal draws (stream offset + j of the sweep's seed; zeros for ALS)."""
     J = offset + j
     g = groups[J]
-    if sample:
-        stream_normals(seed, J, z)
     if c == 0:
         _relation_w(j, J, cptr, crow, cval, stats, w, lam_w[g], mu_w[g], alpha, z[0], rej)
     else:
@@ -112,7 +111,7 @@ def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, al
 @njit(parallel=True, fastmath=EXACT_FLOAT)
 def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr, link_rows,
                    groups, cache, Q, stats, w, V, use_w, alpha, lam_w, mu_w, lam_v, mu_v, sample, seed,
-                   Z, rej):
+                   rej):
     """The features of one relation, coordinate by coordinate (w, then v_{·,0}, ...); for each:
     the statistics of the linked train rows per relation row (rows link_rows[link_ptr[r] :
     link_ptr[r+1]] of the cache), the colour classes in parallel lanes (lane_ptr as in
@@ -130,6 +129,13 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
     n_rows = Q.shape[0]
     n_cols = cache.shape[1]
     buf = np.empty((n_cols, link_rows.shape[0]), cache.dtype)
+    # each feature's k + 1 normals, drawn once for all its coordinates (the stream is the same
+    # for every coordinate; coordinate c uses draw c)
+    n_features = cptr.shape[0] - 1
+    zs = np.zeros((n_features, k + 1))
+    if sample:
+        for j in prange(n_features):
+            stream_normals(seed, offset + j, zs[j])
     for r in prange(n_rows):
         for t in range(link_ptr[r], link_ptr[r + 1]):
             i = link_rows[t]
@@ -175,15 +181,17 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
             # one lane: the classes one after the other without a parallel launch per class
             # (a relation of long rows has hundreds of small classes)
             for t in range(lane_ptr[0], lane_ptr[n_classes]):
-                _relation_feature(order[t], offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha,
-                                  lam_w, mu_w, lam_v, mu_v, sample, seed, Z[0], rej[0])
+                j = order[t]
+                _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha,
+                                  lam_w, mu_w, lam_v, mu_v, zs[j], rej[0])
         else:
             for cl in range(n_classes):
                 for lane in prange(n_lanes):
                     tid = numba.get_thread_id()
                     for t in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
-                        _relation_feature(order[t], offset, c, cptr, crow, cval, stats, Q, groups, w, V,
-                                          alpha, lam_w, mu_w, lam_v, mu_v, sample, seed, Z[tid], rej[tid])
+                        j = order[t]
+                        _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V,
+                                          alpha, lam_w, mu_w, lam_v, mu_v, zs[j], rej[tid])
     for r in prange(n_rows):
         for t in range(link_ptr[r], link_ptr[r + 1]):
             i = link_rows[t]
