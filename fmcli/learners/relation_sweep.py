@@ -96,12 +96,11 @@ def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
 
 @njit(fastmath=EXACT_FLOAT)
 def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha, lam_w, mu_w,
-                      lam_v, mu_v, sample, seed, z, rej):
-    """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j)."""
+                      lam_v, mu_v, z, rej):
+    """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j); z: its
+    normal draws (stream offset + j of the sweep's seed; zeros for ALS)."""
     J = offset + j
     g = groups[J]
-    if sample:
-        stream_normals(seed, J, z)
     if c == 0:
         _relation_w(j, J, cptr, crow, cval, stats, w, lam_w[g], mu_w[g], alpha, z[0], rej)
     else:
@@ -112,7 +111,7 @@ def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, al
 @njit(parallel=True, fastmath=EXACT_FLOAT)
 def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr, link_rows,
                    groups, cache, Q, stats, w, V, use_w, alpha, lam_w, mu_w, lam_v, mu_v, sample, seed,
-                   Z, rej):
+                   rej):
     """The features of one relation, coordinate by coordinate (w, then v_{·,0}, ...); for each:
     the statistics of the linked train rows per relation row (rows link_rows[link_ptr[r] :
     link_ptr[r+1]] of the cache), the colour classes in parallel lanes (lane_ptr as in
@@ -120,9 +119,28 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
     written into the cache (in the same pass over the rows as the next coordinate's
     statistics).
     cptr/crow/cval: the relation's CSC over its linked rows, local feature ids (model id =
-    offset + id); Q (relation rows, k): the rows' factor sums, current on entry."""
+    offset + id); Q (relation rows, k): the rows' factor sums, current on entry.
+    The row passes work on a copy of the linked rows' cache entries, column by column in
+    link order (buf[col, t] = cache[link_rows[t], col]; link_rows is a permutation of the train
+    rows, so the copy aliases nothing): each pass then reads two contiguous columns instead of
+    gathering a cache row per linked row; the copy goes back into the cache at the end. Same
+    dtype, same operations in the same order: the same bits as updating the cache in place."""
     k = V.shape[1]
     n_rows = Q.shape[0]
+    n_cols = cache.shape[1]
+    buf = np.empty((n_cols, link_rows.shape[0]), cache.dtype)
+    # each feature's k + 1 normals, drawn once for all its coordinates (the stream is the same
+    # for every coordinate; coordinate c uses draw c)
+    n_features = cptr.shape[0] - 1
+    zs = np.zeros((n_features, k + 1))
+    if sample:
+        for j in prange(n_features):
+            stream_normals(seed, offset + j, zs[j])
+    for r in prange(n_rows):
+        for t in range(link_ptr[r], link_ptr[r + 1]):
+            i = link_rows[t]
+            for col in range(n_cols):
+                buf[col, t] = cache[i, col]
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
     first = 0 if use_w else 1
     for c in range(first, k + 2):
@@ -140,19 +158,18 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
             sae = 0.0
             q0 = Q[r, f] if 0 <= f < k else 0.0
             for t in range(link_ptr[r], link_ptr[r + 1]):
-                i = link_rows[t]
                 if c == 1:                  # after w
-                    cache[i, 0] += d0
+                    buf[0, t] += d0
                 elif c > first:             # after v_{·,c−2}: cache column c − 1
-                    a = np.float64(cache[i, c - 1]) - qold
-                    cache[i, 0] += d0 + d1 * a
-                    cache[i, c - 1] += d1
+                    a = np.float64(buf[c - 1, t]) - qold
+                    buf[0, t] += d0 + d1 * a
+                    buf[c - 1, t] += d1
                 if c <= k:
-                    e = np.float64(cache[i, 0])
+                    e = np.float64(buf[0, t])
                     m += 1.0
                     se += e
                     if f >= 0:
-                        a = np.float64(cache[i, 1 + f]) - q0
+                        a = np.float64(buf[1 + f, t]) - q0
                         sa += a
                         saa += a * a
                         sae += a * e
@@ -164,12 +181,19 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
             # one lane: the classes one after the other without a parallel launch per class
             # (a relation of long rows has hundreds of small classes)
             for t in range(lane_ptr[0], lane_ptr[n_classes]):
-                _relation_feature(order[t], offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha,
-                                  lam_w, mu_w, lam_v, mu_v, sample, seed, Z[0], rej[0])
+                j = order[t]
+                _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha,
+                                  lam_w, mu_w, lam_v, mu_v, zs[j], rej[0])
         else:
             for cl in range(n_classes):
                 for lane in prange(n_lanes):
                     tid = numba.get_thread_id()
                     for t in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
-                        _relation_feature(order[t], offset, c, cptr, crow, cval, stats, Q, groups, w, V,
-                                          alpha, lam_w, mu_w, lam_v, mu_v, sample, seed, Z[tid], rej[tid])
+                        j = order[t]
+                        _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V,
+                                          alpha, lam_w, mu_w, lam_v, mu_v, zs[j], rej[tid])
+    for r in prange(n_rows):
+        for t in range(link_ptr[r], link_ptr[r + 1]):
+            i = link_rows[t]
+            for col in range(n_cols):
+                cache[i, col] = buf[col, t]
