@@ -100,8 +100,9 @@ def cli():
 # ---- the learner's options: fmcli train, cv and tune ----------------------------------------------
 
 LEARNER_OPTIONS = (
-    opt("-task", required=True, type=click.Choice(["r", "c"], case_sensitive=False),
-         help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive)."),
+    opt("-task", required=True, type=click.Choice(["r", "c", "o"], case_sensitive=False),
+         help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive); "
+              "o: ordered classes (ordinal probit, -method mcmc; the distinct integer train targets are the classes)."),
     opt("-method", default="mcmc", show_default=True, type=click.Choice(["sgd", "als", "mcmc", "sgda", "bpr"], case_sensitive=False),
          help="Learner: sgd (stochastic gradient descent), sgda (SGD with regularisation adapted on "
               "-validation), als (alternating least squares), mcmc (Gibbs sampling), bpr (train: learning to "

@@ -71,6 +71,10 @@ def load_data(plan, console):
     train = load_dataset(job.train, cache=job.cache, targets="required", classes=classes, max_feature_id=limit,
                          note=console.warn)
     _describe("train", train, console)
+    if plan.opts.task == "o":
+        from fmcli.plan import check_ordinal_targets
+
+        check_ordinal_targets(train.y)
     evals = {}
     for name, path, targets in (("test", job.test, "optional"), ("validation", job.validation, "required")):
         if path:
@@ -166,8 +170,9 @@ def settle_model(model, opts, train):
     model.V = np.ascontiguousarray(model.V, np.float64)
     model.H = np.ascontiguousarray(model.H, np.float64)
     model.task = opts.task
-    if opts.task == "r":
-        model.link = "identity"
+    if opts.task in ("r", "o"):
+        # -task o: probit over ordered classes (fmcli.ordinal); the range is the classes'
+        model.link = "identity" if opts.task == "r" else "probit"
         model.y_min, model.y_max = float(train.y.min()), float(train.y.max())
     else:
         model.link = "logistic" if opts.method in ("sgd", "sgda") else "probit"
