@@ -138,3 +138,34 @@ def ordinal_meta(classes, gamma, sample_gammas=None):
     if sample_gammas is not None:
         out["sample_cutpoints"] = [[float(g) for g in s] for s in sample_gammas]
     return out
+
+
+def model_prediction(model, indptr, indices, data, relations=()):
+    """The OrdinalPrediction of a -task o model (its meta's "ordinal": classes, cutpoints and
+    each sample's) for CSR rows: the class probabilities of every stored sample averaged, or
+    of the model itself when it has no samples. `fmcli train -out` with a model file and
+    `fmcli predict` both go through here, so they write the same text."""
+    o = model.meta["ordinal"]
+    classes = np.asarray(o["classes"], np.float64)
+    out = np.zeros((len(indptr) - 1, len(classes)))
+    if model.samples is None:
+        add_probabilities(model.predict_raw(indptr, indices, data, relations=relations),
+                          bounds(o["cutpoints"]), out)
+        return OrdinalPrediction(out, classes)
+    w0s, ws, Vs = model.samples
+    for s in range(len(w0s)):
+        raw = model.predict_raw(indptr, indices, data, (w0s[s], ws[s], Vs[s]), relations)
+        add_probabilities(raw, bounds(o["sample_cutpoints"][s]), out)
+    return OrdinalPrediction(out / len(w0s), classes)
+
+
+def format_probabilities(proba):
+    """--out-proba's text: one row a line, the classes' probabilities (sorted classes) tab-separated."""
+    if len(proba) == 0:
+        return ""
+    return "\n".join("\t".join("%.6g" % p for p in row) for row in np.asarray(proba, np.float64).tolist()) + "\n"
+
+
+def output_values(pred, out_class):
+    """What -out writes: the expected values, or the most probable classes (--out-class)."""
+    return pred.most_probable() if out_class else pred.expected

@@ -114,3 +114,68 @@ def test_ordinal_runs_are_thread_independent():
         out.append((lrn.ordinal.gamma.copy(), lrn.model.V.copy(), lrn.eval_predictions("test").proba))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+def write_libfm(path, d):
+    with open(path, "w") as f:
+        for i in range(d.n_rows):
+            a, b = d.indptr[i], d.indptr[i + 1]
+            f.write(f"{d.y[i]:g} " + " ".join(f"{j}:{v:g}" for j, v in zip(d.indices[a:b], d.data[a:b])) + "\n")
+
+
+@pytest.fixture
+def files(tmp_path):
+    d, _, _ = planted(4, n=1200)
+    tr, te = tmp_path / "tr.libfm", tmp_path / "te.libfm"
+    write_libfm(tr, d)
+    t, _, _ = planted(5, n=300)
+    write_libfm(te, t)
+    return tr, te
+
+
+@pytest.mark.parametrize("keep", ["1", "3"])
+def test_predict_reproduces_train_outputs_from_the_model_file(run, files, tmp_path, keep):
+    tr, te = files
+    o = {name: tmp_path / name for name in ("out", "proba", "cls", "m.fm", "out2", "proba2", "cls2")}
+    code, _, err = run("train", "-task", "o", "-train", tr, "-test", te, "-iter", "6", "-dim", "1,1,3",
+                       "--keep-samples", keep, "-out", o["out"], "--out-proba", o["proba"], "-save_model", o["m.fm"])
+    assert code == 0, err
+    lines = [l for l in err.splitlines() if l.startswith("#Iter=")]
+    assert all(f"\t{k}=" in lines[-1] for k in ("Test", "Test(mae)", "Test(acc)", "Test(logloss)"))
+    code, _, err = run("train", "-task", "o", "-train", tr, "-test", te, "-iter", "6", "-dim", "1,1,3",
+                       "--keep-samples", keep, "-out", o["cls"], "--out-class")
+    assert code == 0, err
+    for args, out, proba in (((), o["out2"], o["proba2"]), (("--out-class",), o["cls2"], None)):
+        code, _, err = run("predict", "-model", o["m.fm"], "-test", te, "-out", out, *args,
+                           *(("--out-proba", proba) if proba else ()))
+        assert code == 0, err
+    assert o["out"].read_text() == o["out2"].read_text()
+    assert o["proba"].read_text() == o["proba2"].read_text()
+    P = np.loadtxt(o["proba"])
+    assert P.shape == (300, 5)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.loadtxt(o["out"]), P @ np.arange(1, 6), atol=1e-4)
+    cls = np.loadtxt(o["cls"])
+    assert set(np.unique(cls)) <= {1, 2, 3, 4, 5}
+    if keep == "1":      # every sample kept: the most probable class of the same probabilities
+        assert o["cls"].read_text() == o["cls2"].read_text()
+        np.testing.assert_array_equal(cls, 1 + np.argmax(P, axis=1))
+
+
+def test_bad_input_and_rules(run, files, tmp_path):
+    tr, te = files
+    bad = tmp_path / "bad.libfm"
+    bad.write_text("1 0:1\n2.5 1:1\n3 0:1\n")
+    out = tmp_path / "out"
+    code, _, err = run("train", "-task", "o", "-train", bad, "-test", te, "-iter", "1", "-out", out)
+    assert code == 2 and "-task o: the train targets must be integer classes; train row 2 has target 2.5" in err
+    assert not out.exists()
+    one = tmp_path / "one.libfm"
+    one.write_text("2 0:1\n2 1:1\n")
+    code, _, err = run("train", "-task", "o", "-train", one, "-iter", "1")
+    assert code == 2 and "fewer than two distinct classes" in err
+    for method in ("als", "sgd"):
+        code, _, err = run("train", "-task", "o", "-method", method, "-train", tr, "-iter", "1")
+        assert code == 2 and "-task o (ordered classes) needs -method mcmc" in err
+    code, _, err = run("train", "-task", "r", "-train", tr, "-test", te, "-iter", "1", "--out-class")
+    assert code == 2 and "--out-class applies to -task o only" in err
