@@ -13,6 +13,7 @@ samples, the expected value Σ_m c_m P(m), the most probable class (ties: the lo
 import math
 
 import numpy as np
+from numba import prange
 
 from fmcli.config import njit
 
@@ -68,13 +69,26 @@ def interval_log_prob(lo, hi):
     return top + math.log1p(-math.exp(d)) if d < 0.0 else -math.inf
 
 
-@njit
+CHUNK_ROWS = 1 << 14     # rows of one parallel task (fixed: the sums and draws do not depend on threads)
+
+
+@njit(parallel=True)
 def log_likelihood(yhat, cls, b):
-    """Σ_i log P(cls_i | ŷ_i) for the bounds b (`bounds`), cls the class indices."""
+    """Σ_i log P(cls_i | ŷ_i) for the bounds b (`bounds`), cls the class indices: summed per
+    chunk of CHUNK_ROWS rows in parallel, the chunks' sums added in order (the same bits
+    on any thread count)."""
+    n = yhat.shape[0]
+    n_chunks = (n + CHUNK_ROWS - 1) // CHUNK_ROWS
+    part = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        s = 0.0
+        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+            m = cls[i]
+            s += interval_log_prob(b[m] - yhat[i], b[m + 1] - yhat[i])
+        part[c] = s
     total = 0.0
-    for i in range(yhat.shape[0]):
-        m = cls[i]
-        total += interval_log_prob(b[m] - yhat[i], b[m + 1] - yhat[i])
+    for c in range(n_chunks):
+        total += part[c]
     return total
 
 

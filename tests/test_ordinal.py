@@ -10,8 +10,7 @@ from scipy import stats
 
 from fmcli import ordinal
 from fmcli.data import SparseData
-from fmcli.learners.mcmc import draw_latent_ordinal
-from fmcli.learners.streams import seed_numba
+from fmcli.learners.mcmc import chunk_seeds, draw_latent_ordinal
 
 INTERVALS = [(-np.inf, -0.5), (0.3, np.inf), (-1.0, 2.0), (2.5, 3.0), (4.0, 6.0), (-0.2, 0.4),
              (-6.0, -5.0), (-3.0, -2.9), (0.1, 5.0), (-np.inf, np.inf)]
@@ -19,12 +18,12 @@ INTERVALS = [(-np.inf, -0.5), (0.3, np.inf), (-1.0, 2.0), (2.5, 3.0), (4.0, 6.0)
 
 @pytest.mark.parametrize("a,b", INTERVALS)
 def test_truncated_draws_follow_the_truncated_normal(a, b):
-    seed_numba(7)
-    n = 4000
+    n = 40000       # three parallel chunks of their own seeds
     mean = 0.7
     z = np.empty(n)
     # z ~ N(mean, 1) truncated to (mean + a, mean + b]: bounds [mean + a, mean + b] for class 0
-    draw_latent_ordinal(np.full(n, mean), np.zeros(n, np.int64), np.array([mean + a, mean + b]), z)
+    draw_latent_ordinal(np.full(n, mean), np.zeros(n, np.int64), np.array([mean + a, mean + b]), z,
+                        chunk_seeds(np.random.default_rng(7), n))
     assert np.all((z >= mean + a) & (z <= mean + b))
     p = stats.kstest(z - mean, stats.truncnorm(a, b).cdf).pvalue
     assert p > 1e-3
@@ -106,7 +105,7 @@ def test_cutpoints_and_probabilities_recovered_from_planted_data():
 def test_ordinal_runs_are_thread_independent():
     from fmcli.config import threads
 
-    d, _, _ = planted(2, n=3000)
+    d, _, _ = planted(2, n=40000)     # three chunks of the latent draws and likelihood sums
     out = []
     for n in (1, 2):
         with threads(n):

@@ -43,11 +43,13 @@ Differences from libFM, on purpose:
 import math
 
 import numpy as np
+from numba import prange
 
 from fmcli.config import njit
 from fmcli.learners.coord import CoordinateLearner
 from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite
 from fmcli.model import FMModel
+from fmcli.ordinal import CHUNK_ROWS
 
 # libFM's fixed hyperprior parameters
 ALPHA0 = 1.0
@@ -194,12 +196,22 @@ def truncated_normal(a, b):
             return x
 
 
-@njit
-def draw_latent_ordinal(yhat, cls, bnd, z):
-    """Ordered probit latent targets: z_i ~ N(ŷ_i, 1) truncated to (bnd[c_i], bnd[c_i + 1]]."""
-    for i in range(yhat.shape[0]):
-        m = cls[i]
-        z[i] = yhat[i] + truncated_normal(bnd[m] - yhat[i], bnd[m + 1] - yhat[i])
+@njit(parallel=True)
+def draw_latent_ordinal(yhat, cls, bnd, z, seeds):
+    """Ordered probit latent targets: z_i ~ N(ŷ_i, 1) truncated to (bnd[c_i], bnd[c_i + 1]].
+    In parallel chunks of ordinal.CHUNK_ROWS rows, chunk c's draws from numba's generator
+    seeded with seeds[c] (the thread's own state): the same on any thread count."""
+    n = yhat.shape[0]
+    for c in prange(seeds.shape[0]):
+        np.random.seed(seeds[c])
+        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+            m = cls[i]
+            z[i] = yhat[i] + truncated_normal(bnd[m] - yhat[i], bnd[m + 1] - yhat[i])
+
+
+def chunk_seeds(rng, n_rows):
+    """A seed per ordinal.CHUNK_ROWS rows, from the generator rng."""
+    return rng.integers(0, 2**31 - 1, max(1, -(-n_rows // CHUNK_ROWS))).astype(np.int64)
 
 
 class OrdinalSampler:
@@ -212,7 +224,7 @@ class OrdinalSampler:
     comes from the learner's seeded generator (α) and numba's seeded stream (z), serially:
     the same on any thread count."""
 
-    MH_STEPS = 4
+    MH_STEPS = 2
     MH_TARGET = 0.3
     ALPHA_PRIOR_SD = 10.0
 
@@ -253,7 +265,7 @@ class OrdinalSampler:
         self.accepted += acc
         self.log_step += (acc / self.MH_STEPS - self.MH_TARGET) / math.sqrt(self.n_draws)
         self.gamma = cutpoints(self.alpha)
-        draw_latent_ordinal(yhat, self.cls, bounds(self.gamma), z)
+        draw_latent_ordinal(yhat, self.cls, bounds(self.gamma), z, chunk_seeds(self.rng, len(yhat)))
 
 
 class MCMCLearner(CoordinateLearner):
