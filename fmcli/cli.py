@@ -100,8 +100,9 @@ def cli():
 # ---- the learner's options: fmcli train, cv and tune ----------------------------------------------
 
 LEARNER_OPTIONS = (
-    opt("-task", required=True, type=click.Choice(["r", "c"], case_sensitive=False),
-         help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive)."),
+    opt("-task", required=True, type=click.Choice(["r", "c", "o"], case_sensitive=False),
+         help="r: regression (squared loss); c: binary classification (targets -1/0 negative, +1 positive); "
+              "o: ordered classes (ordinal probit, -method mcmc; the distinct integer train targets are the classes)."),
     opt("-method", default="mcmc", show_default=True, type=click.Choice(["sgd", "als", "mcmc", "sgda", "bpr"], case_sensitive=False),
          help="Learner: sgd (stochastic gradient descent), sgda (SGD with regularisation adapted on "
               "-validation), als (alternating least squares), mcmc (Gibbs sampling), bpr (train: learning to "
@@ -191,8 +192,13 @@ def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev
      help="Training data, libFM/libsvm text (gzip, bz2 or xz detected automatically); '-' reads stdin.")
 @opt("-test", "test_path", metavar="FILE",
      help="Rows to evaluate each iteration and to predict with -out (optional; libFM requires it).")
-@opt("-out", metavar="FILE", help="Write one prediction per -test row ('-' = stdout): clipped values (r) or "
-                                  "probabilities of class +1 (c).")
+@opt("-out", metavar="FILE", help="Write one prediction per -test row ('-' = stdout): clipped values (r), "
+                                  "probabilities of class +1 (c) or expected values Σ c P(c) (o).")
+@click.option("--out-proba", "out_proba", metavar="FILE",
+              help="-task o: the -test rows' class probabilities, one row a line, tab-separated, one column "
+                   "per class in increasing order of the classes (no header).")
+@click.option("--out-class", "out_class", is_flag=True,
+              help="-task o: -out writes the most probable class instead of the expected value.")
 @opt("-rlog", metavar="FILE", help="Per-iteration measurements, tab-separated with a header line.")
 @opt("-save_model", metavar="FILE",
      help="Save the trained model: libFM's text layout plus fmcli's checked trailer; FILE.npz saves binary.")
@@ -238,7 +244,7 @@ def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev
                    "[default: ndcg@10]")
 def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples, log_json, checkpoint,
           checkpoint_every, validation_path, early_stop, cache_size, relation, bpr_mapping, sampling, negatives,
-          max_sampled, early_stop_metric, weights, **learner):
+          max_sampled, early_stop_metric, weights, out_proba, out_class, **learner):
     """Train a factorization machine; optionally predict -test and save the model.
 
     Takes libFM's options in either spelling (-train f or --train f). Prints
@@ -265,7 +271,8 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
                    dim_given=learner["dim"] is not None, log_json=log_json, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, validation=validation_path, early_stop=early_stop,
                    cache=cache_policy(learner), relations=split_names(relation),
-                   early_stop_metric=early_stop_metric, weights=weights)
+                   early_stop_metric=early_stop_metric, weights=weights, out_proba=out_proba,
+                   out_class=out_class)
     console = Console(quiet=learner["quiet"], verbosity=learner["verbosity"])
     if cache_size is not None:
         console.info("Note: -cache_size has no effect: fmcli memory-maps its binary cache")
@@ -279,7 +286,11 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
 @opt("-test", "test_path", required=True, metavar="FILE",
      help="Rows to score; targets optional (a row may start with its first id:value); '-' reads stdin.")
 @opt("-out", default="-", show_default=True, metavar="FILE", help="Where to write predictions; '-' = stdout.")
-@opt("-task", type=click.Choice(["r", "c"], case_sensitive=False),
+@click.option("--out-proba", "out_proba", metavar="FILE",
+              help="A -task o model: each row's class probabilities, tab-separated, classes in increasing order.")
+@click.option("--out-class", "out_class", is_flag=True,
+              help="A -task o model: -out writes the most probable class instead of the expected value.")
+@opt("-task", type=click.Choice(["r", "c", "o"], case_sensitive=False),
      help="Default: the model's own task (r for a libFM model, which does not record it); an fmcli "
           "model of the other task is refused. A classifier warns about targets other than -1, 0, 1.")
 @opt("-relation", "relation", default="", metavar="NAMES",
@@ -290,7 +301,7 @@ def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples
               help="Score the file as N independent tasks on local processes (or Dask: --workers, --scheduler); "
                    "the output is the same bytes.")
 @executor_options
-def predict(model_path, test_path, out, task, quiet, relation, shards, workers, scheduler):
+def predict(model_path, test_path, out, task, quiet, relation, shards, workers, scheduler, out_proba, out_class):
     """Score rows with a saved model, streaming in chunks with flat memory use.
 
     Writes one line per input row, in input order: values clipped to the
@@ -312,7 +323,8 @@ def predict(model_path, test_path, out, task, quiet, relation, shards, workers, 
     console = Console(quiet=quiet)
     note_compiling(console.info)
     run_predict(model_path, test_path, out, task.lower() if task else None, console,
-                relations=split_names(relation), shards=shards, workers=workers, scheduler=scheduler)
+                relations=split_names(relation), shards=shards, workers=workers, scheduler=scheduler,
+                out_proba=out_proba, out_class=out_class)
 
 
 @cli.command(cls=LibfmCommand, context_settings=CONTEXT, epilog=EXIT_CODES)

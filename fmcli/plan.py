@@ -51,6 +51,8 @@ class TrainJob:
     cache: bool | str = True     # read and write the binary cache beside text inputs; "verify": and check the whole text
     relations: tuple = ()        # relation names (-relation: libFM's block structure)
     weights: str = None          # -weights: one weight per train row
+    out_proba: str = None        # -task o: the -test rows' class probabilities, one row a line
+    out_class: bool = False      # -task o: -out writes the most probable class, not the expected value
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def feature_id_limit(k):
 
 
 def _check_outputs(job):
-    for path, what in ((job.out, "-out"), (job.save_model, "-save_model"), (job.rlog, "-rlog"),
+    for path, what in ((job.out, "-out"), (job.out_proba, "--out-proba"), (job.save_model, "-save_model"), (job.rlog, "-rlog"),
                        (job.log_json, "--log-json"), (job.checkpoint, "--checkpoint")):
         check_writable(path, what)
         if path == "-" and what != "-out":
@@ -103,6 +105,7 @@ def _check_options(job):
     if job.weights and job.relations:
         raise UsageError("-weights is not supported with -relation (yet): write the relation's "
                          "features into the rows, or leave -weights out")
+    _check_ordinal(job)
     if job.weights == "-":
         raise UsageError("-weights needs a file name, not -")
     if job.weights and opts.method == "bpr":
@@ -118,6 +121,41 @@ def _check_options(job):
     if n not in (1, 3) and (n < 3 or n % 2 == 0 or opts.method != "als" or job.meta is None):
         raise UsageError("-regular takes 1 or 3 values, or with -method als and -meta "
                          "1 + 2G values (r0, one per group for w, one per group for V)")
+
+
+def _check_ordinal(job):
+    """-task o (ordered probit) and the outputs only it has."""
+    opts = job.opts
+    if opts.task != "o":
+        given = [name for name, on in (("--out-proba", job.out_proba), ("--out-class", job.out_class)) if on]
+        if given:
+            raise UsageError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to -task o only")
+        return
+    if opts.method != "mcmc":
+        raise UsageError(f"-task o (ordered classes) needs -method mcmc: the ordered probit is sampled "
+                         f"(its cutpoints by Metropolis-Hastings); -method {opts.method} has no such step")
+    if len(opts.dim) > 3:
+        raise UsageError(f"-dim {','.join(map(str, opts.dim))}: -task o supports interaction orders up to 2 only")
+    if job.weights:
+        raise UsageError("-weights is not supported with -task o (yet)")
+    if job.load_model:
+        raise UsageError("-load_model is not supported with -task o (yet): the cutpoints are not continued")
+    if (job.out_proba or job.out_class) and not job.test:
+        raise UsageError("--out-proba and --out-class need -test (the rows to predict)")
+    if job.out_proba == "-":
+        raise UsageError("--out-proba needs a file name, not - (stdout carries -out)")
+
+
+def check_ordinal_targets(y):
+    """-task o: the train targets are integer classes, at least two distinct ones."""
+    y = np.asarray(y)
+    bad = ~(np.isfinite(y) & (y == np.round(y)))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UsageError(f"-task o: the train targets must be integer classes; train row {i + 1} has "
+                         f"target {float(y[i]):g}")
+    if len(np.unique(y)) < 2:
+        raise UsageError("-task o: the train targets have fewer than two distinct classes")
 
 
 def _check_ranking(job):

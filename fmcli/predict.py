@@ -5,6 +5,8 @@ written one chunk at a time. A file output is written to a temporary file and
 renamed at the end; standard output receives each chunk as it is scored.
 """
 
+import contextlib
+
 import numpy as np
 
 from fmcli.console import Console
@@ -21,7 +23,7 @@ PARALLEL_MIN_WORK = 1 << 20
 
 
 def run_predict(model_path, test_path, out_path="-", task=None, console=None, chunk_bytes=32 << 20,
-                relations=(), shards=None, workers=None, scheduler=None):
+                relations=(), shards=None, workers=None, scheduler=None, out_proba=None, out_class=False):
     """Write one prediction per row of `test_path`; returns the number of rows scored.
     relations: the relation names the model was trained with; the relation row of each
     predicted row comes from R.test. shards: score the file as that many tasks
@@ -32,9 +34,17 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
 
     console = console or Console()
     check_distinct([("-model", model_path), ("-test", test_path)] + relation_inputs(relations, ("test",)),
-                   [("-out", out_path)])
+                   [("-out", out_path), ("--out-proba", out_proba)])
     check_writable(out_path, "-out")
+    check_writable(out_proba, "--out-proba")
     model = load_model(model_path, task=task)
+    ordinal = model.task == "o"
+    if (out_proba or out_class) and not ordinal:
+        raise UsageError(f"--out-proba and --out-class need a -task o model; {model_path} is not one")
+    if out_proba == "-":
+        raise UsageError("--out-proba needs a file name, not - (stdout carries -out)")
+    if ordinal and shards:
+        raise UsageError("--shards: a -task o model is not sharded (yet); leave --shards out")
     rels = model_relations(model, model_path, relations)
     if shards:
         if rels:
@@ -44,8 +54,9 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
         _report(console, model.task, out_path, n_rows, labeled, sums)
         return n_rows
     classes = model.task == "c"     # the model's own task, unless -task said otherwise
-    n_rows, running, warned = 0, RunningMetrics(model.task), False
-    with publish_together(), atomic_output(out_path) as out:
+    n_rows, running, warned = 0, RunningMetrics("r" if ordinal else model.task), False
+    with publish_together(), atomic_output(out_path) as out, \
+            (atomic_output(out_proba) if out_proba else contextlib.nullcontext()) as proba_out:
         for chunk in chunks(test_path, chunk_bytes):
             part = tuple((rel, links[n_rows:n_rows + chunk.n_rows]) for rel, links in rels)
             for rel, links in part:
@@ -54,7 +65,15 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
                                      f"for at least {n_rows + chunk.n_rows} rows of {test_path}")
             # a chunk too small to share: one thread (the result does not depend on the count)
             with threads(1 if len(chunk.indices) * (model.k + 1) < PARALLEL_MIN_WORK else 0):
-                pred = model.predict(*chunk.csr(), relations=part)
+                if ordinal:
+                    from fmcli.ordinal import format_probabilities, model_prediction, output_values
+
+                    both = model_prediction(model, *chunk.csr(), relations=part)
+                    pred = output_values(both, out_class)
+                    if proba_out is not None:
+                        proba_out.write(format_probabilities(both.proba))
+                else:
+                    pred = model.predict(*chunk.csr(), relations=part)
             check_finite(pred, model_path)
             out.write(format_predictions(pred))
             n_rows += chunk.n_rows
@@ -70,12 +89,13 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
 
 
 def _report(console, task, out_path, n_rows, labeled, sums):
-    what = "values clipped to the training target range" if task == "r" else "probabilities of class +1"
+    what = "values clipped to the training target range" if task == "r" else \
+        "expected values of the ordered classes" if task == "o" else "probabilities of class +1"
     where = "stdout" if out_path == "-" else out_path
     console.info(f"Wrote {n_rows} predictions ({what}) to {where}")
     if labeled and n_rows:
         a, b = sums / n_rows
-        m = {"rmse": np.sqrt(a), "mae": b} if task == "r" else {"accuracy": a, "logloss": b}
+        m = {"rmse": np.sqrt(a), "mae": b} if task in ("r", "o") else {"accuracy": a, "logloss": b}
         console.info("Test\t" + "\t".join(f"{k}={v:.6g}" for k, v in m.items()))
 
 

@@ -71,6 +71,10 @@ def load_data(plan, console):
     train = load_dataset(job.train, cache=job.cache, targets="required", classes=classes, max_feature_id=limit,
                          note=console.warn)
     _describe("train", train, console)
+    if plan.opts.task == "o":
+        from fmcli.plan import check_ordinal_targets
+
+        check_ordinal_targets(train.y)
     evals = {}
     for name, path, targets in (("test", job.test, "optional"), ("validation", job.validation, "required")):
         if path:
@@ -166,8 +170,9 @@ def settle_model(model, opts, train):
     model.V = np.ascontiguousarray(model.V, np.float64)
     model.H = np.ascontiguousarray(model.H, np.float64)
     model.task = opts.task
-    if opts.task == "r":
-        model.link = "identity"
+    if opts.task in ("r", "o"):
+        # -task o: probit over ordered classes (fmcli.ordinal); the range is the classes'
+        model.link = "identity" if opts.task == "r" else "probit"
         model.y_min, model.y_max = float(train.y.min()), float(train.y.max())
     else:
         model.link = "logistic" if opts.method in ("sgd", "sgda") else "probit"
@@ -333,7 +338,7 @@ def check_files_distinct(job):
     check_distinct([("-train", job.train), ("-test", job.test), ("-validation", job.validation),
                     ("-load_model", job.load_model), ("-meta", job.meta),
                     ("-weights", job.weights)] + relation_inputs(job.relations, parts),
-                   [("-out", job.out), ("-save_model", job.save_model), ("-rlog", job.rlog),
+                   [("-out", job.out), ("--out-proba", job.out_proba), ("-save_model", job.save_model), ("-rlog", job.rlog),
                     ("--log-json", job.log_json), ("--checkpoint", job.checkpoint)])
 
 
@@ -390,12 +395,19 @@ def _run_train(plan, console):
     elif test is not None:
         test_pred = learner.eval_predictions("test") if opts.iterations \
             else final.predict(*test.csr(), relations=test.relations)
-    if test_pred is not None and not np.isfinite(test_pred).all():
+    if opts.task == "o" and test is not None and (final.samples is not None or not opts.iterations
+                                                  or test_pred is None or stopper and stopper.best_model is not None):
+        # from the model as saved (float32 samples): fmcli predict writes the same text
+        from fmcli.ordinal import model_prediction
+
+        test_pred = model_prediction(final, *test.csr(), relations=test.relations)
+    if test_pred is not None and not np.isfinite(test_pred.proba if opts.task == "o" else test_pred).all():
         raise TrainingError(f"{opts.method} diverged: the -test predictions are NaN or inf; try a "
                             f"smaller -init_stdev or -learn_rate, or a larger -regular")
     size = _publish(job, _numbered(final, plan, done), test_pred, rlog, "validation" in evals, learner.log_values())
     if job.out:
         what = "ranking scores" if opts.method == "bpr" else \
+            ("most probable classes" if job.out_class else "expected values") if opts.task == "o" else \
             "values clipped to the train target range" if opts.task == "r" else "probabilities of class +1"
         console.info(f"Wrote {len(test_pred)} predictions ({what}) to {'stdout' if job.out == '-' else job.out}")
     if job.save_model:
@@ -418,6 +430,17 @@ def _publish(job, final, test_pred, rlog, validation, hyper):
         if job.save_model:
             size = save_model(job.save_model, final)
         rlog.publish(validation, hyper)
+        if job.out_proba:
+            from fmcli.io.atomic import atomic_output
+            from fmcli.ordinal import format_probabilities
+
+            with atomic_output(job.out_proba) as f:
+                f.write(format_probabilities(test_pred.proba))
         if job.out:
-            write_predictions(job.out, test_pred)
+            if job.opts.task == "o":
+                from fmcli.ordinal import output_values
+
+                write_predictions(job.out, output_values(test_pred, job.out_class))
+            else:
+                write_predictions(job.out, test_pred)
     return size

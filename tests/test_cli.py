@@ -120,7 +120,7 @@ def test_warm_start_dim_mismatch(run, movies, tmp_path):
     # libFM's single-dash spelling gets click's suggestions, not "No such option '-t'"
     (["-task", "r", "-train", "X", "-tset", "Y"], "No such option '-tset'. (Did you mean one of: '-seed', '-task', '-test'?)"),
     (["-task", "r", "-train", "X", "-iterr", "3"], "No such option '-iterr'. Did you mean '-iter'?"),
-    (["-train", "X"], "Missing option '-task' / '--task'. Choose from: r, c\n"),
+    (["-train", "X"], "Missing option '-task' / '--task'. Choose from: r, c, o\n"),
     (["-task", "r", "-train", "-", "-test", "-"], "-train and -test are both '-': only one input can be standard input"),
     (["-task", "r", "-train", "X", "-dim", "0,0,0"], "the model would have no parameters"),
     (["-task", "r", "-train", "X", "-out", "o"], "-out needs -test"),

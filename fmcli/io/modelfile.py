@@ -133,7 +133,7 @@ _VERSION_WITHOUT_SAMPLES = 1
 # summed over a row), so such a value is damage or divergence, never a model
 PARAM_LIMIT = 1e150
 
-TASK_NAMES = {"r": "regression", "c": "classification"}
+TASK_NAMES = {"r": "regression", "c": "classification", "o": "ordered classes"}
 
 _HDR_W0 = "#global bias W0"
 _HDR_W = "#unary interactions Wj"
@@ -456,7 +456,7 @@ def _check_version(meta, err):
 
 _TOP_FIELDS = ("format", "format_version", "fmcli_version", "task", "link", "use_w0", "use_w",
                "k", "n_features", "y_min", "y_max", "n_samples", "meta", "orders")
-_TASK_LINKS = {"r": ("identity",), "c": ("logistic", "probit")}
+_TASK_LINKS = {"r": ("identity",), "c": ("logistic", "probit"), "o": ("probit",)}
 
 
 class _BadField(Exception):
@@ -603,6 +603,8 @@ def _schema_user_meta(user, top):
                     _bad(where + key, f"expected {'numbers' if key == 'regular' else 'a number'} >= 0, "
                                       f"found {x!r}")
         _name(opts, "optimizer", where=where)
+    if top["task"] == "o" or "ordinal" in user:
+        _schema_ordinal(user, top)
     if "relations" in user:
         rels = user["relations"]
         if not isinstance(rels, list):
@@ -621,6 +623,37 @@ def _schema_user_meta(user, top):
             if end > top["n_features"]:
                 _bad(where + "n_features", f"offset {offset} + {n} features exceed the model's "
                                            f"n_features {top['n_features']}")
+
+
+def _schema_ordinal(user, top):
+    """meta.ordinal of a -task o model (fmcli.ordinal.ordinal_meta): classes (increasing
+    integers, at least two), cutpoints (one fewer, increasing, finite) and, with samples,
+    sample_cutpoints (one such list per sample)."""
+    o = user.get("ordinal")
+    if top["task"] != "o":
+        _bad("meta.ordinal", f"only for task 'o', not {top['task']!r}")
+    if not isinstance(o, dict):
+        _bad("meta.ordinal", f"expected an object with classes and cutpoints, found {o!r}"[:200])
+    classes = o.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(_is_int(c) for c in classes)
+            and all(a < b for a, b in zip(classes, classes[1:]))):
+        _bad("meta.ordinal.classes", f"expected two or more increasing integers, found {classes!r}"[:200])
+
+    def cuts(x, where):
+        if not (isinstance(x, list) and len(x) == len(classes) - 1 and all(_is_number(g) for g in x)
+                and all(a < b for a, b in zip(x, x[1:]))):
+            _bad(where, f"expected {len(classes) - 1} increasing finite numbers, found {x!r}"[:200])
+
+    cuts(o.get("cutpoints"), "meta.ordinal.cutpoints")
+    if top["n_samples"] or "sample_cutpoints" in o:
+        s = o.get("sample_cutpoints")
+        if not isinstance(s, list) or len(s) != top["n_samples"]:
+            _bad("meta.ordinal.sample_cutpoints", f"expected one list per sample ({top['n_samples']})")
+        for i, x in enumerate(s):
+            cuts(x, f"meta.ordinal.sample_cutpoints[{i}]")
+    extra = sorted(set(o) - {"classes", "cutpoints", "sample_cutpoints"})
+    if extra:
+        _bad("meta.ordinal." + extra[0], "unknown field")
 
 
 def _validate_meta(meta, err):

@@ -383,8 +383,14 @@ def _candidate_lines(text):
 
 def iteration_line(it, task, train_m, test_m):
     """libFM's per-iteration line, with fmcli's extra classification fields appended."""
-    key = "rmse" if task == "r" else "accuracy"
+    key = "accuracy" if task == "c" else "rmse"
     line = f"#Iter={it:3d}\tTrain={train_m[key]:.6g}"
+    if task == "o":     # RMSE of the expected value first (libFM's column), then the classes'
+        line += f"\tTrain(acc)={train_m['accuracy']:.6g}"
+        if test_m:
+            line += (f"\tTest={test_m['rmse']:.6g}\tTest(mae)={test_m['mae']:.6g}\tTest(acc)={test_m['accuracy']:.6g}"
+                     f"\tTest(logloss)={test_m['logloss']:.6g}")
+        return line
     if test_m:
         line += f"\tTest={test_m[key]:.6g}"
         if task == "c":
@@ -424,7 +430,7 @@ class RunLog:
     def columns(self, train_m, test_m, val_m, t_learn, elapsed, hyper):
         """Ordered name -> value of one -rlog row (libFM's columns first)."""
         nan = float("nan")
-        it_task = self.task
+        it_task = "r" if self.task == "o" else self.task    # ordinal: regression's columns, then its own
         test = test_m or {}
         row = {}
         if it_task == "r":
@@ -453,6 +459,9 @@ class RunLog:
             if not self.coordinate:
                 row["ll"] = test.get("ll10", nan)
             row.update(auc_train=train_m.get("auc", nan), logloss_train=train_m.get("logloss", nan))
+        if self.task == "o":
+            row.update(accuracy=test.get("accuracy", nan), logloss=test.get("logloss", nan),
+                       accuracy_train=train_m.get("accuracy", nan), logloss_train=train_m.get("logloss", nan))
         row["elapsed"] = elapsed
         return row
 

@@ -153,7 +153,7 @@ class CoordinateLearner(Learner):
         self._init_hyper()
         self.n_steps = 0
         self._refresh_train()
-        if self.task == "c":
+        if self.task != "r":
             set_residuals(self.cache, self._yhat, self._z)
         self.eval_raw = {name: self._predict(d) for name, d in evals.items()}
 
@@ -207,10 +207,10 @@ class CoordinateLearner(Learner):
         release_pages(train.y)
         # latent targets: a float64 copy for probit (drawn or set every sweep); regression
         # reads y itself
-        self._z = self._y.astype(np.float64) if self.task == "c" else self._y
+        self._z = self._y.astype(np.float64) if self.task != "r" else self._y
         # ŷ of the train rows: kept for probit (the latent targets need it); regression keeps
         # only e = ŷ − y in the cache, ŷ passing through a small buffer (_refresh_train)
-        self._yhat = np.empty(train.n_rows) if self.task == "c" else None
+        self._yhat = np.empty(train.n_rows) if self.task != "r" else None
         self._rowbuf = np.empty(min(train.n_rows, REFRESH_ROWS)) if self._yhat is None else None
 
     # -- hooks ------------------------------------------------------------------------
@@ -221,7 +221,7 @@ class CoordinateLearner(Learner):
         pass
 
     def _latent(self):
-        """Classification: new latent targets self._z from self._yhat."""
+        """Classification, ordinal: new latent targets self._z from self._yhat."""
         raise NotImplementedError
 
     def _after_eval(self):
@@ -325,7 +325,7 @@ class CoordinateLearner(Learner):
         self.sweep(int(self.rng.integers(0, 2**63 - 1)))
         self._refresh_train()
         self._check_diverged(it)
-        if self.task == "c":
+        if self.task != "r":
             self._latent()
             set_residuals(self.cache, self._yhat, self._z)
         self.eval_raw = {name: self._predict(d) for name, d in self.evals.items()}

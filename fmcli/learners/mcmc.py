@@ -45,11 +45,13 @@ Differences from libFM, on purpose:
 import math
 
 import numpy as np
+from numba import prange
 
 from fmcli.config import njit
 from fmcli.learners.coord import CoordinateLearner
 from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite
 from fmcli.model import FMModel
+from fmcli.ordinal import CHUNK_ROWS
 
 # libFM's fixed hyperprior parameters
 ALPHA0 = 1.0
@@ -170,6 +172,104 @@ def draw_latent(yhat, y, z):
             z[i] = yhat[i] - truncated_normal_lower(yhat[i])
 
 
+@njit
+def truncated_normal(a, b):
+    """One draw of N(0, 1) truncated to [a, b] (a < b; either may be infinite): mirrored so
+    that b > 0; an interval of width <= 1: uniform proposal accepted with
+    exp((m² − x²)/2), m the interval's point nearest 0 (acceptance >= exp(−(b² − m²)/2));
+    a > 0: the one-sided tail draw (truncated_normal_lower) until it is <= b (width > 1:
+    acceptance >= 1 − e^{−a} or >= 0.68 near 0); otherwise plain normals until inside."""
+    if b <= 0.0:
+        return -truncated_normal(-b, -a)
+    if b - a <= 1.0:
+        m = a if a > 0.0 else 0.0
+        while True:
+            x = a + (b - a) * np.random.random()
+            if np.random.random() <= math.exp(0.5 * (m * m - x * x)):
+                return x
+    if a > 0.0:
+        while True:
+            x = truncated_normal_lower(a)
+            if x <= b:
+                return x
+    while True:
+        x = np.random.standard_normal()
+        if a <= x <= b:
+            return x
+
+
+@njit(parallel=True)
+def draw_latent_ordinal(yhat, cls, bnd, z, seeds):
+    """Ordered probit latent targets: z_i ~ N(ŷ_i, 1) truncated to (bnd[c_i], bnd[c_i + 1]].
+    In parallel chunks of ordinal.CHUNK_ROWS rows, chunk c's draws from numba's generator
+    seeded with seeds[c] (the thread's own state): the same on any thread count."""
+    n = yhat.shape[0]
+    for c in prange(seeds.shape[0]):
+        np.random.seed(seeds[c])
+        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+            m = cls[i]
+            z[i] = yhat[i] + truncated_normal(bnd[m] - yhat[i], bnd[m + 1] - yhat[i])
+
+
+def chunk_seeds(rng, n_rows):
+    """A seed per ordinal.CHUNK_ROWS rows, from the generator rng."""
+    return rng.integers(0, 2**31 - 1, max(1, -(-n_rows // CHUNK_ROWS))).astype(np.int64)
+
+
+class OrdinalSampler:
+    """The cutpoints of the ordered probit (fmcli.ordinal) by random-walk Metropolis–Hastings
+    on α given ŷ, the latent z integrated out (the target is Π_i P(c_i | ŷ_i, γ(α)) times the
+    prior α_m ~ N(α_m at the start, ALPHA_PRIOR_SD²), which pins the location ŷ and γ share);
+    then z | γ, ŷ from its truncated normal. Together a blocked Gibbs draw of (γ, z) given the
+    FM. MH_STEPS proposals a sweep, all α moved at once by N(0, s²); s adapts to an acceptance
+    of MH_TARGET with a gain 1/√(sweep) that vanishes (diminishing adaptation). Every draw
+    comes from the learner's seeded generator (α) and numba's seeded stream (z), serially:
+    the same on any thread count."""
+
+    MH_STEPS = 2
+    MH_TARGET = 0.3
+    ALPHA_PRIOR_SD = 10.0
+
+    def __init__(self, classes, cls, rng):
+        from fmcli.ordinal import alphas
+
+        self.classes = np.asarray(classes, np.float64)
+        self.cls = cls
+        self.rng = rng
+        # start: cutpoints halfway between the class values (the first sweep fits z = y)
+        self.gamma = (self.classes[1:] + self.classes[:-1]) / 2.0
+        self.alpha = alphas(self.gamma)
+        self.prior_mean = self.alpha.copy()
+        self.log_step = math.log(1.0 / math.sqrt(max(len(cls), 1)))
+        self.n_draws = 0
+        self.accepted = 0
+        self.proposed = 0
+
+    def _log_target(self, yhat, alpha):
+        from fmcli.ordinal import bounds, cutpoints, log_likelihood
+
+        d = (alpha - self.prior_mean) / self.ALPHA_PRIOR_SD
+        return log_likelihood(yhat, self.cls, bounds(cutpoints(alpha))) - 0.5 * float(d @ d)
+
+    def draw(self, yhat, z):
+        from fmcli.ordinal import bounds, cutpoints
+
+        self.n_draws += 1
+        cur = self._log_target(yhat, self.alpha)
+        acc = 0
+        for _ in range(self.MH_STEPS):
+            prop = self.alpha + math.exp(self.log_step) * self.rng.standard_normal(len(self.alpha))
+            new = self._log_target(yhat, prop)
+            if math.log(self.rng.random()) < new - cur:
+                self.alpha, cur = prop, new
+                acc += 1
+        self.proposed += self.MH_STEPS
+        self.accepted += acc
+        self.log_step += (acc / self.MH_STEPS - self.MH_TARGET) / math.sqrt(self.n_draws)
+        self.gamma = cutpoints(self.alpha)
+        draw_latent_ordinal(yhat, self.cls, bounds(self.gamma), z, chunk_seeds(self.rng, len(yhat)))
+
+
 class MCMCLearner(CoordinateLearner):
     sample = True
 
@@ -177,11 +277,17 @@ class MCMCLearner(CoordinateLearner):
         self.lam_w[:] = float(self.opts.regular[1]) if len(self.opts.regular) > 1 else 0.0
         self.lam_v[:] = float(self.opts.regular[-1]) if len(self.opts.regular) > 1 else 0.0
         self.sample_alpha = self.task == "r"
+        if self.task == "o":
+            classes = np.unique(self._y)
+            self.classes = classes.astype(np.float64)
+            cls = np.searchsorted(classes, self._y).astype(np.int64)
+            self.ordinal = OrdinalSampler(self.classes, cls, self.rng)
         self.burn_in = max(0, int(self.opts.burn_in or 0))
         self.keep = max(1, int(self.opts.keep_samples or 1))
         self.n_avg = 0
-        self.sums = {name: np.zeros(d.n_rows) for name, d in self.evals.items()}
-        self.kept = []          # (w0, w float32, V float32)
+        C = len(self.classes) if self.task == "o" else 0
+        self.sums = {name: np.zeros((d.n_rows, C) if C else d.n_rows) for name, d in self.evals.items()}
+        self.kept = []          # _snapshot()s
 
     def _before_sweep(self):
         m = self.model
@@ -191,13 +297,43 @@ class MCMCLearner(CoordinateLearner):
                    self.mu_v, self.lam_v, self.rejected)
 
     def _latent(self):
-        draw_latent(self._yhat, self._y, self._z)
+        if self.task == "o":
+            self.ordinal.draw(self._yhat, self._z)
+        else:
+            draw_latent(self._yhat, self._y, self._z)
+
+    def _ordinal(self, proba):
+        from fmcli.ordinal import OrdinalPrediction
+
+        return OrdinalPrediction(proba, self.classes)
+
+    def _proba(self, raw):
+        from fmcli.ordinal import probabilities
+
+        return probabilities(raw, self.ordinal.gamma)
+
+    def train_scores(self):
+        if self.task == "o":
+            return self._ordinal(self._proba(self._yhat)), self._y
+        return super().train_scores()
+
+    def log_values(self):
+        out = super().log_values()
+        if self.task == "o":
+            out.update({f"cutpoint[{m}]": float(g) for m, g in enumerate(self.ordinal.gamma, start=1)})
+            out["mh_acceptance"] = self.ordinal.accepted / max(self.ordinal.proposed, 1)
+        return out
 
     def _after_eval(self):
         if self.n_steps <= self.burn_in:       # n_steps already counts this sweep
             return
         for name, raw in self.eval_raw.items():
-            self.sums[name] += self._link(raw)
+            if self.task == "o":
+                from fmcli.ordinal import add_probabilities, bounds
+
+                add_probabilities(np.ascontiguousarray(raw, np.float64), bounds(self.ordinal.gamma), self.sums[name])
+            else:
+                self.sums[name] += self._link(raw)
         self.n_avg += 1
         if not self.opts.save_samples:
             return      # nothing will be saved: no snapshots (-out uses the running sums)
@@ -206,10 +342,14 @@ class MCMCLearner(CoordinateLearner):
             self.kept.append(self.last_sample)
 
     def _snapshot(self):
+        """(w0, w float32, V float32, the cutpoints of -task o or None); subclasses append."""
         m = self.model
-        return (float(self._w0[0]), m.w.astype(np.float32), m.V.astype(np.float32))
+        gamma = self.ordinal.gamma.copy() if self.task == "o" else None
+        return (float(self._w0[0]), m.w.astype(np.float32), m.V.astype(np.float32), gamma)
 
     def eval_predictions(self, name):
+        if self.task == "o":
+            return self._ordinal(self.sums[name] / self.n_avg if self.n_avg else self._proba(self.eval_raw[name]))
         if self.n_avg == 0:
             return self._link(self.eval_raw[name])
         mean = self.sums[name] / self.n_avg
@@ -230,5 +370,10 @@ class MCMCLearner(CoordinateLearner):
         if kept:
             out.samples = (np.array([s[0] for s in kept]), np.stack([s[1] for s in kept]),
                            np.stack([s[2] for s in kept]))
-            if len(kept[0]) > 3:
-                out.samples_H = np.stack([s[3] for s in kept])
+            if len(kept[0]) > 4:
+                out.samples_H = np.stack([s[4] for s in kept])
+        if self.task == "o":
+            from fmcli.ordinal import ordinal_meta
+
+            out.meta["ordinal"] = ordinal_meta(self.classes, self.ordinal.gamma,
+                                               [s[3] for s in kept] if kept else None)

@@ -1,0 +1,185 @@
+"""Ordered probit (`-task o`): classes c_0 < c_1 < ... < c_{C-1} (the distinct integer train
+targets), a latent z = ŷ(x) + N(0, 1) and cutpoints γ_1 < ... < γ_{C-1}: class index m when
+γ_m < z ≤ γ_{m+1} (γ_0 = −∞, γ_C = +∞), so
+
+    P(class m | ŷ) = Φ(γ_{m+1} − ŷ) − Φ(γ_m − ŷ).
+
+The cutpoints are ordered by construction from unconstrained α (γ_1 = α_1,
+γ_m = γ_{m−1} + exp(α_m)); the MCMC learner draws α by Metropolis–Hastings
+(fmcli.learners.mcmc.OrdinalSampler). Predictions: the probabilities averaged over the
+samples, the expected value Σ_m c_m P(m), the most probable class (ties: the lower one).
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from fmcli.config import njit
+
+SQRT1_2 = 1.0 / math.sqrt(2.0)
+
+
+def cutpoints(alpha):
+    """γ_1..γ_{C−1} from α_1..α_{C−1}: γ_1 = α_1, γ_m = γ_{m−1} + exp(α_m)."""
+    alpha = np.asarray(alpha, np.float64)
+    if not len(alpha):
+        return alpha.copy()
+    return np.concatenate([alpha[:1], alpha[0] + np.cumsum(np.exp(alpha[1:]))])
+
+
+def alphas(gamma):
+    """The α of increasing cutpoints γ (the inverse of `cutpoints`)."""
+    gamma = np.asarray(gamma, np.float64)
+    return np.concatenate([gamma[:1], np.log(np.diff(gamma))])
+
+
+def bounds(gamma):
+    """[−∞, γ_1, ..., γ_{C−1}, +∞]: class m's interval is (b[m], b[m+1]]."""
+    return np.concatenate([[-np.inf], np.asarray(gamma, np.float64), [np.inf]])
+
+
+@njit
+def _phi_cdf(x):
+    return 0.5 * math.erfc(-x * SQRT1_2)
+
+
+@njit
+def log_phi_cdf(x):
+    """log Φ(x); below −30 (where erfc heads for underflow) the asymptotic series
+    −x²/2 − log(−x) − log(2π)/2 + log(1 − 1/x² + 3/x⁴ − 15/x⁶) (error < 1e-10 there)."""
+    if x > -30.0:
+        return math.log(0.5 * math.erfc(-x * SQRT1_2))
+    t = 1.0 / (x * x)
+    return -0.5 * x * x - math.log(-x) - 0.5 * math.log(2.0 * math.pi) + math.log(1.0 - t + 3.0 * t * t - 15.0 * t * t * t)
+
+
+@njit
+def interval_log_prob(lo, hi):
+    """log(Φ(hi) − Φ(lo)) for lo < hi, accurate in both tails: mirrored so that lo <= 0, then
+    log Φ(hi) + log1p(−exp(log Φ(lo) − log Φ(hi)))."""
+    if lo > 0.0:
+        lo, hi = -hi, -lo
+    if hi > 0.0:
+        return math.log(_phi_cdf(hi) - _phi_cdf(lo))
+    top = log_phi_cdf(hi)
+    if lo == -math.inf:
+        return top
+    d = log_phi_cdf(lo) - top
+    return top + math.log1p(-math.exp(d)) if d < 0.0 else -math.inf
+
+
+CHUNK_ROWS = 1 << 14     # rows of one parallel task (fixed: the sums and draws do not depend on threads)
+
+
+@njit(parallel=True)
+def log_likelihood(yhat, cls, b):
+    """Σ_i log P(cls_i | ŷ_i) for the bounds b (`bounds`), cls the class indices: summed per
+    chunk of CHUNK_ROWS rows in parallel, the chunks' sums added in order (the same bits
+    on any thread count)."""
+    n = yhat.shape[0]
+    n_chunks = (n + CHUNK_ROWS - 1) // CHUNK_ROWS
+    part = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        s = 0.0
+        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+            m = cls[i]
+            s += interval_log_prob(b[m] - yhat[i], b[m + 1] - yhat[i])
+        part[c] = s
+    total = 0.0
+    for c in range(n_chunks):
+        total += part[c]
+    return total
+
+
+@njit
+def add_probabilities(raw, b, out):
+    """out[i, m] += P(class m | ŷ_i = raw[i]) for the bounds b."""
+    C = b.shape[0] - 1
+    for i in range(raw.shape[0]):
+        prev = 0.0
+        for m in range(C - 1):
+            cdf = _phi_cdf(b[m + 1] - raw[i])
+            out[i, m] += cdf - prev
+            prev = cdf
+        out[i, C - 1] += 1.0 - prev
+
+
+def probabilities(raw, gamma):
+    """(rows, C) class probabilities of one sample's ŷ."""
+    raw = np.ascontiguousarray(raw, np.float64)
+    out = np.zeros((len(raw), len(gamma) + 1))
+    add_probabilities(raw, bounds(gamma), out)
+    return out
+
+
+def expected_value(proba, classes):
+    """Σ_m c_m P(m) per row."""
+    return np.asarray(proba, np.float64) @ np.asarray(classes, np.float64)
+
+
+def most_probable(proba, classes):
+    """The most probable class per row (ties: the lower class)."""
+    return np.asarray(classes)[np.argmax(proba, axis=1)]
+
+
+class OrdinalPrediction:
+    """Class probabilities (rows, C) with their classes: what `-task o` predicts. Slices
+    (the metrics go chunk by chunk) and len() are of the expected values."""
+
+    def __init__(self, proba, classes):
+        self.proba = np.asarray(proba, np.float64)
+        self.classes = np.asarray(classes, np.float64)
+
+    def __len__(self):
+        return self.proba.shape[0]
+
+    def __getitem__(self, rows):
+        return expected_value(self.proba[rows], self.classes)
+
+    @property
+    def expected(self):
+        return expected_value(self.proba, self.classes)
+
+    def most_probable(self):
+        return most_probable(self.proba, self.classes)
+
+
+def ordinal_meta(classes, gamma, sample_gammas=None):
+    """The model file's record of an ordinal model: its classes and cutpoints (the last
+    state's), and each kept sample's cutpoints."""
+    out = {"classes": [int(c) for c in classes], "cutpoints": [float(g) for g in gamma]}
+    if sample_gammas is not None:
+        out["sample_cutpoints"] = [[float(g) for g in s] for s in sample_gammas]
+    return out
+
+
+def model_prediction(model, indptr, indices, data, relations=()):
+    """The OrdinalPrediction of a -task o model (its meta's "ordinal": classes, cutpoints and
+    each sample's) for CSR rows: the class probabilities of every stored sample averaged, or
+    of the model itself when it has no samples. `fmcli train -out` with a model file and
+    `fmcli predict` both go through here, so they write the same text."""
+    o = model.meta["ordinal"]
+    classes = np.asarray(o["classes"], np.float64)
+    out = np.zeros((len(indptr) - 1, len(classes)))
+    if model.samples is None:
+        add_probabilities(model.predict_raw(indptr, indices, data, relations=relations),
+                          bounds(o["cutpoints"]), out)
+        return OrdinalPrediction(out, classes)
+    w0s, ws, Vs = model.samples
+    for s in range(len(w0s)):
+        raw = model.predict_raw(indptr, indices, data, (w0s[s], ws[s], Vs[s]), relations)
+        add_probabilities(raw, bounds(o["sample_cutpoints"][s]), out)
+    return OrdinalPrediction(out / len(w0s), classes)
+
+
+def format_probabilities(proba):
+    """--out-proba's text: one row a line, the classes' probabilities (sorted classes) tab-separated."""
+    if len(proba) == 0:
+        return ""
+    return "\n".join("\t".join("%.6g" % p for p in row) for row in np.asarray(proba, np.float64).tolist()) + "\n"
+
+
+def output_values(pred, out_class):
+    """What -out writes: the expected values, or the most probable classes (--out-class)."""
+    return pred.most_probable() if out_class else pred.expected

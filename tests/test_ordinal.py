@@ -1,0 +1,180 @@
+"""-task o: the ordered probit MCMC (issue 15). The two-sided truncated normal against scipy
+(KS), the class probabilities and likelihood against scipy's normal CDF, the cutpoints and
+class probabilities recovered on data planted from known cutpoints, thread independence,
+the rules."""
+
+import numpy as np
+import pytest
+from conftest import fit, make_learner
+from scipy import stats
+
+from fmcli import ordinal
+from fmcli.data import SparseData
+from fmcli.learners.mcmc import chunk_seeds, draw_latent_ordinal
+
+INTERVALS = [(-np.inf, -0.5), (0.3, np.inf), (-1.0, 2.0), (2.5, 3.0), (4.0, 6.0), (-0.2, 0.4),
+             (-6.0, -5.0), (-3.0, -2.9), (0.1, 5.0), (-np.inf, np.inf)]
+
+
+@pytest.mark.parametrize("a,b", INTERVALS)
+def test_truncated_draws_follow_the_truncated_normal(a, b):
+    n = 40000       # three parallel chunks of their own seeds
+    mean = 0.7
+    z = np.empty(n)
+    # z ~ N(mean, 1) truncated to (mean + a, mean + b]: bounds [mean + a, mean + b] for class 0
+    draw_latent_ordinal(np.full(n, mean), np.zeros(n, np.int64), np.array([mean + a, mean + b]), z,
+                        chunk_seeds(np.random.default_rng(7), n))
+    assert np.all((z >= mean + a) & (z <= mean + b))
+    p = stats.kstest(z - mean, stats.truncnorm(a, b).cdf).pvalue
+    assert p > 1e-3
+    # the test can fail: the untruncated normal is rejected on a truncated interval
+    if np.isfinite(a) or np.isfinite(b):
+        assert stats.kstest(z - mean, stats.norm.cdf).pvalue < 1e-6
+
+
+def test_probabilities_and_likelihood_match_scipy():
+    rng = np.random.default_rng(0)
+    gamma = np.sort(rng.normal(0, 2, 4))
+    raw = rng.normal(0, 3, 200)
+    raw[:3] = [40.0, -40.0, 0.0]
+    P = ordinal.probabilities(raw, gamma)
+    b = ordinal.bounds(gamma)
+    want = stats.norm.cdf(b[None, 1:] - raw[:, None]) - stats.norm.cdf(b[None, :-1] - raw[:, None])
+    np.testing.assert_allclose(P, want, atol=1e-12)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-12)
+    assert (P >= 0).all()
+    cls = rng.integers(0, 5, 200)
+    got = np.array([ordinal.log_likelihood(raw[i:i + 1], cls[i:i + 1], b) for i in range(200)])
+    p = want[np.arange(200), cls]
+    ok = p > 1e-8            # where scipy's difference of CDFs is accurate
+    np.testing.assert_allclose(got[ok], np.log(p[ok]), rtol=1e-7)
+    assert ordinal.log_likelihood(raw, cls, b) == pytest.approx(got.sum(), rel=1e-12)
+    # the far tails, where the difference of CDFs underflows: the end classes against log_ndtr
+    from scipy.special import log_ndtr
+
+    far = np.array([40.0, -40.0, 12.0])
+    for c, x in ((0, 40.0), (4, -40.0), (0, 12.0)):
+        want_tail = log_ndtr(b[1] - x) if c == 0 else log_ndtr(x - b[4])
+        assert ordinal.log_likelihood(np.array([x]), np.array([c]), b) == pytest.approx(want_tail, rel=1e-9)
+    assert np.isfinite(ordinal.log_likelihood(far, np.array([2, 2, 2]), b))
+    # α <-> γ
+    np.testing.assert_allclose(ordinal.cutpoints(ordinal.alphas(gamma)), gamma, atol=1e-12)
+
+
+GAMMA = np.array([-1.2, -0.3, 0.4, 1.5])      # planted cutpoints of classes 1..5
+
+
+def planted(seed, n=6000, items=30):
+    """One-hot items with planted w (w0 = 0): z = w_j + N(0, 1), class 1..5 from GAMMA."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.8, items)
+    j = rng.integers(0, items, n)
+    z = w[j] + rng.standard_normal(n)
+    y = (1 + np.searchsorted(GAMMA, z)).astype(np.float32)
+    d = SparseData(np.arange(n + 1, dtype=np.int64), j.astype(np.int32), np.ones(n, np.float32), y, items)
+    return d, w, j
+
+
+def test_cutpoints_and_probabilities_recovered_from_planted_data():
+    d, w, j = planted(1)
+    lrn = make_learner("mcmc", d, {"test": d}, k=2, seed=3, task="o", regular=(0.0, 0.0, 0.0), burn_in=50)
+    gammas = []
+    for it in range(250):
+        lrn.step(it)
+        if it >= 50:
+            gammas.append(lrn.ordinal.gamma - lrn.model.w0)
+    g = np.mean(gammas, axis=0)
+    # the gaps are identified; the location only up to the shift w0 and the mean of w share
+    np.testing.assert_allclose(np.diff(g), np.diff(GAMMA), atol=0.08)
+    shift = np.mean(g - GAMMA)
+    np.testing.assert_allclose(g - shift, GAMMA, atol=0.08)
+    pred = lrn.eval_predictions("test")
+    np.testing.assert_allclose(pred.proba.sum(axis=1), 1.0, atol=1e-9)
+    true = ordinal.probabilities(w[j], GAMMA)
+    assert np.abs(pred.proba - true).mean() < 0.02
+    # and the metrics: the expected value beats the constant prediction
+    from fmcli.metrics import ordinal as ordinal_metrics
+
+    m = ordinal_metrics(pred, d.y)
+    assert m["rmse"] < np.std(d.y) * 0.95
+    assert 0 < m["logloss"] < np.log(5)
+    acc = lrn.ordinal.accepted / lrn.ordinal.proposed
+    assert 0.05 < acc < 0.8
+
+
+def test_ordinal_runs_are_thread_independent():
+    from fmcli.config import threads
+
+    d, _, _ = planted(2, n=40000)     # three chunks of the latent draws and likelihood sums
+    out = []
+    for n in (1, 2):
+        with threads(n):
+            lrn = fit(make_learner("mcmc", d, {"test": d}, k=3, seed=5, task="o"), 5)
+        out.append((lrn.ordinal.gamma.copy(), lrn.model.V.copy(), lrn.eval_predictions("test").proba))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+
+
+def write_libfm(path, d):
+    with open(path, "w") as f:
+        for i in range(d.n_rows):
+            a, b = d.indptr[i], d.indptr[i + 1]
+            f.write(f"{d.y[i]:g} " + " ".join(f"{j}:{v:g}" for j, v in zip(d.indices[a:b], d.data[a:b])) + "\n")
+
+
+@pytest.fixture
+def files(tmp_path):
+    d, _, _ = planted(4, n=1200)
+    tr, te = tmp_path / "tr.libfm", tmp_path / "te.libfm"
+    write_libfm(tr, d)
+    t, _, _ = planted(5, n=300)
+    write_libfm(te, t)
+    return tr, te
+
+
+@pytest.mark.parametrize("keep", ["1", "3"])
+def test_predict_reproduces_train_outputs_from_the_model_file(run, files, tmp_path, keep):
+    tr, te = files
+    o = {name: tmp_path / name for name in ("out", "proba", "cls", "m.fm", "out2", "proba2", "cls2")}
+    code, _, err = run("train", "-task", "o", "-train", tr, "-test", te, "-iter", "6", "-dim", "1,1,3",
+                       "--keep-samples", keep, "-out", o["out"], "--out-proba", o["proba"], "-save_model", o["m.fm"])
+    assert code == 0, err
+    lines = [l for l in err.splitlines() if l.startswith("#Iter=")]
+    assert all(f"\t{k}=" in lines[-1] for k in ("Test", "Test(mae)", "Test(acc)", "Test(logloss)"))
+    code, _, err = run("train", "-task", "o", "-train", tr, "-test", te, "-iter", "6", "-dim", "1,1,3",
+                       "--keep-samples", keep, "-out", o["cls"], "--out-class")
+    assert code == 0, err
+    for args, out, proba in (((), o["out2"], o["proba2"]), (("--out-class",), o["cls2"], None)):
+        code, _, err = run("predict", "-model", o["m.fm"], "-test", te, "-out", out, *args,
+                           *(("--out-proba", proba) if proba else ()))
+        assert code == 0, err
+    assert o["out"].read_text() == o["out2"].read_text()
+    assert o["proba"].read_text() == o["proba2"].read_text()
+    P = np.loadtxt(o["proba"])
+    assert P.shape == (300, 5)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.loadtxt(o["out"]), P @ np.arange(1, 6), atol=1e-4)
+    cls = np.loadtxt(o["cls"])
+    assert set(np.unique(cls)) <= {1, 2, 3, 4, 5}
+    if keep == "1":      # every sample kept: the most probable class of the same probabilities
+        assert o["cls"].read_text() == o["cls2"].read_text()
+        np.testing.assert_array_equal(cls, 1 + np.argmax(P, axis=1))
+
+
+def test_bad_input_and_rules(run, files, tmp_path):
+    tr, te = files
+    bad = tmp_path / "bad.libfm"
+    bad.write_text("1 0:1\n2.5 1:1\n3 0:1\n")
+    out = tmp_path / "out"
+    code, _, err = run("train", "-task", "o", "-train", bad, "-test", te, "-iter", "1", "-out", out)
+    assert code == 2 and "-task o: the train targets must be integer classes; train row 2 has target 2.5" in err
+    assert not out.exists()
+    one = tmp_path / "one.libfm"
+    one.write_text("2 0:1\n2 1:1\n")
+    code, _, err = run("train", "-task", "o", "-train", one, "-iter", "1")
+    assert code == 2 and "fewer than two distinct classes" in err
+    for method in ("als", "sgd"):
+        code, _, err = run("train", "-task", "o", "-method", method, "-train", tr, "-iter", "1")
+        assert code == 2 and "-task o (ordered classes) needs -method mcmc" in err
+    code, _, err = run("train", "-task", "r", "-train", tr, "-test", te, "-iter", "1", "--out-class")
+    assert code == 2 and "--out-class applies to -task o only" in err
