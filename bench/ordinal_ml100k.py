@@ -2,7 +2,7 @@
 """-task o (ordered probit MCMC) against -task r MCMC (issue 15).
 
 usage: python3 bench/ordinal_ml100k.py [--data DIR] [--splits ua,ub] [--iters 200] [--seed 1]
-                                       [--speed-rows 300000] [--speed-iters 15] [--no-accuracy] [--no-speed]
+                                       [--speed-rows 1000000] [--speed-iters 15] [--no-accuracy] [--no-speed]
 
 Accuracy: ml-100k ua and ub, user and item one-hot (bench/ml100k.py's rows) with the users/items
 groups (-meta), dim 1,1,8, the same iterations and seed for both tasks, through the library
@@ -113,7 +113,7 @@ def main():
     ap.add_argument("--splits", default="ua,ub")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--speed-rows", type=int, default=300_000)
+    ap.add_argument("--speed-rows", type=int, default=1_000_000)
     ap.add_argument("--speed-iters", type=int, default=15)
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--no-speed", action="store_true")

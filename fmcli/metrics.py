@@ -67,16 +67,9 @@ def auc(score, y):
 def ordinal(pred, y):
     """-task o: RMSE and MAE of the expected value, accuracy of the most probable class, and
     the multi-class log-loss (natural log, P clipped to [1e-15, 1]; a target that is none of
-    the classes counts as probability 0). pred: a fmcli.ordinal.OrdinalPrediction."""
-    n = len(y)
-    if n == 0:
-        return {"rmse": float("nan"), "mae": float("nan"), "accuracy": float("nan"), "logloss": float("nan")}
-    y = np.asarray(y, np.float64)
-    hit = pred.classes[None, :] == y[:, None]
-    p = np.where(hit.any(axis=1), (pred.proba * hit).sum(axis=1), 0.0)
-    return {"rmse": rmse(pred, y), "mae": mae(pred, y),
-            "accuracy": float(np.mean(pred.most_probable() == y)),
-            "logloss": float(np.mean(-np.log(np.clip(p, 1e-15, 1.0))))}
+    the classes counts as probability 0). pred: a fmcli.ordinal.OrdinalPrediction or
+    OrdinalSample (its scores())."""
+    return pred.scores(y)
 
 
 def evaluate(task, pred, y):

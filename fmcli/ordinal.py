@@ -93,16 +93,86 @@ def log_likelihood(yhat, cls, b):
 
 
 @njit
-def add_probabilities(raw, b, out):
-    """out[i, m] += P(class m | ŷ_i = raw[i]) for the bounds b."""
+def _row_probabilities(yhat, b, out, i):
+    """out[i, m] += P(class m | ŷ = yhat) for the bounds b."""
     C = b.shape[0] - 1
-    for i in range(raw.shape[0]):
-        prev = 0.0
-        for m in range(C - 1):
-            cdf = _phi_cdf(b[m + 1] - raw[i])
-            out[i, m] += cdf - prev
-            prev = cdf
-        out[i, C - 1] += 1.0 - prev
+    prev = 0.0
+    for m in range(C - 1):
+        cdf = _phi_cdf(b[m + 1] - yhat)
+        out[i, m] += cdf - prev
+        prev = cdf
+    out[i, C - 1] += 1.0 - prev
+
+
+@njit(parallel=True)
+def add_probabilities(raw, b, out):
+    """out[i, m] += P(class m | ŷ_i = raw[i]) for the bounds b (rows in parallel; each row's
+    arithmetic is its own, so the same bits on any thread count)."""
+    for i in prange(raw.shape[0]):
+        _row_probabilities(raw[i], b, out, i)
+
+
+@njit(parallel=True)
+def metric_sums(proba, raw, b, cls, y, classes):
+    """Σ (y − E)², Σ |y − E|, the count of most probable class == y, and Σ −log P(y) (P clipped
+    to [1e-15, 1], NaN kept; P = 0 where cls is −1: y is none of the classes) over the rows,
+    E = Σ_m c_m P(m). P per row: proba's row, or, when proba has no rows, one sample's
+    probabilities from raw and the bounds b (no array of the rows' probabilities is made).
+    Summed per chunk of CHUNK_ROWS rows, the chunks added in order: the same on any thread count."""
+    n = y.shape[0]
+    C = classes.shape[0]
+    from_raw = proba.shape[0] == 0
+    n_chunks = (n + CHUNK_ROWS - 1) // CHUNK_ROWS
+    part = np.zeros((n_chunks, 4))
+    for c in prange(n_chunks):
+        p = np.zeros((1, C))
+        sse = sae = hits = nll = 0.0
+        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+            if from_raw:
+                p[0, :] = 0.0
+                _row_probabilities(raw[i], b, p, 0)
+            else:
+                p[0, :] = proba[i]
+            e = 0.0
+            best = 0
+            for m in range(C):
+                e += classes[m] * p[0, m]
+                if p[0, m] > p[0, best]:
+                    best = m
+            d = y[i] - e
+            sse += d * d
+            sae += abs(d)
+            if classes[best] == y[i]:
+                hits += 1.0
+            q = p[0, cls[i]] if cls[i] >= 0 else 0.0
+            if q < 1e-15:
+                q = 1e-15
+            elif q > 1.0:
+                q = 1.0
+            nll -= math.log(q)
+        part[c, 0], part[c, 1], part[c, 2], part[c, 3] = sse, sae, hits, nll
+    total = np.zeros(4)
+    for c in range(n_chunks):
+        total += part[c]
+    return total
+
+
+def class_indices(y, classes):
+    """Each target's index among the (sorted) classes, −1 for a target that is none of them."""
+    y = np.asarray(y, np.float64)
+    idx = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+    return np.where(classes[idx] == y, idx, -1).astype(np.int64)
+
+
+def ordinal_scores(pred, y):
+    """RMSE and MAE of the expected value, accuracy of the most probable class, multi-class
+    log-loss of pred (an OrdinalPrediction or an OrdinalSample) against the targets y."""
+    n = len(y)
+    if n == 0:
+        return {"rmse": float("nan"), "mae": float("nan"), "accuracy": float("nan"), "logloss": float("nan")}
+    y = np.ascontiguousarray(y, np.float64)
+    sse, sae, hits, nll = metric_sums(*pred.metric_inputs(), class_indices(y, pred.classes), y, pred.classes)
+    return {"rmse": math.sqrt(sse / n), "mae": sae / n, "accuracy": hits / n, "logloss": nll / n}
 
 
 def probabilities(raw, gamma):
@@ -143,6 +213,31 @@ class OrdinalPrediction:
 
     def most_probable(self):
         return most_probable(self.proba, self.classes)
+
+    def metric_inputs(self):
+        return self.proba, np.empty(0), np.empty(0)
+
+    def scores(self, y):
+        return ordinal_scores(self, y)
+
+
+class OrdinalSample:
+    """One sample's prediction (ŷ per row and the cutpoints γ), for the train metrics of each
+    iteration: metric_sums computes each row's probabilities as it goes."""
+
+    def __init__(self, raw, gamma, classes):
+        self.raw = np.ascontiguousarray(raw, np.float64)
+        self.bounds = bounds(gamma)
+        self.classes = np.asarray(classes, np.float64)
+
+    def __len__(self):
+        return self.raw.shape[0]
+
+    def metric_inputs(self):
+        return np.empty((0, len(self.classes))), self.raw, self.bounds
+
+    def scores(self, y):
+        return ordinal_scores(self, y)
 
 
 def ordinal_meta(classes, gamma, sample_gammas=None):

@@ -178,3 +178,26 @@ def test_bad_input_and_rules(run, files, tmp_path):
         assert code == 2 and "-task o (ordered classes) needs -method mcmc" in err
     code, _, err = run("train", "-task", "r", "-train", tr, "-test", te, "-iter", "1", "--out-class")
     assert code == 2 and "--out-class applies to -task o only" in err
+
+
+def test_metric_sums_match_a_numpy_reference():
+    # the fused kernel (rows' probabilities from one sample, or given) against plain numpy
+    rng = np.random.default_rng(3)
+    classes = np.array([1.0, 2.0, 4.0, 5.0])
+    gamma = np.array([-0.7, 0.1, 1.2])
+    raw = rng.normal(0.2, 1.3, 40000)      # three chunks
+    y = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], len(raw))      # 3 is no class: P = 0
+    P = ordinal.probabilities(raw, gamma)
+    e = P @ classes
+    hit = classes[None, :] == y[:, None]
+    p = np.where(hit.any(axis=1), (P * hit).sum(axis=1), 0.0)
+    want = {"rmse": np.sqrt(np.mean((y - e) ** 2)), "mae": np.mean(np.abs(y - e)),
+            "accuracy": np.mean(classes[np.argmax(P, axis=1)] == y),
+            "logloss": np.mean(-np.log(np.clip(p, 1e-15, 1.0)))}
+    for pred in (ordinal.OrdinalPrediction(P, classes), ordinal.OrdinalSample(raw, gamma, classes)):
+        got = pred.scores(y)
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value, rel=1e-12), name
+    bad = raw.copy()
+    bad[5] = np.nan
+    assert np.isnan(ordinal.OrdinalSample(bad, gamma, classes).scores(y)["logloss"])

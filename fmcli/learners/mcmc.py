@@ -314,7 +314,9 @@ class MCMCLearner(CoordinateLearner):
 
     def train_scores(self):
         if self.task == "o":
-            return self._ordinal(self._proba(self._yhat)), self._y
+            from fmcli.ordinal import OrdinalSample
+
+            return OrdinalSample(self._yhat, self.ordinal.gamma, self.classes), self._y
         return super().train_scores()
 
     def log_values(self):
