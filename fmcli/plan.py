@@ -142,8 +142,6 @@ def _check_ordinal(job):
         raise UsageError("-load_model is not supported with -task o (yet): the cutpoints are not continued")
     if (job.out_proba or job.out_class) and not job.test:
         raise UsageError("--out-proba and --out-class need -test (the rows to predict)")
-    if job.out_proba == "-":
-        raise UsageError("--out-proba needs a file name, not - (stdout carries -out)")
 
 
 def check_ordinal_targets(y):
