@@ -6,7 +6,7 @@ implicit-feedback relations (each user's rated items, each item's raters, from t
 only); then MCMC with -meta. Prints every command it runs and the last iteration's test RMSE.
 
 usage: python3 bench/ml100k_features.py [--data DIR] [--out DIR] [--splits ua,ub] [--dim 8]
-                                        [--iter 200] [--seed 0] [--no-timestamp]
+                                        [--iter 200] [--seed 0] [--no-timestamp] [--task r|o]
 """
 
 import argparse
@@ -49,13 +49,15 @@ def convert_args(data, split, out, timestamp):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=os.path.normpath(os.path.join(ROOT, "..", "..", "shared", "data", "ml-100k")))
+    p.add_argument("--data", default=os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "ml-100k")))
     p.add_argument("--out", default=os.path.normpath(os.path.join(ROOT, "bench", "out", "ml100k_features")))
     p.add_argument("--splits", default="ua,ub")
     p.add_argument("--dim", type=int, default=8)
     p.add_argument("--iter", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-timestamp", action="store_true", help="drop the timestamp (no context feature)")
+    p.add_argument("--task", default="r", choices=["r", "o"],
+                   help="r: regression; o: ordered probit (RMSE of the expected rating)")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     results = {}
@@ -65,10 +67,10 @@ def main():
         fmcli(convert_args(a.data, split, a.out, not a.no_timestamp))
         t_convert = time.time() - t0
         t0 = time.time()
-        log = fmcli(["train", "-task", "r", "-train", o("train.libfm"), "-test", o("test.libfm"),
+        log = fmcli(["train", "-task", a.task, "-train", o("train.libfm"), "-test", o("test.libfm"),
                      "-method", "mcmc", "-dim", f"1,1,{a.dim}", "-iter", a.iter, "-meta", o("meta"),
                      "-relation", f"{o('rel')}.users,{o('rel')}.items", "-seed", a.seed, "--no-cache"],
-                    log=o(f"mcmc{a.dim}.log"))
+                    log=o(f"mcmc{a.dim}{a.task}.log"))
         last = re.findall(r"Test=([0-9.]+)", log)[-1]
         results[split] = float(last)
         print(f"{split}: test RMSE {last} after {a.iter} iterations (dim {a.dim}; convert {t_convert:.1f} s, "

@@ -28,9 +28,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
-# ../shared beside the checkout (a worktree one level deeper: ../../shared)
-SHARED = next((d for d in (os.path.join(REPO, "..", "shared"), os.path.join(REPO, "..", "..", "shared"))
-               if os.path.isdir(d)), os.path.join(REPO, "..", "shared"))
+SHARED = os.path.join(REPO, "..", "shared")
 ML = os.path.join(SHARED, "data", "ml-100k")
 SYNTH = os.path.join(SHARED, "bench", "synth.py")
 

@@ -39,9 +39,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 T = os.path.join(ROOT, "testdata")
-ML = os.path.normpath(os.path.join(ROOT, "..", "..", "shared", "data", "ml-100k"))
-if not os.path.isdir(ML):
-    ML = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "ml-100k"))
+ML = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "ml-100k"))
 OUT = os.path.join(HERE, "out", "small_speed")
 
 LIBFM_WHOLE = {"quiet": 2.69, "one core busy": 2.72}     # anchors.md, added 2026-12-03
