@@ -5,16 +5,18 @@ log-loss uses the natural log, with probabilities clipped to [1e-15, 1 - 1e-15];
 libFM's `Test(ll)` is a base-10 variant clipped to [0.01, 0.99] (see `libfm_ll`).
 """
 
+import math
+
 import numpy as np
 
+from fmcli.config import njit
 
 CHUNK = 1 << 16   # rows per numpy step: temporaries stay small whatever the data size
 
 
 def _mean(term, pred, y):
     """Mean of term(pred, y) over all rows, computed chunk by chunk (a 10M-row train set would
-    otherwise allocate several 80 MB temporaries per metric). pred may be any object that
-    gives arrays for slices (a learner's lazily computed predictions)."""
+    otherwise allocate several 80 MB temporaries per metric)."""
     n = len(y)
     if n == 0:
         return float("nan")
@@ -24,12 +26,36 @@ def _mean(term, pred, y):
     return total / n
 
 
+@njit
+def difference_sums(pred, y, add_target, lo, hi):
+    """(Σ (p − t)², Σ |p − t|) over the rows, p = clip(pred + (t if add_target else 0), lo, hi):
+    link-applied predictions (lo, hi = ±inf), or a learner's residuals ŷ − t with its clip
+    (one pass, no temporaries)."""
+    s2 = 0.0
+    s1 = 0.0
+    for i in range(len(y)):
+        t = np.float64(y[i])      # float64 arithmetic whatever the arrays' types
+        p = np.float64(pred[i]) + t if add_target else np.float64(pred[i])
+        d = min(max(p, lo), hi) - t
+        s2 += d * d
+        s1 += abs(d)
+    return s2, s1
+
+
+def regression_sums(pred, y):
+    """(Σ squared error, Σ absolute error): pred an array, or an object that computes its
+    predictions' sums itself (its difference_sums(y): a learner's train rows)."""
+    if isinstance(pred, np.ndarray):
+        return difference_sums(pred, y, False, -math.inf, math.inf)
+    return pred.difference_sums(y)
+
+
 def rmse(pred, y):
-    return float(np.sqrt(_mean(lambda p, t: (p - t) ** 2, pred, y)))
+    return math.sqrt(regression_sums(pred, y)[0] / len(y)) if len(y) else float("nan")
 
 
 def mae(pred, y):
-    return _mean(lambda p, t: np.abs(p - t), pred, y)
+    return regression_sums(pred, y)[1] / len(y) if len(y) else float("nan")
 
 
 def accuracy(prob, y):
@@ -77,5 +103,8 @@ def evaluate(task, pred, y):
     if task == "o":
         return ordinal(pred, y)
     if task == "r":
-        return {"rmse": rmse(pred, y), "mae": mae(pred, y)}
+        if not len(y):
+            return {"rmse": float("nan"), "mae": float("nan")}
+        s2, s1 = regression_sums(pred, y)
+        return {"rmse": math.sqrt(s2 / len(y)), "mae": s1 / len(y)}
     return {"accuracy": accuracy(pred, y), "auc": auc(pred, y), "logloss": log_loss(pred, y)}

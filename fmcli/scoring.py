@@ -51,5 +51,5 @@ def metric_sums(task, pred, y):
     """Per-chunk sums whose means are (MSE, MAE) or (accuracy, log-loss)."""
     n = len(y)
     if task == "r":
-        return np.array([metrics.rmse(pred, y) ** 2 * n, metrics.mae(pred, y) * n])
+        return np.array(metrics.regression_sums(pred, y))
     return np.array([metrics.accuracy(pred, y) * n, metrics.log_loss(pred, y) * n])

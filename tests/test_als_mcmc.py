@@ -253,3 +253,27 @@ def test_large_train_sets_run_every_iteration_on_all_threads(monkeypatch):
     monkeypatch.setattr(config, "PARALLEL_MIN_NNZ", 100)
     assert config.ThreadChoice.for_run(99) is not None or numba.get_num_threads() == 1
     assert config.ThreadChoice.for_run(100) is None
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+def test_train_metrics_from_the_residual_cache_match_numpy(method):
+    p = recsys(4, n=3000, n_test=500, users=30, items=20, ctx=3, k=2, noise=0.5)
+    lrn = fit(make_learner(method, p.train, {"test": p.test}, k=3, seed=2, regular=(0, 1, 1)), 3)
+    scores, y = lrn.train_scores()
+    m = lrn.final_model()
+    pred = np.clip(lrn.cache[:, 0].astype(np.float64) + y, m.y_min, m.y_max)
+    got = metrics.evaluate("r", scores, y)
+    assert got["rmse"] == pytest.approx(np.sqrt(np.mean((pred - y) ** 2)), rel=1e-12)
+    assert got["mae"] == pytest.approx(np.mean(np.abs(pred - y)), rel=1e-12)
+
+
+def test_regression_metrics_match_numpy_and_clip_only_residuals():
+    rng = np.random.default_rng(5)
+    pred, y = rng.normal(3, 2, 1001), rng.integers(1, 6, 1001).astype(np.float64)
+    assert metrics.rmse(pred, y) == pytest.approx(np.sqrt(np.mean((pred - y) ** 2)), rel=1e-12)
+    assert metrics.mae(pred, y) == pytest.approx(np.mean(np.abs(pred - y)), rel=1e-12)
+    s2, s1 = metrics.difference_sums(pred - y, y, True, 1.0, 5.0)
+    clipped = np.clip(pred, 1, 5)
+    assert s2 == pytest.approx(np.sum((clipped - y) ** 2), rel=1e-12)
+    assert s1 == pytest.approx(np.sum(np.abs(clipped - y)), rel=1e-12)
+    assert np.isnan(metrics.rmse(pred[:0], y[:0])) and np.isnan(metrics.evaluate("r", pred[:0], y[:0])["mae"])

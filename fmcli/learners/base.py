@@ -71,8 +71,9 @@ class Learner:
         """(predictions, targets) of the train rows in any matching order, for the train
         metrics: learners that keep their rows reordered return them in their own order, which
         spares a copy of the train set's predictions in the file's order. The predictions may
-        be an object that computes them for the slices the metrics ask for (fmcli.metrics
-        goes chunk by chunk), so that no array of the train set's size is made."""
+        be an object with len() that computes the metrics' sums itself (regression: its
+        difference_sums(y), fmcli.metrics.regression_sums), so that no array of the train set's
+        size is made."""
         raise NotImplementedError
 
     def eval_predictions(self, name):

@@ -54,6 +54,7 @@ from fmcli.learners.streams import part_seed, seed_numba
 from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, factor_block_sums,
                                   set_residuals, squared_error, sweep)
 from fmcli.memory import release_pages
+from fmcli.metrics import difference_sums
 from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
 
 REFRESH_ROWS = 1 << 18       # regression refresh: rows of ŷ at a time (2 MB), e into the cache
@@ -61,18 +62,18 @@ FACTOR_BLOCK = 16            # k > FACTOR_BLOCK: a sweep goes over blocks of thi
 
 
 class _ScoresFromResiduals:
-    """Regression predictions clip(e + y, lo, hi) of the train rows as slices are asked for
-    (the metrics go chunk by chunk), so no array of the train set's size is made. e is float32:
-    the predictions are exact to about 1e-7, for the printed metrics."""
+    """The train rows' regression predictions clip(e + y, lo, hi), for the train metrics: their
+    error sums straight from the cache's e (float32: exact to about 1e-7, for the printed
+    metrics), so no array of the train set's size is made."""
 
-    def __init__(self, cache, y, lo, hi):
-        self.cache, self.y, self.lo, self.hi = cache, y, lo, hi
+    def __init__(self, cache, lo, hi):
+        self.cache, self.lo, self.hi = cache, lo, hi
 
     def __len__(self):
         return self.cache.shape[0]
 
-    def __getitem__(self, rows):
-        return np.clip(self.cache[rows, 0].astype(np.float64) + self.y[rows], self.lo, self.hi)
+    def difference_sums(self, y):
+        return difference_sums(self.cache[:, 0], y, True, self.lo, self.hi)
 
 
 PARALLEL_MIN_CLASS_WORK = 1 << 14   # a relation's mean colour class work (entries + 8 per feature)
@@ -333,9 +334,9 @@ class CoordinateLearner(Learner):
         self._after_eval()
 
     def train_scores(self):
-        # internal row order (no reordered copy); regression: computed chunk by chunk from e
+        # internal row order (no reordered copy); regression: the error sums straight from e
         if self.task == "r":
-            return _ScoresFromResiduals(self.cache, self._y, self.model.y_min, self.model.y_max), self._y
+            return _ScoresFromResiduals(self.cache, self.model.y_min, self.model.y_max), self._y
         return self._link(self._yhat), self._y
 
     def rejected_draws(self):
