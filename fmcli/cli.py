@@ -595,17 +595,21 @@ def plot(files, out, fmt, metric, x_axis, labels, title, width, height, dpi):
               help="With --evaluate: also write the metrics as one JSON object.")
 @click.option("--similar", "-similar", "similar", metavar="ITEM",
               help="Instead: the -n items most like ITEM (cosine of the item side's factor vectors).")
+@click.option("--at-least", "-at_least", "at_least", type=float, metavar="C",
+              help="A -task o model: rank by the probability of a class >= C (one of the model's classes) "
+                   "instead of the expected class.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Threads for the compiled kernels (0: all cores). Results do not depend on it.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def recommend(model_path, mapping, n, users, items, exclude, out, user_column, item_column, evaluate,
-              min_rating, k, metrics_json, similar, threads, quiet):
+              min_rating, k, metrics_json, similar, at_least, threads, quiet):
     """Recommend the top-N items per user with a saved model, from raw ids.
 
     Builds each (user, item) pair's features as fmcli convert would from the
     mapping, and scores it as fmcli predict would (clipped values or
-    probabilities; MCMC: the mean over the stored samples). Items are ranked by
-    that score, ties by item order. Unknown users are counted and skipped.
+    probabilities; -task o: the expected class, or with --at-least the probability
+    of a class at least C; MCMC: the mean over the stored samples). Items are
+    ranked by that score, ties by item order. Unknown users are counted and skipped.
 
     \b
     Example:
@@ -622,7 +626,8 @@ def recommend(model_path, mapping, n, users, items, exclude, out, user_column, i
 
     job = RecommendJob(model=model_path, mapping=mapping, n=n, users=users, items=items, exclude=exclude,
                        out=out, user_column=user_column, item_column=item_column, evaluate=evaluate,
-                       min_rating=min_rating, k=k, metrics_json=metrics_json, similar=similar)
+                       min_rating=min_rating, k=k, metrics_json=metrics_json, similar=similar,
+                       at_least=at_least)
     with kernel_threads(threads):
         run_recommend(job, Console(quiet=quiet))
 

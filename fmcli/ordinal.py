@@ -40,7 +40,8 @@ def bounds(gamma):
 
 
 @njit
-def _phi_cdf(x):
+def phi_cdf(x):
+    """Φ(x), the standard normal CDF."""
     return 0.5 * math.erfc(-x * SQRT1_2)
 
 
@@ -61,7 +62,7 @@ def interval_log_prob(lo, hi):
     if lo > 0.0:
         lo, hi = -hi, -lo
     if hi > 0.0:
-        return math.log(_phi_cdf(hi) - _phi_cdf(lo))
+        return math.log(phi_cdf(hi) - phi_cdf(lo))
     top = log_phi_cdf(hi)
     if lo == -math.inf:
         return top
@@ -98,7 +99,7 @@ def _row_probabilities(yhat, b, out, i):
     C = b.shape[0] - 1
     prev = 0.0
     for m in range(C - 1):
-        cdf = _phi_cdf(b[m + 1] - yhat)
+        cdf = phi_cdf(b[m + 1] - yhat)
         out[i, m] += cdf - prev
         prev = cdf
     out[i, C - 1] += 1.0 - prev

@@ -34,8 +34,10 @@ from numba import prange
 from fmcli.config import njit
 from fmcli.errors import InputError, TrainingError, UsageError
 from fmcli.model import row_sums
+from fmcli.ordinal import phi_cdf
 
 LINK_CODES = {"identity": 0, "logistic": 1, "probit": 2}
+ORDINAL = 3   # -task o: a sum of the class thresholds' probabilities (Scorer.of_model)
 USERS_PER_TASK = 32          # users of one parallel task of the top-N kernel
 CHUNK_BYTES = 64 << 20       # user terms held at once: users are processed in chunks
 
@@ -322,18 +324,38 @@ ITEMS_PER_BLOCK = 256   # items scored at once against the users of a task (vect
 class Scorer:
     """Everything that scores (user, item) pairs but the user terms: the item terms (held
     transposed, (S, k + 1, n_items), so the kernels run along items), the biases and the link
-    of the model's predictions."""
+    of the model's predictions. A -task o model's score under parameter set s is
+    offset + Σ_m coef[m] Φ(ŷ − cuts[s, m]), Φ(ŷ − γ_m) being P(class > c_m): the expected
+    class c_1 + Σ_m (c_{m+1} − c_m) P(class > c_m), or P(class ≥ c_{m+1}) for one m."""
 
-    def __init__(self, item_terms, bias, link, y_min, y_max):
+    def __init__(self, item_terms, bias, link, y_min, y_max, cuts=None, coef=None, offset=0.0):
         self.n_items = item_terms.shape[0]
         self.items_t = np.ascontiguousarray(item_terms.transpose(1, 2, 0))
         self.bias, self.link, self.y_min, self.y_max = np.asarray(bias, np.float64), link, y_min, y_max
+        n_sets = self.items_t.shape[0]
+        self.cuts = np.zeros((n_sets, 0)) if cuts is None else np.ascontiguousarray(cuts, np.float64)
+        self.coef = np.zeros(0) if coef is None else np.asarray(coef, np.float64)
+        self.offset = float(offset)
 
     @classmethod
-    def of_model(cls, model, item_rows):
+    def of_model(cls, model, item_rows, at_least=None):
+        """The model's scores (`fmcli predict`'s values); -task o: the expected class, or with
+        at_least (one of the classes above the lowest) P(class >= at_least)."""
         params = parameter_sets(model)
-        return cls(side_terms(model, *item_rows, params), biases(model, params), LINK_CODES[model.link],
-                   float(model.y_min), float(model.y_max))
+        terms, bias = side_terms(model, *item_rows, params), biases(model, params)
+        if model.task != "o":
+            return cls(terms, bias, LINK_CODES[model.link], float(model.y_min), float(model.y_max))
+        o = model.meta["ordinal"]
+        classes = np.asarray(o["classes"], np.float64)
+        cuts = o["sample_cutpoints"] if model.samples is not None else [o["cutpoints"]]
+        if at_least is None:
+            coef, offset = np.diff(classes), classes[0]
+        else:
+            coef, offset = (classes[1:] == at_least).astype(np.float64), 0.0
+        return cls(terms, bias, ORDINAL, -np.inf, np.inf, cuts, coef, offset)
+
+    def _ordinal(self):
+        return self.cuts, self.coef, self.offset
 
     def users_per_chunk(self):
         return max(USERS_PER_TASK, CHUNK_BYTES // (8 * self.items_t.shape[0] * self.items_t.shape[1]))
@@ -345,22 +367,23 @@ class Scorer:
         items = np.full((n_users, n), -1, np.int64)
         scores = np.full((n_users, n), -np.inf)
         _top_n(np.ascontiguousarray(user_terms), self.items_t, self.bias, self.link, self.y_min, self.y_max,
-               np.asarray(excl_indptr, np.int64), np.asarray(excl_items, np.int64), items, scores)
+               *self._ordinal(), np.asarray(excl_indptr, np.int64), np.asarray(excl_items, np.int64), items, scores)
         return items, scores
 
     def score_all(self, user_terms):
         """(rows, n_items) scores of every pair (evaluation's AUC, tests)."""
         out = np.empty((user_terms.shape[0], self.n_items))
         _score_all(np.ascontiguousarray(user_terms), self.items_t, self.bias, self.link, self.y_min,
-                   self.y_max, out)
+                   self.y_max, *self._ordinal(), out)
         return out
 
 
 @njit(inline="always")
-def _block_scores(A, Bt, bias, link, y_min, y_max, u0, u1, i0, i1, raw, total):
+def _block_scores(A, Bt, bias, link, y_min, y_max, cuts, coef, offset, u0, u1, i0, i1, raw, total):
     """total[r, c] = the prediction of pair (u0 + r, i0 + c): per parameter set s the raw score
-    bias_s + a_u + b_i + <q_u, q_i>, the link applied, the mean over the sets and, for
-    regression, clipped again (FMModel.predict's order; one set: the link applied once).
+    bias_s + a_u + b_i + <q_u, q_i>, the link applied (ORDINAL: Scorer's sum over cuts[s]), the
+    mean over the sets and, for regression, clipped again (FMModel.predict's order; one set:
+    the link applied once).
     The loops run along items (contiguous in Bt) so that they vectorise."""
     n_sets, width = A.shape[1], A.shape[2]
     m = i1 - i0
@@ -383,9 +406,15 @@ def _block_scores(A, Bt, bias, link, y_min, y_max, u0, u1, i0, i1, raw, total):
             elif link == 1:
                 for c in range(m):
                     tr[c] += 1.0 / (1.0 + np.exp(-raw[c]))
+            elif link == 2:
+                for c in range(m):
+                    tr[c] += phi_cdf(raw[c])
             else:
                 for c in range(m):
-                    tr[c] += 0.5 * math.erfc(-raw[c] / math.sqrt(2.0))
+                    v = offset
+                    for t in range(coef.shape[0]):
+                        v += coef[t] * phi_cdf(raw[c] - cuts[s, t])
+                    tr[c] += v
     for r in range(u1 - u0):
         tr = total[r]
         for c in range(m):
@@ -415,7 +444,7 @@ def _sift_down(items, scores, u, size, p):
 
 
 @njit(parallel=True)
-def _top_n(A, Bt, bias, link, y_min, y_max, excl_indptr, excl_items, items, scores):
+def _top_n(A, Bt, bias, link, y_min, y_max, cuts, coef, offset, excl_indptr, excl_items, items, scores):
     """Per user row u, the n = items.shape[1] best items into items[u], scores[u] (sorted,
     best first). Users in tasks of USERS_PER_TASK, items in blocks of ITEMS_PER_BLOCK scored
     against every user of the task (a blocked matrix product); a min-heap of the n best so far
@@ -431,7 +460,7 @@ def _top_n(A, Bt, bias, link, y_min, y_max, excl_indptr, excl_items, items, scor
         total = np.empty((USERS_PER_TASK, ITEMS_PER_BLOCK))
         for i0 in range(0, n_items, ITEMS_PER_BLOCK):
             i1 = min(n_items, i0 + ITEMS_PER_BLOCK)
-            _block_scores(A, Bt, bias, link, y_min, y_max, u0, u1, i0, i1, raw, total)
+            _block_scores(A, Bt, bias, link, y_min, y_max, cuts, coef, offset, u0, u1, i0, i1, raw, total)
             for u in range(u0, u1):
                 p, end, m = next_excl[u - u0], excl_indptr[u + 1], size[u - u0]
                 for i in range(i0, i1):
@@ -465,7 +494,7 @@ def _top_n(A, Bt, bias, link, y_min, y_max, excl_indptr, excl_items, items, scor
 
 
 @njit(parallel=True)
-def _score_all(A, Bt, bias, link, y_min, y_max, out):
+def _score_all(A, Bt, bias, link, y_min, y_max, cuts, coef, offset, out):
     n_users, n_items = A.shape[0], Bt.shape[2]
     for t in prange((n_users + USERS_PER_TASK - 1) // USERS_PER_TASK):
         u0 = t * USERS_PER_TASK
@@ -474,7 +503,7 @@ def _score_all(A, Bt, bias, link, y_min, y_max, out):
         total = np.empty((USERS_PER_TASK, ITEMS_PER_BLOCK))
         for i0 in range(0, n_items, ITEMS_PER_BLOCK):
             i1 = min(n_items, i0 + ITEMS_PER_BLOCK)
-            _block_scores(A, Bt, bias, link, y_min, y_max, u0, u1, i0, i1, raw, total)
+            _block_scores(A, Bt, bias, link, y_min, y_max, cuts, coef, offset, u0, u1, i0, i1, raw, total)
             out[u0:u1, i0:i1] = total[:u1 - u0, :i1 - i0]
 
 
@@ -690,6 +719,7 @@ class RecommendJob:
     k: int = 10
     metrics_json: str = None
     similar: str = None          # an item id: items like it
+    at_least: float = None       # -task o models: rank by P(class >= at_least)
 
 
 def run_recommend(job, console=None):
@@ -722,6 +752,7 @@ def run_recommend(job, console=None):
         raise UsageError(f"{job.model}: a model with interaction orders above 2 (-dim "
                          f"{','.join(map(str, model.dim))}): fmcli recommend ranks with order-2 models only; "
                          "score candidate rows with fmcli predict")
+    _check_at_least(job, model)
     mapping = load_sides(job.mapping, model, job.user_column, job.item_column)
     candidates = _candidates(job, mapping, console)
     if job.similar is not None:
@@ -730,8 +761,23 @@ def run_recommend(job, console=None):
         return _run_evaluate(job, model, mapping, candidates, console)
     users = _users(job, mapping, console)
     excl = _exclusions(job, mapping, candidates, console)
-    scorer = Scorer.of_model(model, _candidate_rows(mapping, candidates))
+    scorer = Scorer.of_model(model, _candidate_rows(mapping, candidates), job.at_least)
     return _write_top_n(job, model, mapping, candidates, users, excl, scorer, console)
+
+
+def _check_at_least(job, model):
+    """--at-least: a -task o model, and one of its classes above the lowest."""
+    if job.at_least is None:
+        return
+    if model.task != "o":
+        raise UsageError(f"--at-least ranks by a class probability: {job.model} is a -task {model.task} "
+                         "model, not -task o (ordered classes)")
+    classes = model.meta["ordinal"]["classes"]
+    if job.at_least not in classes[1:]:
+        raise UsageError(f"--at-least {job.at_least:g}: give one of the model's classes above the lowest "
+                         f"({', '.join(f'{c:g}' for c in classes[1:])})")
+    if job.similar is not None:
+        raise UsageError("--at-least does not apply to --similar (it compares factor vectors, not scores)")
 
 
 def _candidate_rows(mapping, candidates):
@@ -912,7 +958,7 @@ def _run_evaluate(job, model, mapping, candidates, console):
 
     excl = _exclusions(job, mapping, candidates, console)
     relevant, users = held_out(job, mapping, candidates, excl, console)
-    scorer = Scorer.of_model(model, _candidate_rows(mapping, candidates))
+    scorer = Scorer.of_model(model, _candidate_rows(mapping, candidates), job.at_least)
     m = evaluate_scorer(scorer, _user_chunks(model, mapping, users, scorer), excl, relevant, job.k)
     report = {f"{name}@{job.k}": m[name] for name in ("precision", "recall", "ndcg", "map", "hit_rate")}
     report["auc"] = m["auc"]

@@ -510,3 +510,59 @@ def test_cli_refuses_a_higher_order_model(rated, run):
                          "--item", "item", "-out", p("out3.tsv"))
     assert code == 2 and "orders above 2" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(p("out3.tsv"))
+
+
+@pytest.mark.parametrize("samples", [0, 4])
+@pytest.mark.parametrize("at_least", [None, 2, 4])
+def test_ordinal_scores_are_the_expected_class_or_a_class_probability(samples, at_least, tmp_path):
+    from fmcli.ordinal import model_prediction, ordinal_meta
+
+    rng = np.random.default_rng(11)
+    m = write_mapping_v1(tmp_path / "map.json", 9, 12)
+    model = random_model(rng, 21, 4, samples=samples, link="probit")
+    model.task = "o"
+    classes = [1, 2, 4, 5]   # a class may be missing (3): the classes are the train targets
+    cuts = lambda: np.sort(rng.normal(3, 1, len(classes) - 1))   # noqa: E731
+    model.meta["ordinal"] = ordinal_meta(classes, cuts(), [cuts() for _ in range(samples)] if samples else None)
+    mapping = recommend.load_sides(tmp_path / "map.json", model, "user", "item")
+    scorer = recommend.Scorer.of_model(model, mapping.item.rows(np.arange(mapping.item.n_rows)), at_least)
+    terms = recommend.side_terms(model, *mapping.user.rows(np.arange(mapping.user.n_rows)),
+                                 recommend.parameter_sets(model))
+    got = scorer.score_all(terms).ravel()
+    pred = model_prediction(model, *pair_rows(m, mapping.user.ids, mapping.item.ids))
+    want = pred.expected if at_least is None else pred.proba[:, np.asarray(classes) >= at_least].sum(axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert np.ptp(want) > 0.1     # the scores differ enough for the check to mean something
+
+
+def test_cli_ranks_an_ordinal_model_and_checks_at_least(rated, run):
+    p = rated
+    code, _, err = run("train", "-task", "o", "-train", p("train.libfm"), "-method", "mcmc", "-dim", "1,1,4",
+                       "-iter", "10", "-meta", p("meta"), "-save_model", p("o.fm"), "-q")
+    assert code == 0, err
+    for extra in ([], ["--at-least", "4"]):
+        code, _, err = run("recommend", "-model", p("o.fm"), "--mapping", p("map.json"), "--user", "user",
+                           "--item", "item", "-n", "20", "-out", p("o.tsv"), *extra)
+        assert code == 0, err
+        lines = read_lines(p("o.tsv"))
+        with open(p("pairs.csv"), "w") as f:
+            f.write("user,item\n" + "".join(f"{u},{i}\n" for u, i, _, _ in lines))
+        code, _, err = run("convert", "-in", p("pairs.csv"), "-out", p("pairs.libfm"), "--use-mapping",
+                           p("map.json"), "--no-target", "-q")
+        assert code == 0, err
+        code, out, err = run("predict", "-model", p("o.fm"), "-test", p("pairs.libfm"), "-out", "-",
+                             "--out-proba", p("proba.tsv"), "-q")
+        assert code == 0, err
+        if extra:
+            proba = np.loadtxt(p("proba.tsv"))
+            classes = sorted({int(float(r.split(",")[2])) for r in open(p("train.csv")).read().split()[1:]})
+            want = proba[:, np.asarray(classes) >= 4].sum(axis=1)
+        else:
+            want = np.array(out.split(), float)
+        np.testing.assert_allclose([float(s) for _, _, s, _ in lines], want, rtol=1e-5, atol=1e-6)
+    for args, message in ((["-model", p("m.fm"), "--at-least", "4"], "not -task o"),
+                          (["-model", p("o.fm"), "--at-least", "1"], "above the lowest"),
+                          (["-model", p("o.fm"), "--at-least", "3.5"], "above the lowest")):
+        code, _, err = run("recommend", *args, "--mapping", p("map.json"), "--user", "user", "--item", "item",
+                           "-out", p("bad.tsv"))
+        assert code == 2 and message in err and not os.path.exists(p("bad.tsv")), err
