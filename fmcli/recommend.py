@@ -32,6 +32,7 @@ import numpy as np
 from numba import prange
 
 from fmcli.config import njit
+from fmcli.convert.mapping import read_mapping_json
 from fmcli.errors import InputError, TrainingError, UsageError
 from fmcli.model import row_sums
 from fmcli.ordinal import phi_cdf
@@ -85,7 +86,7 @@ def load_sides(path, model, user_column=None, item_column=None):
     or version 1 with user_column and item_column (each side its column's one-hot). The
     mapping must fit the model: its feature count, and the relations the model was trained
     with given by the entities."""
-    m = _read_json(path)
+    m = read_mapping_json(path)
 
     def bad(why):
         return InputError(path, None, f"not a usable fmcli convert mapping: {why}")
@@ -169,23 +170,6 @@ def load_sides(path, model, user_column=None, item_column=None):
     _fit_model(path, model, n_features, relations, bad)
     target = targets[0] if targets else None
     return Mapping(user, item, sep, header, [c["name"] for c in cols], target)
-
-
-def _read_json(path):
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise InputError(path, None, f"cannot read mapping file: {e.strerror or e}") from None
-    try:
-        m = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InputError(path, None, "not a valid fmcli convert mapping: not JSON") from None
-    from fmcli.convert.mapping import MAPPING_FORMAT
-
-    if not isinstance(m, dict) or m.get("format") != MAPPING_FORMAT:
-        raise InputError(path, None, f"not a valid fmcli convert mapping: 'format' is not {MAPPING_FORMAT!r}")
-    return m
 
 
 def _is_int(v):

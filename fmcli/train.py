@@ -106,9 +106,9 @@ def mapped_features(opts):
     """The features of -method bpr's --mapping (every item side needs its parameters), else 0."""
     if opts.mapping is None:
         return 0
-    from fmcli.recommend import _read_json
+    from fmcli.convert.mapping import read_mapping_json
 
-    n = _read_json(opts.mapping).get("n_features")
+    n = read_mapping_json(opts.mapping).get("n_features")
     return n if isinstance(n, int) and n >= 0 else 0
 
 

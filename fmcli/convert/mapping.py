@@ -91,8 +91,9 @@ def _separator(sep):
     return sep in set(SEPARATORS.values()) or (isinstance(sep, str) and len(sep) == 1)
 
 
-def load_mapping(path):
-    """(main TablePlan, [side TablePlans], n_features, mapping dict); every field is checked."""
+def read_mapping_json(path):
+    """The JSON object of the mapping file `path`, checked to be an fmcli convert mapping (its
+    'format'); the fields are checked by whoever reads them. Raises InputError."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -100,16 +101,22 @@ def load_mapping(path):
         raise InputError(path, None, "mapping file not found") from None
     except OSError as e:
         raise InputError(path, None, f"cannot read mapping file: {e.strerror or e}") from None
+    try:
+        m = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InputError(path, None, "not a valid fmcli convert mapping: not JSON") from None
+    if not isinstance(m, dict) or m.get("format") != MAPPING_FORMAT:
+        raise InputError(path, None, f"not a valid fmcli convert mapping: 'format' is not {MAPPING_FORMAT!r}")
+    return m
+
+
+def load_mapping(path):
+    """(main TablePlan, [side TablePlans], n_features, mapping dict); every field is checked."""
+    m = read_mapping_json(path)
 
     def bad(why):
         return InputError(path, None, f"not a valid fmcli convert mapping: {why}")
 
-    try:
-        m = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise bad("not JSON") from None
-    if not isinstance(m, dict) or m.get("format") != MAPPING_FORMAT:
-        raise bad(f"'format' is not {MAPPING_FORMAT!r}")
     if m.get("version") not in MAPPING_VERSIONS:
         raise bad(f"version {m.get('version')!r} (this fmcli reads versions 1 and 2)")
     n = m.get("n_features")

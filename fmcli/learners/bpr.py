@@ -413,9 +413,9 @@ class BPRLearner(Learner):
         model.y_min, model.y_max = -np.inf, np.inf     # scores, not ratings
         model.meta["ranking"] = {"loss": "bpr", "sampling": opts.sampling, "negatives": opts.negatives,
                                  "max_sampled": opts.max_sampled}
-        from fmcli.recommend import _read_json
+        from fmcli.convert.mapping import read_mapping_json
 
-        if _read_json(opts.mapping).get("entities") is None:
+        if read_mapping_json(opts.mapping).get("entities") is None:
             raise UsageError(f"--mapping {opts.mapping}: no user and item sides (entities): -method bpr needs "
                              "the mapping of fmcli convert --user COL --item COL")
         self.mapping = load_sides(opts.mapping, model)
@@ -500,7 +500,7 @@ class BPRLearner(Learner):
 def run_notes(mapping, pos, y, mapping_file):
     """What a run tells the user about its positives: users of the mapping without any (not
     trained), and targets that look like ratings given as positives."""
-    from fmcli.recommend import _read_json
+    from fmcli.convert.mapping import read_mapping_json
 
     notes = []
     missing = int((np.diff(pos[0]) == 0).sum())
@@ -509,7 +509,7 @@ def run_notes(mapping, pos, y, mapping_file):
                      "their factors are not trained (their lists follow the items' scores)")
     finite = y[np.isfinite(y)]
     values = np.unique(finite)
-    if len(values) > 1 and _read_json(mapping_file).get("min_rating") is None:
+    if len(values) > 1 and read_mapping_json(mapping_file).get("min_rating") is None:
         notes.append(f"-method bpr takes every train row as a positive; its targets ({len(values)} values, "
                      f"{values.min():g} to {values.max():g}) are ignored: to keep only the high ratings, convert "
                      "with --min-rating R")
@@ -519,9 +519,9 @@ def run_notes(mapping, pos, y, mapping_file):
 def rows_pairs(data, mapping, mapping_file, path):
     """(user rows, item rows) of the mapping's sides for each row of `data`, found by the
     user's and the item's key one-hot (the column's value -> id table of the mapping file)."""
-    from fmcli.recommend import _read_json
+    from fmcli.convert.mapping import read_mapping_json
 
-    cols = {c["name"]: c for c in _read_json(mapping_file)["columns"]}
+    cols = {c["name"]: c for c in read_mapping_json(mapping_file)["columns"]}
     n = max(int(data.indices.max()) + 1 if len(data.indices) else 0, 1)
     out = []
     for side, what in ((mapping.user, "user"), (mapping.item, "item")):
