@@ -94,8 +94,10 @@ def ordinal(pred, y):
     """-task o: RMSE and MAE of the expected value, accuracy of the most probable class, and
     the multi-class log-loss (natural log, P clipped to [1e-15, 1]; a target that is none of
     the classes counts as probability 0). pred: a fmcli.ordinal.OrdinalPrediction or
-    OrdinalSample (its scores())."""
-    return pred.scores(y)
+    OrdinalSample."""
+    from fmcli.ordinal import ordinal_scores
+
+    return ordinal_scores(pred, y)
 
 
 def evaluate(task, pred, y):

@@ -218,9 +218,6 @@ class OrdinalPrediction:
     def metric_inputs(self):
         return self.proba, np.empty(0), np.empty(0)
 
-    def scores(self, y):
-        return ordinal_scores(self, y)
-
 
 class OrdinalSample:
     """One sample's prediction (ŷ per row and the cutpoints γ), for the train metrics of each
@@ -236,9 +233,6 @@ class OrdinalSample:
 
     def metric_inputs(self):
         return np.empty((0, len(self.classes))), self.raw, self.bounds
-
-    def scores(self, y):
-        return ordinal_scores(self, y)
 
 
 def ordinal_meta(classes, gamma, sample_gammas=None):

@@ -195,9 +195,9 @@ def test_metric_sums_match_a_numpy_reference():
             "accuracy": np.mean(classes[np.argmax(P, axis=1)] == y),
             "logloss": np.mean(-np.log(np.clip(p, 1e-15, 1.0)))}
     for pred in (ordinal.OrdinalPrediction(P, classes), ordinal.OrdinalSample(raw, gamma, classes)):
-        got = pred.scores(y)
+        got = ordinal.ordinal_scores(pred, y)
         for name, value in want.items():
             assert got[name] == pytest.approx(value, rel=1e-12), name
     bad = raw.copy()
     bad[5] = np.nan
-    assert np.isnan(ordinal.OrdinalSample(bad, gamma, classes).scores(y)["logloss"])
+    assert np.isnan(ordinal.ordinal_scores(ordinal.OrdinalSample(bad, gamma, classes), y)["logloss"])
