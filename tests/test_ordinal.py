@@ -10,26 +10,110 @@ from scipy import stats
 
 from fmcli import ordinal
 from fmcli.data import SparseData
-from fmcli.learners.mcmc import chunk_seeds, draw_latent_ordinal
+from fmcli.learners.mcmc import ordinal_pass
 
 INTERVALS = [(-np.inf, -0.5), (0.3, np.inf), (-1.0, 2.0), (2.5, 3.0), (4.0, 6.0), (-0.2, 0.4),
-             (-6.0, -5.0), (-3.0, -2.9), (0.1, 5.0), (-np.inf, np.inf)]
+             (-6.0, -5.0), (-3.0, -2.9), (0.1, 5.0), (-np.inf, np.inf), (-9.0, 7.0), (-40.0, -39.5),
+             (35.0, 36.0), (31.0, np.inf)]      # the last three: beyond FAST_TAIL, the exact path
+
+
+def tail_log_prob(a, b):
+    """log(Φ(b) − Φ(a)) by scipy, accurate in the tails."""
+    from scipy.special import log_ndtr
+
+    if a + b > 0:
+        a, b = -b, -a
+    top, low = log_ndtr(b), log_ndtr(a)
+    return top + np.log1p(-np.exp(low - top))
 
 
 @pytest.mark.parametrize("a,b", INTERVALS)
 def test_truncated_draws_follow_the_truncated_normal(a, b):
-    n = 40000       # three parallel chunks of their own seeds
+    n = 40000       # three parallel chunks
     mean = 0.7
-    z = np.empty(n)
-    # z ~ N(mean, 1) truncated to (mean + a, mean + b]: bounds [mean + a, mean + b] for class 0
-    draw_latent_ordinal(np.full(n, mean), np.zeros(n, np.int64), np.array([mean + a, mean + b]), z,
-                        chunk_seeds(np.random.default_rng(7), n))
-    assert np.all((z >= mean + a) & (z <= mean + b))
-    p = stats.kstest(z - mean, stats.truncnorm(a, b).cdf).pvalue
-    assert p > 1e-3
-    # the test can fail: the untruncated normal is rejected on a truncated interval
-    if np.isfinite(a) or np.isfinite(b):
-        assert stats.kstest(z - mean, stats.norm.cdf).pvalue < 1e-6
+    z, z2 = np.empty(n), np.empty(n)
+    # z ~ N(mean, 1) truncated to (mean + a, mean + b]: bounds [mean + a, mean + b] for class 0;
+    # the proposal's bounds (z2) the interval shifted by 0.25
+    yhat = np.full(n, mean)
+    cur, new = ordinal_pass(yhat, np.zeros(n, np.int64), np.array([mean + a, mean + b]),
+                            np.array([mean + a + 0.25, mean + b + 0.25]), z, z2, 7, np.zeros((0, 3)))
+    assert cur == pytest.approx(n * tail_log_prob(a, b), rel=1e-11)
+    assert new == pytest.approx(n * tail_log_prob(a + 0.25, b + 0.25), rel=1e-11)
+    for x, (lo, hi) in ((z, (a, b)), (z2, (a + 0.25, b + 0.25))):
+        assert np.all((x >= mean + lo) & (x <= mean + hi))
+        p = stats.kstest(x - mean, stats.truncnorm(lo, hi).cdf).pvalue
+        assert p > 1e-3
+        # the test can fail: the untruncated normal is rejected on a truncated interval
+        if np.exp(tail_log_prob(lo, hi)) < 0.99:
+            assert stats.kstest(x - mean, stats.norm.cdf).pvalue < 1e-6
+    # the same draws on one thread (the uniforms are counter-based, the slow path seeded per chunk)
+    from fmcli.config import threads
+
+    with threads(1):
+        w, w2 = np.empty(n), np.empty(n)
+        ordinal_pass(yhat, np.zeros(n, np.int64), np.array([mean + a, mean + b]),
+                     np.array([mean + a + 0.25, mean + b + 0.25]), w, w2, 7, np.zeros((0, 3)))
+    np.testing.assert_array_equal(w, z)
+    np.testing.assert_array_equal(w2, z2)
+
+
+def test_normal_quantile_matches_scipy():
+    from scipy.special import ndtri
+
+    from fmcli.config import njit
+
+    @njit
+    def quantiles(p, out):
+        for i in range(p.shape[0]):
+            out[i] = ordinal.normal_quantile(p[i])
+
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.random(20000), 10.0 ** -rng.uniform(0, 300, 20000), 1 - 10.0 ** -rng.uniform(1, 15, 200)])
+    out = np.empty_like(p)
+    quantiles(p, out)
+    np.testing.assert_allclose(out, ndtri(p), rtol=1e-14, atol=1e-300)
+
+
+def test_pass_likelihood_and_curvature_match_references():
+    # several classes, random ŷ and bounds: the pass's sums against the per-row log-space kernel
+    # and scipy; its curvature sums against finite differences of the log-likelihood
+    rng = np.random.default_rng(11)
+    gamma = np.array([-1.0, -0.2, 0.5, 1.6])
+    b = ordinal.bounds(gamma)
+    b2 = ordinal.bounds(gamma + rng.normal(0, 0.05, 4))
+    n = 40000
+    yhat = rng.normal(0.2, 1.2, n)
+    yhat[:4] = [45.0, -45.0, 33.0, -31.5]        # rows on the exact path
+    cls = rng.integers(0, 5, n)
+    z, z2 = np.empty(n), np.empty(n)
+    curv = np.zeros((5, 3))
+    cur, new = ordinal_pass(yhat, cls, b, b2, z, z2, 3, curv)
+    assert cur == pytest.approx(ordinal.log_likelihood(yhat, cls, b), rel=1e-12)
+    assert new == pytest.approx(ordinal.log_likelihood(yhat, cls, b2), rel=1e-12)
+    want = sum(tail_log_prob(b[m] - t, b[m + 1] - t) for t, m in zip(yhat[:300], cls[:300]))
+    assert ordinal_pass(yhat[:300], cls[:300], b, b2, z[:300], z2[:300], 3, np.zeros((0, 3)))[0] \
+        == pytest.approx(want, rel=1e-12)
+    # −∂² of Σ log P in γ from the curvature sums (as OrdinalSampler.proposal_factor assembles them)
+    keep = np.abs(yhat) < 20           # the curvature leaves out the exact-path rows
+    curv_k = np.zeros((5, 3))
+    ordinal_pass(yhat[keep], cls[keep], b, b2, z[keep], z2[keep], 3, curv_k)
+    H = np.zeros((4, 4))
+    for j in range(4):
+        H[j, j] = curv_k[j, 1] + curv_k[j + 1, 0]
+        if j < 3:
+            H[j, j + 1] = H[j + 1, j] = curv_k[j + 1, 2]
+
+    def ll(g):
+        return ordinal.log_likelihood(yhat[keep], cls[keep], ordinal.bounds(g))
+
+    h = 1e-4
+    num = np.zeros((4, 4))
+    for j in range(4):
+        for k in range(4):
+            ej, ek = np.eye(4)[j] * h, np.eye(4)[k] * h
+            num[j, k] = -(ll(gamma + ej + ek) - ll(gamma + ej - ek) - ll(gamma - ej + ek) + ll(gamma - ej - ek)) / (4 * h * h)
+    np.testing.assert_allclose(H, num, rtol=1e-4, atol=1e-3 * np.abs(num).max())
+    assert np.abs(H[0, 2]) == 0 and np.abs(num[0, 2]) < 1e-3 * np.abs(num).max()     # tridiagonal
 
 
 def test_probabilities_and_likelihood_match_scipy():

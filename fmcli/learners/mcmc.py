@@ -51,7 +51,8 @@ from fmcli.config import njit
 from fmcli.learners.coord import CoordinateLearner
 from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite
 from fmcli.model import FMModel
-from fmcli.ordinal import CHUNK_ROWS
+from fmcli.learners.streams import _GOLDEN, _mix64
+from fmcli.ordinal import CHUNK_ROWS, _phi_cdf, interval_log_prob, normal_quantile
 
 # libFM's fixed hyperprior parameters
 ALPHA0 = 1.0
@@ -198,76 +199,222 @@ def truncated_normal(a, b):
             return x
 
 
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+FAST_TAIL = 30.0       # _interval_draw's fast path: the interval's nearer end within 30 of ŷ
+
+
+@njit
+def _interval_draw(lo, hi, u):
+    """(fast, log P, P, x) for the interval (lo, hi] of N(0, 1) (lo < hi, either may be
+    infinite): P = Φ(hi) − Φ(lo) (log P by log1p where P is near 1) and x = the u-quantile of N(0, 1) truncated to it, by inversion:
+    x = Φ⁻¹(Φ(lo) + u P). Mirrored so that lo + hi <= 0 (the interval's mass nearer the
+    lower tail, where Φ and its inverse have full relative precision); where hi > 0 the
+    upper end's tail Φ(−hi) is used, and the quantile is taken from the nearer end:
+    −Φ⁻¹(Φ(−hi) + (1 − u) P) when Φ(lo) + u P > 1/2. fast is False (P, x unset) when the
+    interval lies wholly beyond −FAST_TAIL (Φ near underflow): the caller takes the exact
+    log-space path (interval_log_prob, truncated_normal)."""
+    flip = lo + hi > 0.0
+    if flip:
+        lo, hi = -hi, -lo
+    if hi < -FAST_TAIL:
+        return False, 0.0, 0.0, 0.0
+    f_lo = _phi_cdf(lo)
+    if hi <= 0.0:
+        P = _phi_cdf(hi) - f_lo
+        log_p = math.log(P)
+        x = normal_quantile(f_lo + u * P)
+    else:
+        g_hi = _phi_cdf(-hi)
+        out = g_hi + f_lo        # the mass outside the interval
+        P = 1.0 - out
+        log_p = math.log1p(-out)
+        p = f_lo + u * P
+        x = normal_quantile(p) if p <= 0.5 else -normal_quantile(g_hi + (1.0 - u) * P)
+    x = min(max(x, lo), hi)
+    return True, log_p, P, -x if flip else x
+
+
+@njit
+def _row_curvature(lo, hi, P, acc, m):
+    """Add row's terms of −∂² log P to acc[m, 0:3]: (lower end, upper end, cross), P = Φ(hi) − Φ(lo)."""
+    c = math.exp(-0.5 * lo * lo) * INV_SQRT_2PI / P if lo > -math.inf else 0.0
+    a = math.exp(-0.5 * hi * hi) * INV_SQRT_2PI / P if hi < math.inf else 0.0
+    if lo > -math.inf:
+        acc[m, 0] += c * c - lo * c
+    if hi < math.inf:
+        acc[m, 1] += a * a + hi * a
+    acc[m, 2] -= a * c
+
+
+@njit
+def _uniform(key, i):
+    """Uniform (0, 1) number i of the stream key (splitmix64 of key + i·golden, 53 bits)."""
+    return (np.float64(_mix64(key + np.uint64(i) * _GOLDEN) >> np.uint64(11)) + 0.5) * 2.0 ** -53
+
+
 @njit(parallel=True)
-def draw_latent_ordinal(yhat, cls, bnd, z, seeds):
-    """Ordered probit latent targets: z_i ~ N(ŷ_i, 1) truncated to (bnd[c_i], bnd[c_i + 1]].
-    In parallel chunks of ordinal.CHUNK_ROWS rows, chunk c's draws from numba's generator
-    seeded with seeds[c] (the thread's own state): the same on any thread count."""
+def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv):
+    """One pass over the rows for the cutpoints' Metropolis–Hastings step and the latent
+    targets of both outcomes: Σ_i log P(cls_i | ŷ_i) for the bounds bnd (`ordinal.bounds`) and
+    for the proposed bounds bnd2, and z_i (z2_i) ~ N(ŷ_i, 1) truncated to class cls_i's
+    interval under bnd (bnd2), both by inversion from the same uniform u_i (_interval_draw);
+    u_i is number i of seed's stream, so the draws do not depend on the thread count, and
+    they are independent of the MH decision (which uses only ŷ and the bounds): the z of the
+    outcome kept is a draw from its conditional. Rows whose interval lies beyond FAST_TAIL
+    take the exact log-space path (interval_log_prob, truncated_normal from numba's
+    generator seeded per chunk of ordinal.CHUNK_ROWS rows). Summed per chunk, the chunks
+    added in order: the same bits on any thread count. With curv of shape (C, 3) (C classes;
+    shape (0, 3): none) it also receives, per class, the sums of −∂² log P over its rows at
+    bnd (fast-path rows): lower end, upper end, cross term. Returns (Σ log P, Σ log P2)."""
     n = yhat.shape[0]
-    for c in prange(seeds.shape[0]):
-        np.random.seed(seeds[c])
+    C = bnd.shape[0] - 1
+    n_chunks = max(1, (n + CHUNK_ROWS - 1) // CHUNK_ROWS)
+    want = curv.shape[0] > 0
+    part = np.zeros((n_chunks, 2))
+    pcurv = np.zeros((n_chunks if want else 0, C, 3))
+    key = _mix64(np.uint64(seed))
+    for c in prange(n_chunks):
+        seeded = False
+        s1 = 0.0
+        s2 = 0.0
         for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+            t = yhat[i]
             m = cls[i]
-            z[i] = yhat[i] + truncated_normal(bnd[m] - yhat[i], bnd[m + 1] - yhat[i])
-
-
-def chunk_seeds(rng, n_rows):
-    """A seed per ordinal.CHUNK_ROWS rows, from the generator rng."""
-    return rng.integers(0, 2**31 - 1, max(1, -(-n_rows // CHUNK_ROWS))).astype(np.int64)
+            u = _uniform(key, i)
+            lo = bnd[m] - t
+            hi = bnd[m + 1] - t
+            fast, log_p, P, x = _interval_draw(lo, hi, u)
+            if fast:
+                s1 += log_p
+                if want:
+                    _row_curvature(lo, hi, P, pcurv[c], m)
+            else:
+                if not seeded:
+                    np.random.seed(np.int64(_mix64(key ^ np.uint64(c + 1) * _GOLDEN) >> np.uint64(33)))
+                    seeded = True
+                s1 += interval_log_prob(lo, hi)
+                x = truncated_normal(lo, hi)
+            z[i] = t + x
+            lo = bnd2[m] - t
+            hi = bnd2[m + 1] - t
+            fast, log_p, P, x = _interval_draw(lo, hi, u)
+            if fast:
+                s2 += log_p
+            else:
+                if not seeded:
+                    np.random.seed(np.int64(_mix64(key ^ np.uint64(c + 1) * _GOLDEN) >> np.uint64(33)))
+                    seeded = True
+                s2 += interval_log_prob(lo, hi)
+                x = truncated_normal(lo, hi)
+            z2[i] = t + x
+        part[c, 0] = s1
+        part[c, 1] = s2
+    t1 = 0.0
+    t2 = 0.0
+    for c in range(n_chunks):
+        t1 += part[c, 0]
+        t2 += part[c, 1]
+        if want:
+            curv += pcurv[c]
+    return t1, t2
 
 
 class OrdinalSampler:
-    """The cutpoints of the ordered probit (fmcli.ordinal) by random-walk Metropolis–Hastings
-    on α given ŷ, the latent z integrated out (the target is Π_i P(c_i | ŷ_i, γ(α)) times the
-    prior α_m ~ N(α_m at the start, ALPHA_PRIOR_SD²), which pins the location ŷ and γ share);
-    then z | γ, ŷ from its truncated normal. Together a blocked Gibbs draw of (γ, z) given the
-    FM. MH_STEPS proposals a sweep, all α moved at once by N(0, s²); s adapts to an acceptance
-    of MH_TARGET with a gain 1/√(sweep) that vanishes (diminishing adaptation). Every draw
-    comes from the learner's seeded generator (α) and numba's seeded stream (z), serially:
-    the same on any thread count."""
+    """The cutpoints of the ordered probit (fmcli.ordinal) by Metropolis–Hastings on α given ŷ,
+    the latent z integrated out (the target is Π_i P(c_i | ŷ_i, γ(α)) times the prior
+    α_m ~ N(α_m at the start, ALPHA_PRIOR_SD²), which pins the location ŷ and γ share); then
+    z | γ, ŷ from its truncated normal. Together a blocked Gibbs draw of (γ, z) given the FM.
 
-    MH_STEPS = 2
-    MH_TARGET = 0.3
+    One proposal a sweep, a random walk α' = α + s L⁻ᵀ ε (ε ~ N(0, I), s = 2.38/√d, d = C − 1):
+    L Lᵀ is the curvature of the log target at α (Laplace: −∂² of the log-likelihood through
+    γ(α), Jᵀ H_γ J, plus the prior's 1/ALPHA_PRIOR_SD²), so the proposal has the shape of the
+    posterior and the scale that is optimal for a Gaussian target (acceptance near 0.3). One
+    pass (ordinal_pass) gives the log-likelihood at α and at α' and draws z for both outcomes;
+    the outcome's z is kept (the other buffer swapped out: no copy, no allocation per sweep).
+
+    Validity: L is measured (in the same pass, at the current state) only during the first
+    `adapt` sweeps (ADAPT_SWEEPS or the burn-in, the larger), each measurement used from the
+    next sweep on; before the first one the walk is isotropic with s = 1/√rows. After the
+    adaptation window L and s are fixed, so each sweep's step is a plain random-walk
+    Metropolis–Hastings step with a symmetric proposal fixed in advance: it leaves the
+    conditional posterior of α given ŷ exactly invariant, and the chain is a valid Gibbs
+    sampler from then on (the adaptation sweeps are, like the first sweeps of any run, part
+    of its transient; a burn-in covers them). Draws come from the learner's seeded generator
+    (ε, the MH uniform, the pass's seed) and counter-based streams: the same on any thread
+    count."""
+
+    ADAPT_SWEEPS = 16
     ALPHA_PRIOR_SD = 10.0
 
-    def __init__(self, classes, cls, rng):
+    def __init__(self, classes, cls, rng, adapt=0):
         from fmcli.ordinal import alphas
 
         self.classes = np.asarray(classes, np.float64)
         self.cls = cls
         self.rng = rng
+        self.adapt = max(self.ADAPT_SWEEPS, int(adapt))
         # start: cutpoints halfway between the class values (the first sweep fits z = y)
         self.gamma = (self.classes[1:] + self.classes[:-1]) / 2.0
         self.alpha = alphas(self.gamma)
         self.prior_mean = self.alpha.copy()
-        self.log_step = math.log(1.0 / math.sqrt(max(len(cls), 1)))
+        d = len(self.alpha)
+        self.step = np.eye(d) / math.sqrt(max(len(cls), 1))      # s L⁻ᵀ
+        self.scale = 2.38 / math.sqrt(d)
+        self.z_spare = np.empty(len(cls))
+        self.curv = np.zeros((len(self.classes), 3))
+        self.no_curv = np.zeros((0, 3))
         self.n_draws = 0
         self.accepted = 0
         self.proposed = 0
 
-    def _log_target(self, yhat, alpha):
-        from fmcli.ordinal import bounds, cutpoints, log_likelihood
-
+    def _log_prior(self, alpha):
         d = (alpha - self.prior_mean) / self.ALPHA_PRIOR_SD
-        return log_likelihood(yhat, self.cls, bounds(cutpoints(alpha))) - 0.5 * float(d @ d)
+        return -0.5 * float(d @ d)
+
+    def proposal_factor(self, curv, alpha):
+        """s L⁻ᵀ from the per-class curvature sums of ordinal_pass at α (None if not positive
+        definite)."""
+        d = len(alpha)
+        H = np.zeros((d, d))          # −∂² log-likelihood in γ: tridiagonal
+        for j in range(d):
+            H[j, j] = curv[j, 1] + curv[j + 1, 0]
+            if j + 1 < d:
+                H[j, j + 1] = H[j + 1, j] = curv[j + 1, 2]
+        J = np.zeros((d, d))          # ∂γ_m/∂α_k: 1 for k = 0, exp(α_k) for 1 <= k <= m
+        J[:, 0] = 1.0
+        for m in range(1, d):
+            J[m, 1:m + 1] = np.exp(alpha[1:m + 1])
+        Ha = J.T @ H @ J + np.eye(d) / self.ALPHA_PRIOR_SD ** 2
+        try:
+            L = np.linalg.cholesky(Ha)
+        except np.linalg.LinAlgError:
+            return None
+        return self.scale * np.linalg.inv(L).T
 
     def draw(self, yhat, z):
+        """One MH step of α and the latent targets: returns the array holding the new z (z
+        itself or the sampler's other buffer; the one not returned becomes the spare)."""
         from fmcli.ordinal import bounds, cutpoints
 
         self.n_draws += 1
-        cur = self._log_target(yhat, self.alpha)
-        acc = 0
-        for _ in range(self.MH_STEPS):
-            prop = self.alpha + math.exp(self.log_step) * self.rng.standard_normal(len(self.alpha))
-            new = self._log_target(yhat, prop)
-            if math.log(self.rng.random()) < new - cur:
-                self.alpha, cur = prop, new
-                acc += 1
-        self.proposed += self.MH_STEPS
-        self.accepted += acc
-        self.log_step += (acc / self.MH_STEPS - self.MH_TARGET) / math.sqrt(self.n_draws)
-        self.gamma = cutpoints(self.alpha)
-        draw_latent_ordinal(yhat, self.cls, bounds(self.gamma), z, chunk_seeds(self.rng, len(yhat)))
+        adapting = self.n_draws <= self.adapt
+        prop = self.alpha + self.step @ self.rng.standard_normal(len(self.alpha))
+        seed = int(self.rng.integers(0, 2**63 - 1))
+        if adapting:
+            self.curv[:] = 0.0
+        cur, new = ordinal_pass(yhat, self.cls, bounds(self.gamma), bounds(cutpoints(prop)), z, self.z_spare,
+                                seed, self.curv if adapting else self.no_curv)
+        if adapting:
+            f = self.proposal_factor(self.curv, self.alpha)
+            if f is not None:
+                self.step = f
+        self.proposed += 1
+        if math.log(self.rng.random()) < new - cur + self._log_prior(prop) - self._log_prior(self.alpha):
+            self.alpha = prop
+            self.gamma = cutpoints(prop)
+            self.accepted += 1
+            z, self.z_spare = self.z_spare, z
+        return z
 
 
 class MCMCLearner(CoordinateLearner):
@@ -281,8 +428,9 @@ class MCMCLearner(CoordinateLearner):
             classes = np.unique(self._y)
             self.classes = classes.astype(np.float64)
             cls = np.searchsorted(classes, self._y).astype(np.int64)
-            self.ordinal = OrdinalSampler(self.classes, cls, self.rng)
         self.burn_in = max(0, int(self.opts.burn_in or 0))
+        if self.task == "o":
+            self.ordinal = OrdinalSampler(self.classes, cls, self.rng, self.burn_in)
         self.keep = max(1, int(self.opts.keep_samples or 1))
         self.n_avg = 0
         C = len(self.classes) if self.task == "o" else 0
@@ -298,7 +446,7 @@ class MCMCLearner(CoordinateLearner):
 
     def _latent(self):
         if self.task == "o":
-            self.ordinal.draw(self._yhat, self._z)
+            self._z = self.ordinal.draw(self._yhat, self._z)
         else:
             draw_latent(self._yhat, self._y, self._z)
 
