@@ -51,8 +51,8 @@ from fmcli.config import njit
 from fmcli.learners.coord import CoordinateLearner
 from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite
 from fmcli.model import FMModel
-from fmcli.learners.streams import _GOLDEN, _mix64
-from fmcli.ordinal import CHUNK_ROWS, _phi_cdf, interval_log_prob, normal_quantile
+from fmcli.learners.streams import chunk_seed, counter_uniform, stream_key
+from fmcli.ordinal import CHUNK_ROWS, phi_cdf, interval_log_prob, normal_quantile
 
 # libFM's fixed hyperprior parameters
 ALPHA0 = 1.0
@@ -218,13 +218,13 @@ def _interval_draw(lo, hi, u):
         lo, hi = -hi, -lo
     if hi < -FAST_TAIL:
         return False, 0.0, 0.0, 0.0
-    f_lo = _phi_cdf(lo)
+    f_lo = phi_cdf(lo)
     if hi <= 0.0:
-        P = _phi_cdf(hi) - f_lo
+        P = phi_cdf(hi) - f_lo
         log_p = math.log(P)
         x = normal_quantile(f_lo + u * P)
     else:
-        g_hi = _phi_cdf(-hi)
+        g_hi = phi_cdf(-hi)
         out = g_hi + f_lo        # the mass outside the interval
         P = 1.0 - out
         log_p = math.log1p(-out)
@@ -246,10 +246,19 @@ def _row_curvature(lo, hi, P, acc, m):
     acc[m, 2] -= a * c
 
 
-@njit
-def _uniform(key, i):
-    """Uniform (0, 1) number i of the stream key (splitmix64 of key + i·golden, 53 bits)."""
-    return (np.float64(_mix64(key + np.uint64(i) * _GOLDEN) >> np.uint64(11)) + 0.5) * 2.0 ** -53
+@njit(inline="always")
+def _row_outcome(lo, hi, u, key, c, seeded):
+    """(fast, log P, P, x, seeded) of one row's interval (lo, hi] under one outcome: the fast
+    path of _interval_draw, or the exact log-space one (interval_log_prob, truncated_normal
+    from numba's generator, seeded once per chunk c: seeded says whether it was)."""
+    fast, log_p, P, x = _interval_draw(lo, hi, u)
+    if not fast:
+        if not seeded:
+            np.random.seed(chunk_seed(key, c))
+            seeded = True
+        log_p = interval_log_prob(lo, hi)
+        x = truncated_normal(lo, hi)
+    return fast, log_p, P, x, seeded
 
 
 @njit(parallel=True)
@@ -272,7 +281,7 @@ def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv):
     want = curv.shape[0] > 0
     part = np.zeros((n_chunks, 2))
     pcurv = np.zeros((n_chunks if want else 0, C, 3))
-    key = _mix64(np.uint64(seed))
+    key = stream_key(seed)
     for c in prange(n_chunks):
         seeded = False
         s1 = 0.0
@@ -280,32 +289,16 @@ def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv):
         for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
             t = yhat[i]
             m = cls[i]
-            u = _uniform(key, i)
+            u = counter_uniform(key, i)
             lo = bnd[m] - t
             hi = bnd[m + 1] - t
-            fast, log_p, P, x = _interval_draw(lo, hi, u)
-            if fast:
-                s1 += log_p
-                if want:
-                    _row_curvature(lo, hi, P, pcurv[c], m)
-            else:
-                if not seeded:
-                    np.random.seed(np.int64(_mix64(key ^ np.uint64(c + 1) * _GOLDEN) >> np.uint64(33)))
-                    seeded = True
-                s1 += interval_log_prob(lo, hi)
-                x = truncated_normal(lo, hi)
+            fast, log_p, P, x, seeded = _row_outcome(lo, hi, u, key, c, seeded)
+            s1 += log_p
+            if fast and want:
+                _row_curvature(lo, hi, P, pcurv[c], m)
             z[i] = t + x
-            lo = bnd2[m] - t
-            hi = bnd2[m + 1] - t
-            fast, log_p, P, x = _interval_draw(lo, hi, u)
-            if fast:
-                s2 += log_p
-            else:
-                if not seeded:
-                    np.random.seed(np.int64(_mix64(key ^ np.uint64(c + 1) * _GOLDEN) >> np.uint64(33)))
-                    seeded = True
-                s2 += interval_log_prob(lo, hi)
-                x = truncated_normal(lo, hi)
+            _, log_p, _, x, seeded = _row_outcome(bnd2[m] - t, bnd2[m + 1] - t, u, key, c, seeded)
+            s2 += log_p
             z2[i] = t + x
         part[c, 0] = s1
         part[c, 1] = s2

@@ -40,6 +40,26 @@ def stream_normals(seed, stream, out):
 
 
 @njit
+def stream_key(seed):
+    """The key of the counter-based uniforms of seed (a non-negative int)."""
+    return _mix64(np.uint64(seed))
+
+
+@njit
+def counter_uniform(key, i):
+    """Uniform (0, 1) number i of key's stream (splitmix64 of key + i·golden, 53 bits): any
+    row's number is drawn without the rows before it, so parallel chunks draw what a serial
+    pass would."""
+    return (np.float64(_mix64(key + np.uint64(i) * _GOLDEN) >> np.uint64(11)) + 0.5) * 2.0 ** -53
+
+
+@njit
+def chunk_seed(key, c):
+    """A seed of numba's generator for chunk c of key's pass (its rare sequential draws)."""
+    return np.int64(_mix64(key ^ np.uint64(c + 1) * _GOLDEN) >> np.uint64(33))
+
+
+@njit
 def _derived_seed(seed, index):
     return np.int64(_mix64(np.uint64(seed) + np.uint64(index) * _GOLDEN) >> np.uint64(1))
 
