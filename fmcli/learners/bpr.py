@@ -151,6 +151,26 @@ def _clock(pw, f, mode):
 
 
 @njit(inline="always")
+def _w_step(w, f, gx, r1, eta1, mode, a_w, b_w, c1, c2):
+    """The step on w[f] of a feature with ∂d/∂w_f·g = gx (a user feature: 0), + λ w_f."""
+    _step_w(w, f, gx + r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+
+
+@njit(inline="always")
+def _user_v(V, f, c, gx, qi_c, qj_c, r2, eta2, mode, a_V, b_V, c1, c2):
+    """A user feature's step on V[f, c]: ∂d/∂v = x (q_i − q_j) (gx = g·x), + λ v."""
+    _step_v(V, f, c, gx * (qi_c - qj_c) + r2 * V[f, c], eta2, mode, a_V, b_V, c1, c2)
+
+
+@njit(inline="always")
+def _item_v(V, f, c, gx, qu_c, q_c, x, r2, eta2, mode, a_V, b_V, c1, c2):
+    """An item feature's step on V[f, c] (read here, before its update): ∂d/∂v = ±x (q_u + q −
+    v x) with q the item's factor sum (gx = ±g·x: + for the positive, − for the negative), + λ v."""
+    v = V[f, c]
+    _step_v(V, f, c, gx * (qu_c + q_c - v * x) + r2 * v, eta2, mode, a_V, b_V, c1, c2)
+
+
+@njit(inline="always")
 def _disjoint(it_ind, ia, ib, ja, jb, nf, mark, stamp):
     """Whether the item rows ia..ib and ja..jb have no feature twice (in one or across both):
     mark[f] = stamp for their features (stamp new for each call)."""
@@ -209,19 +229,24 @@ def _step_shared(g, it_ind, it_dat, ia, ib, ja, jb, qu, qi, qj, w, V, use_w, eta
             _step_v(V, f, c, gV[s, c] + r2 * V[f, c], eta2, mode, a_V, b_V, c1, c2)
 
 
-@njit(inline="always")
-def _draw_negative(pos_items, a, b, n_items, bits, u):
-    """A uniform item among those that are not in the sorted pos_items[a:b] (user u's).
-    With the bitset of the positives (positive_bits) and at most half of the items positive:
-    uniform items until one is not a positive (rejection; under 2 draws expected). Else the
-    r-th non-positive, r + t with t = #{s : pos[a + s] − s ≤ r} (pos[a + s] − s is
-    non-decreasing), by a binary search whose steps do not branch on the data."""
+@njit
+def _is_positive(bits, u, j):
+    """Whether item j is a positive of user u in the bitset of the positives (positive_bits)."""
+    return (bits[u, j >> 6] >> np.uint64(j & 63)) & np.uint64(1) != 0
+
+
+@njit
+def _by_rejection(bits, a, b, n_items):
+    """Whether user u's negative (positives pos_items[a:b]) is drawn by rejection from the bitset."""
+    return bits.shape[0] > 0 and 2 * (b - a) <= n_items
+
+
+@njit
+def _by_rank(pos_items, a, b, n_items):
+    """A uniform item among those not in the sorted pos_items[a:b]: the r-th non-positive,
+    r + t with t = #{s : pos[a + s] − s ≤ r} (pos[a + s] − s is non-decreasing), by a binary
+    search whose steps do not branch on the data."""
     n = b - a
-    if bits.shape[0] > 0 and 2 * n <= n_items:
-        while True:
-            j = np.random.randint(0, n_items)
-            if not (bits[u, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
-                return j
     r = np.random.randint(0, n_items - n)
     base = 0
     while n > 1:
@@ -232,6 +257,21 @@ def _draw_negative(pos_items, a, b, n_items, bits, u):
     if n > 0 and pos_items[a + base] - base <= r:
         base += 1
     return r + base
+
+
+@njit(inline="always")
+def _draw_negative(pos_items, a, b, n_items, bits, u):
+    """A uniform item among those that are not in the sorted pos_items[a:b] (user u's).
+    With the bitset of the positives (positive_bits) and at most half of the items positive:
+    uniform items until one is not a positive (rejection; under 2 draws expected); else by
+    rank (_by_rank). bpr_epoch_one_hot writes this loop out (the same draws): numba's inlined
+    copy of `bits` costs a reference count pair per call when the inlined body loops."""
+    if _by_rejection(bits, a, b, n_items):
+        j = np.random.randint(0, n_items)
+        while _is_positive(bits, u, j):
+            j = np.random.randint(0, n_items)
+        return j
+    return _by_rank(pos_items, a, b, n_items)
 
 
 @njit
@@ -335,9 +375,9 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
                 gx = g * np.float64(u_dat[p])
                 c1, c2 = _clock(pw, f, mode)
                 if use_w:
-                    _step_w(w, f, r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+                    _w_step(w, f, 0.0, r1, eta1, mode, a_w, b_w, c1, c2)
                 for c in range(k):
-                    _step_v(V, f, c, gx * (qi[c] - qj[c]) + r2 * V[f, c], eta2, mode, a_V, b_V, c1, c2)
+                    _user_v(V, f, c, gx, qi[c], qj[c], r2, eta2, mode, a_V, b_V, c1, c2)
             stamp = steps if uniform else steps - 1
             if _disjoint(it_ind, ia, ib, ja, jb, nf, mark, stamp):
                 # feature l of item i (sign +) and of item j (sign −), each in no other row:
@@ -350,10 +390,9 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
                     gx = g * x
                     c1, c2 = _clock(pw, f, mode)
                     if use_w:
-                        _step_w(w, f, gx + r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+                        _w_step(w, f, gx, r1, eta1, mode, a_w, b_w, c1, c2)
                     for c in range(k):
-                        v = V[f, c]
-                        _step_v(V, f, c, gx * (qu[c] + qi[c] - v * x) + r2 * v, eta2, mode, a_V, b_V, c1, c2)
+                        _item_v(V, f, c, gx, qu[c], qi[c], x, r2, eta2, mode, a_V, b_V, c1, c2)
                 for p in range(ja, jb):
                     f = it_ind[p]
                     if f >= nf:
@@ -362,10 +401,9 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
                     gx = -g * x
                     c1, c2 = _clock(pw, f, mode)
                     if use_w:
-                        _step_w(w, f, gx + r1 * w[f], eta1, mode, a_w, b_w, c1, c2)
+                        _w_step(w, f, gx, r1, eta1, mode, a_w, b_w, c1, c2)
                     for c in range(k):
-                        v = V[f, c]
-                        _step_v(V, f, c, gx * (qu[c] + qj[c] - v * x) + r2 * v, eta2, mode, a_V, b_V, c1, c2)
+                        _item_v(V, f, c, gx, qu[c], qj[c], x, r2, eta2, mode, a_V, b_V, c1, c2)
             else:
                 _step_shared(g, it_ind, it_dat, ia, ib, ja, jb, qu, qi, qj, w, V, use_w, eta1, eta2, r1, r2,
                              mode, a_w, a_V, b_w, b_V, pw, slot, slot_f, gw, gV)
@@ -394,6 +432,122 @@ def bpr_epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat,
     return _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat, w, V,
                   use_w, rates, reg, ADAM, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, fixed_j, bits)
 
+
+# ---- the one-hot fast path: each user and each item one feature of value 1 --------------------
+
+def one_hot_features(indptr, indices, data, n_features):
+    """(n_rows,) int64: each CSR row's one feature, when every row is exactly one feature
+    < n_features of value 1; else None."""
+    indptr = np.asarray(indptr, np.int64)
+    if not (np.diff(indptr) == 1).all():
+        return None
+    f = np.asarray(indices, np.int64)[indptr[:-1]]
+    if len(f) and (f.max() >= n_features or f.min() < 0):
+        return None
+    if not (np.asarray(data)[indptr[:-1]] == 1).all():
+        return None
+    return f
+
+
+def one_hot_sides(user_rows, item_rows, n_features):
+    """(user_f, item_f): the feature of each user row and of each item row when bpr_epoch_one_hot
+    computes what bpr_epoch does: every row one feature of value 1 (no side features, no
+    relations), no two items of one feature (two items of a step share none) and no feature
+    both a user's and an item's; else None."""
+    uf = one_hot_features(*user_rows, n_features)
+    itf = one_hot_features(*item_rows, n_features)
+    if uf is None or itf is None:
+        return None
+    if len(np.unique(itf)) < len(itf) or np.isin(uf, itf).any():
+        return None
+    return uf, itf
+
+
+@njit(inline="always")
+def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates, reg, mode,
+                   a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, bits):
+    """_epoch on one-hot sides (one_hot_sides): q_u, q_i, q_j are the rows V[f_u], V[f_i], V[f_j]
+    and b = w_f; the three rows' steps in one loop over the factors, each read before its
+    update. The same draws, loss and steps as _epoch, in the same order, by its helpers."""
+    np.random.seed(seed)
+    k = V.shape[1]
+    n_items = item_f.shape[0]
+    eta1, eta2 = rates[1], rates[2]
+    r1, r2 = reg[1], reg[2]
+    uniform = sampling == UNIFORM
+    n_steps, n_draws = (n_neg, 1) if uniform else (1, max_sampled)
+    total, steps = 0.0, 0
+    for t in range(order.shape[0]):
+        e = order[t]
+        u, i = pair_u[e], pair_i[e]
+        pa, pb = pos_indptr[u], pos_indptr[u + 1]
+        rejection = _by_rejection(bits, pa, pb, n_items)
+        fu, fi = user_f[u], item_f[i]
+        for s in range(n_steps):
+            bi = w[fi] if use_w else 0.0
+            found = 0
+            d = 0.0
+            fj = 0
+            for n in range(1, n_draws + 1):    # uniform: one draw; WARP: until d < margin
+                if rejection:                  # _draw_negative
+                    j = np.random.randint(0, n_items)
+                    while _is_positive(bits, u, j):
+                        j = np.random.randint(0, n_items)
+                else:
+                    j = _by_rank(pos_items, pa, pb, n_items)
+                fj = item_f[j]
+                d = _diff(bi, w[fj] if use_w else 0.0, V[fu], V[fi], V[fj])
+                if uniform or d < WARP_MARGIN:
+                    found = n
+                    break
+            if uniform:
+                loss, g = _bpr_loss(d)
+                total += loss
+                steps += 1
+            else:
+                steps += 1
+                if not found:
+                    continue
+                phi = H[(n_items - (pb - pa)) // found]
+                total += phi * (WARP_MARGIN - d)
+                g = -phi
+            cu1, cu2 = _clock(pw, fu, mode)
+            ci1, ci2 = _clock(pw, fi, mode)
+            cj1, cj2 = _clock(pw, fj, mode)
+            if use_w:
+                _w_step(w, fu, 0.0, r1, eta1, mode, a_w, b_w, cu1, cu2)
+                _w_step(w, fi, g, r1, eta1, mode, a_w, b_w, ci1, ci2)
+                _w_step(w, fj, -g, r1, eta1, mode, a_w, b_w, cj1, cj2)
+            for c in range(k):
+                vu, vi, vj = V[fu, c], V[fi, c], V[fj, c]
+                _user_v(V, fu, c, g, vi, vj, r2, eta2, mode, a_V, b_V, cu1, cu2)
+                _item_v(V, fi, c, g, vu, vi, 1.0, r2, eta2, mode, a_V, b_V, ci1, ci2)
+                _item_v(V, fj, c, -g, vu, vj, 1.0, r2, eta2, mode, a_V, b_V, cj1, cj2)
+    return total, steps
+
+
+@njit
+def bpr_epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates, reg, mode,
+                      a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, bits):
+    """bpr_epoch when one_hot_sides holds (user_f, item_f: its arrays; no fixed_j): the same
+    result, the same random stream. Inlined once per step rule and sampling, both constants."""
+    if sampling == UNIFORM:
+        if mode == SGD:
+            return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
+                                  reg, SGD, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits)
+        elif mode == ADAGRAD:
+            return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
+                                  reg, ADAGRAD, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits)
+        return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
+                              reg, ADAM, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits)
+    if mode == SGD:
+        return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
+                              reg, SGD, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits)
+    elif mode == ADAGRAD:
+        return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
+                              reg, ADAGRAD, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits)
+    return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
+                          reg, ADAM, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits)
 
 # ---- the learner ------------------------------------------------------------------------------
 
@@ -427,6 +581,7 @@ class BPRLearner(Learner):
         self.bits = positive_bits(*self.pos, self.n_items)
         self.user_rows = (m.user.indptr, m.user.indices, m.user.data)
         self.item_rows = (m.item.indptr, m.item.indices, m.item.data)
+        self.one_hot = one_hot_sides(self.user_rows, self.item_rows, model.n_features)   # the fast path's
         self.H = harmonic(self.n_items)
         self.mode = OPTIMIZERS[opts.optimizer]
         self.state = optimizer_state(self.mode, model.n_features, model.k)
@@ -447,13 +602,19 @@ class BPRLearner(Learner):
 
     def step(self, it):
         m = self.model
-        order = self.rng.permutation(len(self.pair_u)).astype(np.int64)
+        order = self.rng.permutation(len(self.pair_u)).astype(np.int64, copy=False)
         seed = int(self.rng.integers(2**31 - 1))
-        total, steps = bpr_epoch(order, self.pair_u, self.pair_i, *self.pos, *self.user_rows, *self.item_rows,
-                                 m.w, m.V, m.use_w, self.rates, self.reg, self.mode, *self.state[1:3],
-                                 *self.state[4:6], self.state[6], UNIFORM if self.opts.sampling == "uniform"
-                                 else WARP, self.opts.negatives, self.opts.max_sampled, self.H, seed,
-                                 np.empty(0, np.int64), self.bits)
+        sampling = UNIFORM if self.opts.sampling == "uniform" else WARP
+        if self.one_hot is not None:
+            total, steps = bpr_epoch_one_hot(order, self.pair_u, self.pair_i, *self.pos, *self.one_hot, m.w, m.V,
+                                             m.use_w, self.rates, self.reg, self.mode, *self.state[1:3],
+                                             *self.state[4:6], self.state[6], sampling, self.opts.negatives,
+                                             self.opts.max_sampled, self.H, seed, self.bits)
+        else:
+            total, steps = bpr_epoch(order, self.pair_u, self.pair_i, *self.pos, *self.user_rows, *self.item_rows,
+                                     m.w, m.V, m.use_w, self.rates, self.reg, self.mode, *self.state[1:3],
+                                     *self.state[4:6], self.state[6], sampling, self.opts.negatives,
+                                     self.opts.max_sampled, self.H, seed, np.empty(0, np.int64), self.bits)
         self.loss = total / steps if steps else 0.0
         check_diverged(f"BPR ({self.opts.optimizer})", it, total, max(steps, 1), 2.0,
                        bool(np.isfinite(m.w).all() and np.isfinite(m.V).all()),
