@@ -2,11 +2,13 @@
 """Orders 3 and up (issue 14): cost per iteration and accuracy on planted data.
 
 usage: python3 bench/higher_order.py [cost|planted|ml100k|all] [--work DIR] [--iter N] [--rows N]
+       [--methods sgd,als,mcmc] [--dims '1,1,8;1,1,8,8;1,1,8,8,8'] [--baseline TREE]
 cost:    the 1M synthetic set (../shared/bench/synth.py PREFIX 1000000 --seed 1, generated under
          --work if missing); SGD, ALS, MCMC at -dim 1,1,8, 1,1,8,8 and 1,1,8,8,8, each a fresh
          `python -m fmcli train` process run side by side in this one run; the figure is the
          learner's time of the fastest iteration after the first (--log-json time_learn; the
-         first includes compiling), printed with its ratio to -dim 1,1,8.
+         first includes compiling), printed with its ratio to -dim 1,1,8. --baseline TREE: each
+         run also in another fmcli tree, interleaved, with this tree's time over TREE's.
 planted: synth.py's layout (Zipf users/items, hour, weekday, half the rows a context and a
          numeric feature) with a planted order-3 FM (orders 2 and 3, k = 4 each) + N(0, 0.3²);
          MCMC with -dim 1,1,8 and -dim 1,1,8,8: test RMSE against the noise floor 0.3.
@@ -29,9 +31,9 @@ REPO = os.path.dirname(HERE)
 SHARED = os.path.join(REPO, "..", "shared")
 
 
-def fmcli(args):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    r = subprocess.run([sys.executable, "-m", "fmcli", "train", "-q"] + args, env=env, cwd=REPO,
+def fmcli(args, tree=REPO):
+    env = dict(os.environ, PYTHONPATH=tree)
+    r = subprocess.run([sys.executable, "-m", "fmcli", "train", "-q"] + args, env=env, cwd=tree,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode:
         raise SystemExit(f"fmcli {' '.join(args)} failed: {r.stderr}")
@@ -43,7 +45,9 @@ def per_iteration(log):
     return min(times[1:]) if len(times) > 1 else times[0]
 
 
-def cost(work, iters):
+def cost(work, iters, methods=("sgd", "als", "mcmc"), dims=("1,1,8", "1,1,8,8", "1,1,8,8,8"), baseline=None):
+    """baseline: another fmcli tree (e.g. `git archive COMMIT | tar -x -C DIR`); each run is then
+    made in both trees in turn, and the last column is this tree's time over the baseline's."""
     prefix = os.path.join(work, "s1m")
     if not os.path.exists(prefix + ".train.libfm"):
         shared = SHARED if os.path.isdir(SHARED) else "/work/shared"
@@ -51,15 +55,20 @@ def cost(work, iters):
                        check=True, stdout=subprocess.DEVNULL)
     base = ["-task", "r", "-train", prefix + ".train.libfm", "-iter", str(iters)]
     extra = {"sgd": ["-learn_rate", "0.01", "-regular", "0,0.01,0.01"], "als": ["-regular", "0,10,10"], "mcmc": []}
-    print(f"{'method':6} {'dim':12} {'s/iter':>8} {'ratio':>6}")
-    for method in ("sgd", "als", "mcmc"):
-        first = None
-        for dim in ("1,1,8", "1,1,8,8", "1,1,8,8,8"):
-            log = os.path.join(work, f"{method}-{dim}.jsonl")
-            fmcli(base + ["-method", method, "-dim", dim, "--log-json", log] + extra[method])
-            t = per_iteration(log)
-            first = first or t
-            print(f"{method:6} {dim:12} {t:8.3f} {t / first:6.2f}", flush=True)
+    trees = [("new", REPO)] + ([("base", os.path.abspath(baseline))] if baseline else [])
+    print(f"{'method':6} {'dim':12} " + " ".join(f"{n + ' s/iter':>13} {'ratio':>6}" for n, _ in trees)
+          + (f" {'new/base':>8}" if baseline else ""))
+    for method in methods:
+        first = {}
+        for dim in dims:
+            t = {}
+            for name, tree in trees:
+                log = os.path.join(work, f"{method}-{dim}-{name}.jsonl")
+                fmcli(base + ["-method", method, "-dim", dim, "--log-json", log] + extra[method], tree)
+                t[name] = per_iteration(log)
+                first.setdefault(name, t[name])
+            print(f"{method:6} {dim:12} " + " ".join(f"{t[n]:13.3f} {t[n] / first[n]:6.2f}" for n, _ in trees)
+                  + (f" {t['new'] / t['base']:8.2f}" if baseline else ""), flush=True)
 
 
 def planted(work, rows, seed=5):
@@ -136,6 +145,9 @@ if __name__ == "__main__":
     ap.add_argument("--work", default="/tmp/fmcli-higher-order")
     ap.add_argument("--iter", type=int, default=3)
     ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--methods", default="sgd,als,mcmc", help="cost: the learners, comma-separated")
+    ap.add_argument("--dims", default="1,1,8;1,1,8,8;1,1,8,8,8", help="cost: the -dim values, ';'-separated")
+    ap.add_argument("--baseline", help="cost: another fmcli tree to run side by side")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     sys.path.insert(0, REPO)
@@ -144,4 +156,4 @@ if __name__ == "__main__":
     if a.what in ("ml100k", "all"):
         ml100k(a.work)
     if a.what in ("cost", "all"):
-        cost(a.work, a.iter)
+        cost(a.work, a.iter, a.methods.split(","), a.dims.split(";"), a.baseline)

@@ -229,7 +229,7 @@ def test_sgd_epoch_is_one_gradient_step_per_row(rng, task):
 
 # ---- ALS / MCMC coordinate updates ---------------------------------------------------------------
 
-@pytest.mark.parametrize("dim", [(1, 1, 2, 2), (1, 1, 2, 1, 2)])
+@pytest.mark.parametrize("dim", [(1, 1, 2, 2), (1, 1, 2, 1, 2), (1, 1, 1, 2, 2, 2)])
 @pytest.mark.parametrize("sample", [False, True])
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
@@ -240,6 +240,7 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
     from naive import brute_force_minimiser
 
     from fmcli.data import transpose
+    from fmcli.anova import add_higher_orders
     from fmcli.learners.anova_sweep import cache_offsets, row_caches, sweep_higher
     from fmcli.learners.streams import stream_normals
 
@@ -267,7 +268,7 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
     col_order = model.col_order
     col_off, width = cache_offsets(col_order)
     A = np.empty((40, width))
-    row_caches(indptr, indices, data, model.H, col_order, col_off, A)
+    row_caches(indptr, indices, data, model.H, col_order, col_off, A, np.empty(0))
     cptr, crow, cval = transpose(indptr, indices, data, n)
     order = np.array([3, 0, 1, 2, 4, 5, 6], np.int64)
     # one class in one lane, or two classes of two lanes: {3, 0, 1, 2, 4} | {} then {5} | {6}
@@ -275,7 +276,7 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
     H0 = model.H.copy()
     seed = 12345
     sweep_higher(cptr, crow, cval, order, lane_ptr, lanes, groups, cache, model.H, col_order, col_off, A,
-                 lam, mu, alpha, sample, seed, np.empty((lanes, int(np.diff(cptr).max()), 1 + width)),
+                 lam, mu, alpha, sample, seed, np.empty((lanes, 1 + width, int(np.diff(cptr).max()))),
                  np.zeros((8, 8), np.int64))
     got = model.H.copy()
     model.H[:] = H0
@@ -299,8 +300,15 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
     model.H[:] = got
     assert np.allclose(cache[:, 0], predict() - y, atol=1e-4)
     fresh = np.empty_like(A)
-    row_caches(indptr, indices, data, model.H, col_order, col_off, fresh)
+    part = np.full(40, 0.25)
+    row_caches(indptr, indices, data, model.H, col_order, col_off, fresh, part)
     assert np.allclose(A, fresh, atol=1e-9)
+    # the refresh's pass adds the rows' higher-order part of ŷ, as the prediction does
+    want = np.full(40, 0.25)
+    add_higher_orders(indptr, indices, data, model.H, col_order, want)
+    assert np.array_equal(part, want)
+    assert np.allclose(part - 0.25, predict() - FMModel(model.w0, model.w, model.V).predict_raw(indptr, indices, data),
+                       atol=1e-9)
 
 
 def planted_order3(seed, n=3000, n_test=1000, noise=0.1):

@@ -8,13 +8,15 @@ update of sweep.solve applies as for every other parameter:
     P = λ + α Σ_i h_i²,   θ = [α Σ_i h_i (θ_old h_i − e_i) + λ μ] / P  (+ z/√P for MCMC)
 
 Each row keeps the polynomials a_1..a_{t−1} of every factor c of order t (Σ_c (t_c − 1)
-float64 per row), computed from the CSR rows at the start of the sweep (row_caches, O(Σ t nnz))
-and kept up to date after each change by Δ (a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the
-higher orders costs O(Σ_c t_c nnz). Features are visited feature by feature (all K factors of
-j on its rows' caches gathered into a contiguous buffer), in the colour classes and parallel lanes of the order-2
-sweep; MCMC draws feature j's normals from stream j of part_seed(sweep seed, HIGHER_PART), so
-the result does not depend on the thread count. MCMC has per-group hyperparameters (μ, λ) of
-each factor (mcmc.draw_hyper on H); ALS uses the groups' λ of V and μ = 0.
+float64 per row), computed from the CSR rows with the higher-order part of ŷ in the train
+refresh before the sweep (row_caches, O(Σ t nnz)) and kept up to date after each change by
+Δ (a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the higher orders costs O(Σ_c t_c nnz).
+Features are visited feature by feature (all K factors of j on its rows' caches gathered
+factor-major into a contiguous buffer; one pass over them per factor), in the colour classes
+and parallel lanes of the order-2 sweep; MCMC draws feature j's normals from stream j of
+part_seed(sweep seed, HIGHER_PART), so the result does not depend on the thread count. MCMC
+has per-group hyperparameters (μ, λ) of each factor (mcmc.draw_hyper on H); ALS uses the
+groups' λ of V and μ = 0.
 
 Left out: rows with a repeated feature (ŷ is then not linear in p_{j,c}: refused), relations
 (fmcli.plan refuses them). MCMC keeps each kept sample's H as float32 next to its w and V
@@ -31,7 +33,8 @@ from fmcli.errors import TrainingError, UsageError
 from fmcli.learners.als import ALSLearner
 from fmcli.learners.mcmc import MCMCLearner, draw_hyper
 from fmcli.learners.streams import part_seed, stream_normals
-from fmcli.learners.sweep import REJ_V, count_nonfinite, finite, solve
+from fmcli.learners.prefetch import prefetch_row
+from fmcli.learners.sweep import PREFETCH_AHEAD, REJ_V, count_nonfinite, finite, solve
 from fmcli.model import FMModel
 
 HIGHER_PART = 1 << 20    # MCMC: the higher-order factors' normals come from parts from here on
@@ -46,90 +49,156 @@ def cache_offsets(col_order):
 
 
 @njit(parallel=True)
-def row_caches(indptr, indices, data, H, col_order, col_off, A):
+def row_caches(indptr, indices, data, H, col_order, col_off, A, out):
     """The polynomial cache of every CSR row: A[i, col_off[c] + s − 1] = a_s of factor c
-    (s = 1 .. t_c − 1), from anova.row_polynomials."""
+    (s = 1 .. t_c − 1), from anova.row_polynomials; out[i] += the row's higher-order part of ŷ
+    (out empty: not wanted). One pass gives the train refresh both."""
     n_rows = indptr.shape[0] - 1
     K = H.shape[1]
     tmax = col_order.max()
+    add = out.shape[0] > 0
     for r in prange((n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         a = np.empty((K, tmax + 1))
         for i in range(r * ROWS_PER_TASK, min(n_rows, (r + 1) * ROWS_PER_TASK)):
-            row_polynomials(indices, data, indptr[i], indptr[i + 1], H, col_order, a)
+            total = row_polynomials(indices, data, indptr[i], indptr[i + 1], H, col_order, a)
+            if add:
+                out[i] += total
             for c in range(K):
                 for s in range(1, col_order[c]):
                     A[i, col_off[c] + s - 1] = a[c, s]
 
 
 @njit(inline="always")
-def _without(buf, q, off, t, px, b):
-    """anova.without_entry on gathered row q's a_1 .. a_{t−1} (buf[q, 1 + off : off + t])."""
+def _h(buf, q, off, t, x, old, b):
+    """h = ∂ŷ/∂p_{j,c} = x b_{t−1} of gathered row q (its a_s in buf[off + s, q], s = 1 .. t−1;
+    b: the polynomials without the entry, anova.without_entry's recursion, unrolled for t ≤ 4)."""
+    px = x * old
+    if t == 3:
+        return x * (buf[off + 2, q] - px * (buf[off + 1, q] - px))
+    if t == 4:
+        return x * (buf[off + 3, q] - px * (buf[off + 2, q] - px * (buf[off + 1, q] - px)))
     b[0] = 1.0
     for s in range(1, t):
-        b[s] = buf[q, off + s] - px * b[s - 1]
+        b[s] = buf[off + s, q] - px * b[s - 1]
+    return x * b[t - 1]
+
+
+@njit(inline="always")
+def _change(buf, q, off, t, x, old, d, b):
+    """After p_{j,c} moved by d: e += h d and a_s += x d b_{s−1} (s = 1 .. t−1) of row q."""
+    px = x * old
+    xd = x * d
+    if t == 3:
+        b1 = buf[off + 1, q] - px
+        buf[0, q] += x * (buf[off + 2, q] - px * b1) * d
+        buf[off + 1, q] += xd
+        buf[off + 2, q] += xd * b1
+    elif t == 4:
+        b1 = buf[off + 1, q] - px
+        b2 = buf[off + 2, q] - px * b1
+        buf[0, q] += x * (buf[off + 3, q] - px * b2) * d
+        buf[off + 1, q] += xd
+        buf[off + 2, q] += xd * b1
+        buf[off + 3, q] += xd * b2
+    else:
+        b[0] = 1.0
+        for s in range(1, t):
+            b[s] = buf[off + s, q] - px * b[s - 1]
+        buf[0, q] += x * b[t - 1] * d
+        for s in range(1, t):
+            buf[off + s, q] += xd * b[s - 1]
+
+
+@njit(inline="always")
+def _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b):
+    """One pass over the gathered rows: first the change of the previous factor (order tp, at
+    offp, moved from oldp by dp; tp = 0: none), then the sums (Σ h (θ h − e), Σ h²) of factor
+    (t, off) at its value old (t = 0: none). Fusing the two halves one pass per factor instead
+    of two: each row's arithmetic is the one of two separate passes, in the same order."""
+    s1 = 0.0
+    s2 = 0.0
+    for q in range(m):
+        x = np.float64(lx[q])
+        if tp:
+            _change(buf, q, offp, tp, x, oldp, dp, b)
+        if t:
+            h = _h(buf, q, off, t, x, old, b)
+            s2 += h * h
+            s1 += h * (old * h - buf[0, q])
+    return s1, s2
 
 
 @njit
-def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, buf, rej):
+def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, buf, rej, jn):
     """p_{j,0} .. p_{j,K−1} of feature j in turn. Its rows' e (cache[:, 0]) and polynomial
-    caches are gathered into buf (m, 1 + width) (e in column 0), kept up to date there after
-    each change, and scattered back: two random passes over the rows per feature, not 2K."""
+    caches are gathered into buf (1 + width, ≥ m), factor-major (row r of buf: one cached value
+    of every gathered row, so the passes run along contiguous memory), kept up to date there
+    and scattered back: two random passes over the rows per feature; the gathers and scatters
+    prefetch PREFETCH_AHEAD rows ahead, and the first rows of the lane's next feature jn (−1:
+    none) are prefetched before the arithmetic (hints only: the same bits). The change of
+    factor c and the sums of factor c + 1 share one pass over the rows (_pass): K + 1 passes."""
     p0 = cptr[j]
     m = cptr[j + 1] - p0
+    if m == 0:
+        return
     W = A.shape[1]
+    last = p0 + m - 1
+    lx = cval[p0:p0 + m]
     for q in range(m):
         i = crow[p0 + q]
-        buf[q, 0] = cache[i, 0]
+        ahead = crow[min(p0 + q + PREFETCH_AHEAD, last)]
+        prefetch_row(cache, ahead, False)
+        prefetch_row(A, ahead, False)
+        buf[0, q] = cache[i, 0]
         for u in range(W):
-            buf[q, 1 + u] = A[i, u]
+            buf[1 + u, q] = A[i, u]
+    if jn >= 0:
+        for p in range(cptr[jn], min(cptr[jn] + PREFETCH_AHEAD, cptr[jn + 1])):
+            prefetch_row(cache, crow[p], False)
+            prefetch_row(A, crow[p], False)
+    tp = 0          # the factor whose change is still to be applied (order; 0: none)
+    offp = 0
+    oldp = 0.0
+    dp = 0.0
     for c in range(H.shape[1]):
         t = col_order[c]
         off = col_off[c]
         old = H[j, c]
-        s1 = 0.0
-        s2 = 0.0
-        if t == 3:   # _without unrolled (the common case): b1 = a1 − px, h = x (a2 − px b1)
-            for q in range(m):
-                x = np.float64(cval[p0 + q])
-                px = x * old
-                h = x * (buf[q, off + 2] - px * (buf[q, off + 1] - px))
-                s2 += h * h
-                s1 += h * (old * h - buf[q, 0])
+        if tp == 0:
+            if t == 3:
+                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, 3, old, b)
+            elif t == 4:
+                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, 4, old, b)
+            else:
+                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, t, old, b)
+        elif tp == 3 and t == 3:
+            s1, s2 = _pass(buf, lx, m, offp, 3, oldp, dp, off, 3, old, b)
+        elif tp == 4 and t == 4:
+            s1, s2 = _pass(buf, lx, m, offp, 4, oldp, dp, off, 4, old, b)
         else:
-            for q in range(m):
-                x = np.float64(cval[p0 + q])
-                _without(buf, q, off, t, x * old, b)
-                h = x * b[t - 1]
-                s2 += h * h
-                s1 += h * (old * h - buf[q, 0])
+            s1, s2 = _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b)
+        tp = 0
         new = solve(alpha * s1 + lam[c] * mu[c], lam[c] + alpha * s2, z[c] if sample else 0.0)
         if not finite(new):
             rej[REJ_V] += 1
             continue
-        d = new - old
-        if d == 0.0:
-            continue
-        if t == 3:
-            for q in range(m):
-                x = np.float64(cval[p0 + q])
-                px = x * old
-                b1 = buf[q, off + 1] - px
-                buf[q, 0] += x * (buf[q, off + 2] - px * b1) * d
-                buf[q, off + 1] += x * d
-                buf[q, off + 2] += x * d * b1
-        else:
-            for q in range(m):
-                x = np.float64(cval[p0 + q])
-                _without(buf, q, off, t, x * old, b)
-                buf[q, 0] += x * b[t - 1] * d
-                for s in range(1, t):
-                    buf[q, off + s] += x * d * b[s - 1]
+        if new != old:
+            tp, offp, oldp, dp = t, off, old, new - old
         H[j, c] = new
+    if tp == 3:
+        _pass(buf, lx, m, offp, 3, oldp, dp, 0, 0, 0.0, b)
+    elif tp == 4:
+        _pass(buf, lx, m, offp, 4, oldp, dp, 0, 0, 0.0, b)
+    elif tp:
+        _pass(buf, lx, m, offp, tp, oldp, dp, 0, 0, 0.0, b)
     for q in range(m):
         i = crow[p0 + q]
-        cache[i, 0] = buf[q, 0]
+        ahead = crow[min(p0 + q + PREFETCH_AHEAD, last)]
+        prefetch_row(cache, ahead, True)
+        prefetch_row(A, ahead, True)
+        cache[i, 0] = buf[0, q]
         for u in range(W):
-            A[i, u] = buf[q, 1 + u]
+            A[i, u] = buf[1 + u, q]
 
 
 @njit(parallel=True)
@@ -139,7 +208,7 @@ def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, c
     colour classes and lanes of the order-2 sweep (sweep.sweep): features of one class share no
     row, so their lanes run in parallel; feature j's normals come from stream j of `seed`, so
     the result is the same for any number of threads. lam, mu: (G, K); bufs: (n_lanes,
-    longest column, 1 + A.shape[1]) gather buffers; rej: (threads, ·)."""
+    1 + A.shape[1], longest column) gather buffers; rej: (threads, ·)."""
     K = H.shape[1]
     tmax = col_order.max()
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
@@ -148,13 +217,14 @@ def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, c
             tid = numba.get_thread_id()
             b = np.empty(tmax + 1)
             z = np.zeros(K + 1)
-            for tt in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
+            t1 = lane_ptr[cl * n_lanes + lane + 1]
+            for tt in range(lane_ptr[cl * n_lanes + lane], t1):
                 j = order[tt]
                 g = groups[j]
                 if sample:
                     stream_normals(seed, j, z)
                 _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam[g], mu[g], alpha, sample,
-                         z, b, bufs[lane], rej[tid])
+                         z, b, bufs[lane], rej[tid], order[tt + 1] if tt + 1 < t1 else -1)
 
 
 class _HigherOrders:
@@ -175,6 +245,7 @@ class _HigherOrders:
         self.col_off, width = cache_offsets(self.col_order)
         self._A = np.empty((len(self.indptr) - 1, width))
         self._bufs = None
+        self._A_fresh = False    # _A holds the polynomials of the current H (set by the train refresh)
 
     def _init_hyper(self):
         super()._init_hyper()
@@ -187,7 +258,11 @@ class _HigherOrders:
 
     def _refresh_train(self):
         super()._refresh_train()
-        hz = self._higher_part(self.indptr, self.indices, self.data)
+        # the higher-order part of ŷ and the rows' polynomial caches in one pass: the next
+        # sweep starts from them (H does not change before it: the order-2 sweep leaves H alone)
+        hz = np.zeros(len(self.indptr) - 1)
+        row_caches(self.indptr, self.indices, self.data, self.model.H, self.col_order, self.col_off, self._A, hz)
+        self._A_fresh = True
         if self._yhat is not None:
             self._yhat += hz
         else:
@@ -204,8 +279,11 @@ class _HigherOrders:
         try:
             rej = np.zeros((sc.threads, len(self.rejected)), np.int64)
             if self._bufs is None or self._bufs.shape[0] != sc.threads:
-                self._bufs = np.empty((sc.threads, self.longest, 1 + self._A.shape[1]))
-            row_caches(self.indptr, self.indices, self.data, m.H, self.col_order, self.col_off, self._A)
+                self._bufs = np.empty((sc.threads, 1 + self._A.shape[1], self.longest))
+            if not self._A_fresh:
+                row_caches(self.indptr, self.indices, self.data, m.H, self.col_order, self.col_off, self._A,
+                           np.empty(0))
+            self._A_fresh = False
             sweep_higher(self.cptr, self.crow, self.cval, self.order, sc.lane_ptr, sc.threads, self.groups,
                          self.cache, m.H, self.col_order, self.col_off, self._A, self.lam_h, self.mu_h,
                          self.alpha, self.sample, part_seed(seed, HIGHER_PART), self._bufs, rej)
