@@ -190,7 +190,7 @@ def scaling(a):
             bpr_epoch(order, users, items, *pos, uptr, uind, one(nu, np.float32), iptr, iind, one(ni, np.float32),
                       w, V, True, np.array([0, a.lr, a.lr]), np.array([0, 0.001, 0.001]), mode, st[1], st[2], st[4],
                       st[5], st[6], UNIFORM if a.sampling == "uniform" else WARP, 1, 100, harmonic(ni), e,
-                      np.empty(0, np.int64), bits)
+                      np.empty(0, np.int64), bits, np.empty(0))
             times.append(time.perf_counter() - t0)
         t = float(np.median(times[1:]))
         print(f"  {len(users):8d} positives: {t * 1e3:8.1f} ms/epoch, {t * 1e6 / len(users):.2f} ms per 1k positives")
@@ -232,16 +232,18 @@ def speed(a):
 
     def fast(order, w, V, st, e):
         bpr.bpr_epoch_one_hot(order, users, items, *P, *one_hot, w, V, True, np.array([0, a.lr, a.lr]), reg, mode,
-                              st[1], st[2], st[4], st[5], st[6], bpr.UNIFORM, 1, 100, bpr.harmonic(ni), e, bits)
+                              st[1], st[2], st[4], st[5], st[6], bpr.UNIFORM, 1, 100, bpr.harmonic(ni), e, bits,
+                              np.empty(0))
 
     # fmcli: what BPRLearner.step runs on these sides (the one-hot fast path); general: bpr_epoch
-    kernels = {"fmcli": fast, "fmcli general": general(bpr, (bits,))}
+    kernels = {"fmcli": fast, "fmcli general": general(bpr, (bits, np.empty(0)))}
     if a.baseline:
         spec = importlib.util.spec_from_file_location("bpr_baseline", a.baseline)
         base = importlib.util.module_from_spec(spec)
         sys.modules["bpr_baseline"] = base
         spec.loader.exec_module(base)
-        extra = (bits,) if "bits" in base.bpr_epoch.py_func.__code__.co_varnames else ()
+        names = base.bpr_epoch.py_func.__code__.co_varnames
+        extra = ((bits,) if "bits" in names else ()) + ((np.empty(0),) if "weights" in names else ())
         kernels["baseline"] = general(base, extra)
     rng = np.random.default_rng(a.seed)
     state = {name: (np.zeros(nu + ni), np.random.default_rng(a.seed).normal(0, 0.1, (nu + ni, k)),

@@ -108,8 +108,6 @@ def _check_options(job):
     _check_ordinal(job)
     if job.weights == "-":
         raise UsageError("-weights needs a file name, not -")
-    if job.weights and opts.method == "bpr":
-        raise UsageError("-weights is not supported with -method bpr (yet)")
     if not 0 <= opts.init_stdev <= MAX_INIT_STDEV:
         raise UsageError(f"-init_stdev {opts.init_stdev:g} is out of range: 0 to {MAX_INIT_STDEV:g} "
                          "(libFM's default is 0.1)")

@@ -185,3 +185,20 @@ def test_mapping_without_an_item_side(tmp_path, run):
     code, _, err = run("train", "-task", "r", "-method", "bpr", "--mapping", tmp_path / "m.json",
                        "-train", tmp_path / "r.libfm", "--no-cache")
     assert code == 2 and "no user and item sides" in err and "convert --user COL --item COL" in err
+
+
+def test_weights_of_one_change_nothing_and_other_weights_do(converted, run):
+    d = converted
+    n = len((d / "train.tsv").read_text().splitlines())
+    (d / "ones.w").write_text("1\n" * n)
+    (d / "mixed.w").write_text("".join(f"{(t % 3) * 0.75}\n" for t in range(n)))
+    models = {}
+    for name, extra in (("plain", ()), ("ones", ("-weights", d / "ones.w")), ("mixed", ("-weights", d / "mixed.w"))):
+        code, _, err = bpr(run, d, "-save_model", d / f"{name}.fm", "-iter", "3", *extra)
+        assert code == 0, err
+        models[name] = load_model(str(d / f"{name}.fm"))
+    assert np.array_equal(models["plain"].V, models["ones"].V)
+    assert not np.allclose(models["plain"].V, models["mixed"].V)
+    (d / "short.w").write_text("1\n" * (n - 1))
+    code, _, err = bpr(run, d, "-weights", d / "short.w", "-save_model", d / "bad.fm")
+    assert code == 2 and "short.w" in err and not (d / "bad.fm").exists()

@@ -254,9 +254,8 @@ def test_weights_with_relations_is_a_usage_error(run, tmp_path, testdata):
 
 @pytest.mark.parametrize("method, extra, message", [
     ("als", ["-dim", "1,1,2,2"], "-weights is not supported with interaction orders above 2"),
-    ("bpr", [], "-weights is not supported with -method bpr"),
 ])
-def test_weights_with_higher_orders_or_bpr_is_a_usage_error(run, tmp_path, testdata, method, extra, message):
+def test_weights_with_higher_orders_is_a_usage_error(run, tmp_path, testdata, method, extra, message):
     wf = tmp_path / "w.txt"
     wf.write_text("1\n")
     code, out, err = _train(run, tmp_path, testdata, method, ["-weights", str(wf), *extra])

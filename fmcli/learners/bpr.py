@@ -310,7 +310,7 @@ def _bpr_loss(d):
 @njit(inline="always")
 def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat,
            w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H,
-           seed, fixed_j, bits):
+           seed, fixed_j, bits, weights):
     """bpr_epoch's pass. Each step reads the factor
     sums q_u, q_i, q_j at the parameters before it: q_u and q_i once per positive (again after a step when another
     negative follows), q_j once per draw; the user row's and, when no feature is in both item
@@ -331,9 +331,16 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
     gV = np.empty((2 * width, k))
     use_fixed = fixed_j.shape[0] > 0
     uniform = sampling == UNIFORM
+    weighted = weights.shape[0] > 0
     total, steps = 0.0, 0
     for t in range(order.shape[0]):
         e = order[t]
+        uw = 1.0
+        if weighted:
+            uw = weights[e]
+            if uw == 0.0:
+                continue
+            r1, r2 = reg[1] * uw, reg[2] * uw
         u, i = pair_u[e], pair_i[e]
         ua, ub = u_ptr[u], u_ptr[u + 1]
         pa, pb = pos_indptr[u], pos_indptr[u + 1]
@@ -348,7 +355,8 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
                 j = fixed_j[t] if use_fixed else _draw_negative(pos_items, pa, pb, n_items, bits, u)
                 bj = _side(it_ind, it_dat, it_ptr[j], it_ptr[j + 1], w, V, use_w, qj)
                 loss, g = _bpr_loss(_diff(bi, bj, qu, qi, qj))
-                total += loss
+                total += uw * loss
+                g *= uw
             else:
                 steps += 1
                 found = 0
@@ -364,8 +372,8 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
                 if not found:
                     continue
                 phi = H[(n_items - (pb - pa)) // found]
-                total += phi * (WARP_MARGIN - d)
-                g = -phi
+                total += uw * phi * (WARP_MARGIN - d)
+                g = -phi * uw
             ja, jb = it_ptr[j], it_ptr[j + 1]
             # the user row: ∂d/∂v_l = x_l (q_i − q_j), w_l only regularised
             for p in range(ua, ub):
@@ -415,22 +423,25 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
 @njit
 def bpr_epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat,
               w, V, use_w, rates, reg, mode, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H,
-              seed, fixed_j, bits):
+              seed, fixed_j, bits, weights):
     """One pass over the positives in `order` (indices of pair_u, pair_i); returns (Σ loss, steps).
+    weights (by positive, -weights; empty: all 1): a positive's steps (the loss's gradient and
+    the L2 terms) and its loss are scaled by its weight; a positive of weight 0 is skipped (no
+    draw, no step).
     sampling UNIFORM: n_neg steps per positive, each with its own uniform negative; WARP: one
     step per positive (see the module). fixed_j (len(order),) ≥ 0: the negative of each visit
-    (uniform, n_neg 1; tests), else drawn (bits: positive_bits). The epoch (_epoch) is inlined
+    (uniform, n_neg 1; tests), else drawn (bits: positive_bits, weights). The epoch (_epoch) is inlined
     once per step rule with `mode` a constant: its switches fold away (SGD: 0.7x the time)."""
     if mode == SGD:
         return _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat, w, V,
                       use_w, rates, reg, SGD, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, fixed_j,
-                      bits)
+                      bits, weights)
     elif mode == ADAGRAD:
         return _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat, w, V,
                       use_w, rates, reg, ADAGRAD, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed,
-                      fixed_j, bits)
+                      fixed_j, bits, weights)
     return _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it_ptr, it_ind, it_dat, w, V,
-                  use_w, rates, reg, ADAM, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, fixed_j, bits)
+                  use_w, rates, reg, ADAM, a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, fixed_j, bits, weights)
 
 
 # ---- the one-hot fast path: each user and each item one feature of value 1 --------------------
@@ -465,7 +476,7 @@ def one_hot_sides(user_rows, item_rows, n_features):
 
 @njit(inline="always")
 def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates, reg, mode,
-                   a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, bits):
+                   a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, bits, weights):
     """_epoch on one-hot sides (one_hot_sides): q_u, q_i, q_j are the rows V[f_u], V[f_i], V[f_j]
     and b = w_f; the three rows' steps in one loop over the factors, each read before its
     update. The same draws, loss and steps as _epoch, in the same order, by its helpers."""
@@ -476,9 +487,16 @@ def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f,
     r1, r2 = reg[1], reg[2]
     uniform = sampling == UNIFORM
     n_steps, n_draws = (n_neg, 1) if uniform else (1, max_sampled)
+    weighted = weights.shape[0] > 0
     total, steps = 0.0, 0
     for t in range(order.shape[0]):
         e = order[t]
+        uw = 1.0
+        if weighted:            # as _epoch
+            uw = weights[e]
+            if uw == 0.0:
+                continue
+            r1, r2 = reg[1] * uw, reg[2] * uw
         u, i = pair_u[e], pair_i[e]
         pa, pb = pos_indptr[u], pos_indptr[u + 1]
         rejection = _by_rejection(bits, pa, pb, n_items)
@@ -502,15 +520,16 @@ def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f,
                     break
             if uniform:
                 loss, g = _bpr_loss(d)
-                total += loss
+                total += uw * loss
+                g *= uw
                 steps += 1
             else:
                 steps += 1
                 if not found:
                     continue
                 phi = H[(n_items - (pb - pa)) // found]
-                total += phi * (WARP_MARGIN - d)
-                g = -phi
+                total += uw * phi * (WARP_MARGIN - d)
+                g = -phi * uw
             cu1, cu2 = _clock(pw, fu, mode)
             ci1, ci2 = _clock(pw, fi, mode)
             cj1, cj2 = _clock(pw, fj, mode)
@@ -528,26 +547,26 @@ def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f,
 
 @njit
 def bpr_epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates, reg, mode,
-                      a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, bits):
+                      a_w, a_V, b_w, b_V, pw, sampling, n_neg, max_sampled, H, seed, bits, weights):
     """bpr_epoch when one_hot_sides holds (user_f, item_f: its arrays; no fixed_j): the same
     result, the same random stream. Inlined once per step rule and sampling, both constants."""
     if sampling == UNIFORM:
         if mode == SGD:
             return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
-                                  reg, SGD, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits)
+                                  reg, SGD, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits, weights)
         elif mode == ADAGRAD:
             return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
-                                  reg, ADAGRAD, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits)
+                                  reg, ADAGRAD, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits, weights)
         return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
-                              reg, ADAM, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits)
+                              reg, ADAM, a_w, a_V, b_w, b_V, pw, UNIFORM, n_neg, max_sampled, H, seed, bits, weights)
     if mode == SGD:
         return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
-                              reg, SGD, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits)
+                              reg, SGD, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits, weights)
     elif mode == ADAGRAD:
         return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
-                              reg, ADAGRAD, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits)
+                              reg, ADAGRAD, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits, weights)
     return _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f, w, V, use_w, rates,
-                          reg, ADAM, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits)
+                          reg, ADAM, a_w, a_V, b_w, b_V, pw, WARP, n_neg, max_sampled, H, seed, bits, weights)
 
 # ---- the learner ------------------------------------------------------------------------------
 
@@ -576,7 +595,12 @@ class BPRLearner(Learner):
         self.pair_u, self.pair_i = rows_pairs(train, self.mapping, opts.mapping, train.source)
         m = self.mapping
         self.n_items = m.item.n_rows
-        self.pos = positives_csr(self.pair_u, self.pair_i, m.user.n_rows)
+        # -weights: one per train row, i.e. per positive (pair_u, pair_i); empty: all 1. A
+        # positive of weight 0 is left out, also of the user's positives (it may be a negative)
+        w = getattr(train, "weights", None)
+        self.weights = np.ascontiguousarray(w, np.float64) if w is not None else np.empty(0)
+        kept = self.weights > 0 if len(self.weights) else np.ones(len(self.pair_u), bool)
+        self.pos = positives_csr(self.pair_u[kept], self.pair_i[kept], m.user.n_rows)
         check_negatives(self.pos[0], self.n_items, m.user.ids)
         self.bits = positive_bits(*self.pos, self.n_items)
         self.user_rows = (m.user.indptr, m.user.indices, m.user.data)
@@ -609,12 +633,13 @@ class BPRLearner(Learner):
             total, steps = bpr_epoch_one_hot(order, self.pair_u, self.pair_i, *self.pos, *self.one_hot, m.w, m.V,
                                              m.use_w, self.rates, self.reg, self.mode, *self.state[1:3],
                                              *self.state[4:6], self.state[6], sampling, self.opts.negatives,
-                                             self.opts.max_sampled, self.H, seed, self.bits)
+                                             self.opts.max_sampled, self.H, seed, self.bits, self.weights)
         else:
             total, steps = bpr_epoch(order, self.pair_u, self.pair_i, *self.pos, *self.user_rows, *self.item_rows,
                                      m.w, m.V, m.use_w, self.rates, self.reg, self.mode, *self.state[1:3],
                                      *self.state[4:6], self.state[6], sampling, self.opts.negatives,
-                                     self.opts.max_sampled, self.H, seed, np.empty(0, np.int64), self.bits)
+                                     self.opts.max_sampled, self.H, seed, np.empty(0, np.int64), self.bits,
+                                     self.weights)
         self.loss = total / steps if steps else 0.0
         check_diverged(f"BPR ({self.opts.optimizer})", it, total, max(steps, 1), 2.0,
                        bool(np.isfinite(m.w).all() and np.isfinite(m.V).all()),
