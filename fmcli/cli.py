@@ -225,8 +225,7 @@ def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev
           "relation row of each train, test (validation) row; optional R.groups. ALS and MCMC only.")
 @opt("-weights", "weights", metavar="FILE",
      help="One non-negative weight per train row (one a line): each row's loss is scaled by it (ALS, "
-          "MCMC: its precision; BPR: the positive's steps); 0 is the same as leaving the row out. Not with "
-          "-relation.")
+          "MCMC: its precision; BPR: the positive's steps); 0 is the same as leaving the row out.")
 @opt("-cache_size", metavar="BYTES", type=int,
      help="Accepted for libFM scripts and ignored: fmcli memory-maps its binary cache (a note says so).")
 @click.option("--mapping", "bpr_mapping", metavar="FILE",

@@ -102,9 +102,6 @@ def _check_options(job):
     if job.relations and opts.method in ("sgd", "sgda"):
         raise UsageError(f"relations are not supported with {opts.method.upper()} "
                          "(use -method als or mcmc, or write the relation's features into the rows)")
-    if job.weights and job.relations:
-        raise UsageError("-weights is not supported with -relation (yet): write the relation's "
-                         "features into the rows, or leave -weights out")
     _check_ordinal(job)
     if job.weights == "-":
         raise UsageError("-weights needs a file name, not -")

@@ -1,4 +1,5 @@
-"""-weights: per-row weights for SGD, SGDA, ALS and MCMC (issue 15). Each row's loss (ALS,
+"""-weights: per-row weights for SGD, SGDA, ALS and MCMC, with relations too (issue 15; BPR's
+in test_bpr.py). Each row's loss (ALS,
 MCMC: its noise precision) is scaled by its weight: checked against the dense weighted least
 squares, against leaving rows out (weight 0) and against repeating them (integer weights)."""
 
@@ -245,11 +246,36 @@ def test_bad_weights_are_named_with_their_line(run, tmp_path, testdata, content,
     assert f"{wf}:{line}:" in err
 
 
-def test_weights_with_relations_is_a_usage_error(run, tmp_path, testdata):
-    wf = tmp_path / "w.txt"
-    wf.write_text("1\n")
-    code, out, err = _train(run, tmp_path, testdata, "als", ["-weights", str(wf), "-relation", "R"])
-    assert code == 2 and "-weights is not supported with -relation" in err
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+def test_integer_weights_equal_repeated_rows_with_relations(method):
+    """The relation features' statistics weigh each linked row by its weight: integer weights
+    are the same as repeating the rows (and their relation links); weights of 1 as none."""
+    from conftest import relation_problem
+
+    p = relation_problem(3, n=600, n_test=100)
+    c = np.random.default_rng(1).integers(1, 4, p.train.n_rows)
+    rows = np.repeat(np.arange(p.train.n_rows), c)
+    repeated = dataclasses.replace(subset(p.train, rows),
+                                   relations=tuple((rel, links[rows]) for rel, links in p.train.relations))
+    runs = {}
+    for name, data in (("weighted", dataclasses.replace(p.train, weights=c.astype(float))), ("repeated", repeated),
+                       ("ones", dataclasses.replace(p.train, weights=np.ones(p.train.n_rows))), ("plain", p.train)):
+        runs[name] = make_learner(method, data, {"test": p.test}, k=3, regular=(0, 2, 2))
+    # the relation features are visited in the order of their linked rows' counts: give the
+    # repeated rows' run the weighted run's order (coordinate descent in another order is
+    # another path)
+    a, b = runs["weighted"], runs["repeated"]
+    b.relations = [dataclasses.replace(rb, order=ra.order, class_ptr=ra.class_ptr, work=ra.work)
+                   for ra, rb in zip(a.relations, b.relations)]
+    b._scratch = {}
+    for lrn in runs.values():
+        fit(lrn, 4)
+    pred = {name: lrn.eval_predictions("test") for name, lrn in runs.items()}
+    np.testing.assert_allclose(pred["weighted"], pred["repeated"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(pred["ones"], pred["plain"], rtol=0, atol=1e-5)
+    assert np.abs(pred["weighted"] - pred["plain"]).max() > 1e-2
+    rel = runs["weighted"].model.w[p.train.n_features:]        # the relation features moved
+    assert np.abs(rel - runs["repeated"].model.w[p.train.n_features:]).max() < 1e-4 and np.abs(rel).max() > 0
 
 
 @pytest.mark.parametrize("method, extra, message", [

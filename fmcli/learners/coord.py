@@ -265,7 +265,7 @@ class CoordinateLearner(Learner):
                 sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, n_rl, rs.offset,
                                rs.link_ptr, rs.link_rows, self.groups, self.cache, Q, rs.stats, m.w, m.V,
                                self.use_w, self.alpha, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
-                               self.sample, seed, s.rejected)
+                               self.sample, seed, s.rejected, self._wt)
         finally:
             numba.set_num_threads(before)
         self.rejected += s.rejected.sum(axis=0)

@@ -10,7 +10,9 @@ while the relation's v_{·,f} are updated) and Q' = Q_{r,f} − x v_{j,f}:
     w_j:     Σ_i h_i² = x² m_r,                            Σ_i h_i e_i = x E_r
     v_{j,f}: Σ_i h_i² = x² (Q'² m_r + 2 Q' A_r + AA_r),     Σ_i h_i e_i = x (Q' E_r + AE_r)
 
-(m = Σ1, A = Σa, AA = Σa², E = Σe, AE = Σae over the linked rows). A change Δ moves every
+(m = Σ1, A = Σa, AA = Σa², E = Σe, AE = Σae over the linked rows; with -weights each linked
+row's terms are scaled by its weight u_i: m = Σu, A = Σ u a, ..., and the formulas hold as
+they are, E and AE moving by x Δ (Q' m + A) and x Δ (Q' A + AA) in the weighted sums too). A change Δ moves every
 linked e_i by x Δ (Q' + a_i): E and AE follow in O(1) per relation entry, and the change is
 kept per relation row (D0 + D1 a_i) and written into the rows' caches after the
 coordinate's pass. Feature by feature this would need the k×k moments Σ a_f a_g per
@@ -111,7 +113,7 @@ def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, al
 @njit(parallel=True, fastmath=EXACT_FLOAT)
 def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr, link_rows,
                    groups, cache, Q, stats, w, V, use_w, alpha, lam_w, mu_w, lam_v, mu_v, sample, seed,
-                   rej):
+                   rej, weights):
     """The features of one relation, coordinate by coordinate (w, then v_{·,0}, ...); for each:
     the statistics of the linked train rows per relation row (rows link_rows[link_ptr[r] :
     link_ptr[r+1]] of the cache), the colour classes in parallel lanes (lane_ptr as in
@@ -124,11 +126,14 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
     link order (buf[col, t] = cache[link_rows[t], col]; link_rows is a permutation of the train
     rows, so the copy aliases nothing): each pass then reads two contiguous columns instead of
     gathering a cache row per linked row; the copy goes back into the cache at the end. Same
-    dtype, same operations in the same order: the same bits as updating the cache in place."""
+    dtype, same operations in the same order: the same bits as updating the cache in place.
+    weights: each cache row's weight (-weights), or empty: every row 1."""
     k = V.shape[1]
     n_rows = Q.shape[0]
     n_cols = cache.shape[1]
     buf = np.empty((n_cols, link_rows.shape[0]), cache.dtype)
+    weighted = weights.shape[0] > 0
+    lw = np.empty(link_rows.shape[0] if weighted else 0)     # the linked rows' weights, link order
     # each feature's k + 1 normals, drawn once for all its coordinates (the stream is the same
     # for every coordinate; coordinate c uses draw c)
     n_features = cptr.shape[0] - 1
@@ -141,6 +146,8 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
             i = link_rows[t]
             for col in range(n_cols):
                 buf[col, t] = cache[i, col]
+            if weighted:
+                lw[t] = weights[i]
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
     first = 0 if use_w else 1
     for c in range(first, k + 2):
@@ -166,13 +173,23 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
                     buf[c - 1, t] += d1
                 if c <= k:
                     e = np.float64(buf[0, t])
-                    m += 1.0
-                    se += e
-                    if f >= 0:
-                        a = np.float64(buf[1 + f, t]) - q0
-                        sa += a
-                        saa += a * a
-                        sae += a * e
+                    if weighted:
+                        u = lw[t]
+                        m += u
+                        se += u * e
+                        if f >= 0:
+                            a = np.float64(buf[1 + f, t]) - q0
+                            sa += u * a
+                            saa += u * a * a
+                            sae += u * a * e
+                    else:
+                        m += 1.0
+                        se += e
+                        if f >= 0:
+                            a = np.float64(buf[1 + f, t]) - q0
+                            sa += a
+                            saa += a * a
+                            sae += a * e
             stats[r, _M], stats[r, _A], stats[r, _AA], stats[r, _E], stats[r, _AE] = m, sa, saa, se, sae
             stats[r, _D0], stats[r, _D1], stats[r, _Q0] = 0.0, 0.0, q0
         if c > k:
