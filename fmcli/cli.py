@@ -473,6 +473,10 @@ def tune(train_path, grid, validation_path, k, random_n, grid_seed, metric, earl
               help="Keep only the rows whose target is >= R (and their relation rows): explicit ratings turned "
                    "into the positives of fmcli train -method bpr. --relations still use every row of the "
                    "first -in.")
+@click.option("--weight", "-weight", "weight", metavar="COL",
+              help="A column of row weights (non-negative numbers; not a feature): each -out's weights go to "
+                   "OUT.weights, one a line, for fmcli train -weights. Recorded in the mapping: --use-mapping "
+                   "writes them too (not with --no-target).")
 @click.option("--binary", "to_binary", is_flag=True,
               help="Instead: convert libFM text to fmcli's binary data file, which train and predict load "
                    "memory-mapped.")
@@ -481,7 +485,7 @@ def tune(train_path, grid, validation_path, k, random_n, grid_seed, metric, earl
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, meta, mapping, use_mapping,
             no_target, encoding, joins, sets, set_columns, set_norm, standardize, log1p, buckets, tfidf, timestamp,
-            user, item, relations, min_rating, to_binary, to_text, quiet):
+            user, item, relations, min_rating, weight, to_binary, to_text, quiet):
     """Convert delimited files (CSV, TSV, user item rating triples) to libFM text.
 
     The target column becomes the target; categorical columns are one-hot encoded
@@ -512,7 +516,7 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
     if to_binary or to_text:
         delimited = (target, categorical, numeric, drop, meta, mapping, use_mapping, no_target, encoding, joins,
                      sets, set_columns, standardize, log1p, buckets, tfidf, timestamp, user, item, relations,
-                     min_rating is not None)
+                     weight, min_rating is not None)
         if to_binary and to_text or any(delimited) or header is not None or sep != "auto":
             raise UsageError("--binary and --to-text convert between libFM text and binary only: "
                              "give one of them, with -in and -out")
@@ -524,7 +528,7 @@ def convert(inputs, outputs, sep, header, target, categorical, numeric, drop, me
                      joins=list(joins), sets=list(sets), set_columns=list(set_columns), set_norm=set_norm,
                      standardize=list(standardize), log1p=list(log1p), buckets=list(buckets), tfidf=list(tfidf),
                      timestamp=list(timestamp), user=user, item=item, relations=relations,
-                     min_rating=min_rating)
+                     min_rating=min_rating, weight=weight)
     run_convert(job, Console(quiet=quiet))
 
 

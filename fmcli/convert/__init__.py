@@ -34,6 +34,8 @@ file and a reusable id mapping:
   the mapping are dropped (and counted on stderr); no id is added. With `--no-target`
   (rows to predict), a row left without any known feature is written as `0:0`, which
   contributes nothing, so that predictions stay one per row.
+- `--weight COL` names a column of row weights (no feature): each output's weights go to
+  OUT.weights, checked as `fmcli train -weights` checks them; the mapping records the column.
 - `--user COL --item COL` record the user and item sides in the mapping; `--relations
   BASE` writes the implicit-feedback relations (fmcli/convert/relations.py).
 - The first row is a header when `--header` says so, or by default when the target

@@ -7,12 +7,13 @@ import re
 from dataclasses import dataclass, field
 
 from fmcli.convert import encoders as enc
-from fmcli.convert.mapping import MAX_FEATURES, TablePlan, load_mapping, mapping_dict
+from fmcli.convert.mapping import MAX_FEATURES, PLAIN_ROLES, TablePlan, load_mapping, mapping_dict
 from fmcli.convert.relations import PARTS, entity, relation_files, relation_rows, side_keys
 from fmcli.convert.table import (parse_encoding, parse_number, parse_separator, read_table, resolve,
                                  split_list, why_not_number)
 from fmcli.errors import InputError, UsageError
 from fmcli.io.atomic import atomic_output, check_distinct, check_writable, publish_together
+from fmcli.io.weights import BadWeight, parse_weight
 
 JOIN_OPTIONS = ("sep", "header", "encoding", "name")
 DEFAULT_TIME_PARTS = "weekday+hour+days7"
@@ -48,6 +49,7 @@ class ConvertJob:
     item: str = None
     relations: str = None           # BASE of the implicit-feedback relation files
     min_rating: float = None        # keep only the rows whose target is >= this (positives, -method bpr)
+    weight: str = None              # the column of the rows' weights, written to OUT.weights
 
 
 # ---------------------------------------------------------------------------
@@ -157,6 +159,11 @@ def _plan_new(job, main_names, main_rows, joins, side_rows):
 
     if job.target is not None:   # None: implicit (user, item) pairs, each row a positive
         assign(cols.resolve(job.target, "--target"), "target", "--target")
+    if job.weight is not None:
+        where = cols.resolve(job.weight, "--weight")
+        if where[0] != 0:
+            raise UsageError(f"--weight {job.weight}: must be a column of the main table (a row's weight)")
+        assign(where, "weight", "--weight")
     for t, j in enumerate(joins, start=1):
         assign((t, resolve(j.key, j.names, f"--join {j.path}: key")), "key", "--join")
         j.key = cols.names[t][resolve(j.key, j.names, "--join")]
@@ -220,7 +227,7 @@ def _plan_new(job, main_names, main_rows, joins, side_rows):
             if role is None:
                 role = "numeric" if _numeric_everywhere(rows, i) else "categorical"
                 records.append((enc.Numeric if role == "numeric" else enc.Categorical)(name, inferred=True))
-            elif role in ("target", "drop", "key"):
+            elif role in PLAIN_ROLES:
                 records.append(enc.Plain(name, role))
             elif role == "categorical":
                 records.append(enc.Categorical(name))
@@ -258,7 +265,7 @@ def _positions(records, names, table_name, has_header, no_target, n_fields, side
     """Field index of each field of each record in a table read with a mapping (by name when
     the table has a header; else all the mapping's columns in order, or those it uses)."""
     fields = [(f, r) for r in records for f in r.fields]
-    absent = {f for f, r in fields if no_target and r.role == "target"}
+    absent = {f for f, r in fields if no_target and r.role in ("target", "weight")}   # rows to predict
     pos = {}
     if has_header:
         for f, r in fields:
@@ -306,7 +313,8 @@ class _Encoded:
         """keys: names of the columns whose values are join keys (read even when dropped)."""
         self.table, self.skip, self.records = table, skip, records
         self.values = {id(r): _values(table, skip, r, p) for r, p in zip(records, positions)
-                       if not isinstance(r, enc.Plain) or r.role in ("target", "key") or r.name in keys}
+                       if not isinstance(r, enc.Plain) or r.role in ("target", "key", "weight")
+                       or r.name in keys}
 
     def line(self, k):
         return self.table.line_numbers[k + (1 if self.skip else 0)]
@@ -333,6 +341,20 @@ class _Encoded:
     def column(self, name):
         rec = next(r for r in self.records if r.name == name)
         return [v[0] for v in self.values[id(rec)]]
+
+    def weights(self):
+        """The text of each row's weight (its --weight column), checked as `fmcli train -weights`
+        checks it."""
+        rec = next(r for r in self.records if r.role == "weight")
+        out = []
+        for k, (text,) in enumerate(self.values[id(rec)]):
+            if not text:
+                raise InputError(self.table.name, self.line(k), f"column {rec.name}: missing weight")
+            try:
+                out.append(enc.fmt(parse_weight(text)))
+            except BadWeight as why:
+                raise InputError(self.table.name, self.line(k), f"column {rec.name}: {why}") from None
+        return out
 
 
 def _side_pairs(encoded, join, unknown):
@@ -395,25 +417,28 @@ def _encode_main(encoded, joins, side_pairs, stats):
 # the job
 # ---------------------------------------------------------------------------
 
-def _keep_positives(job, texts, relation_texts, stats_per):
-    """--min-rating: each -in's rows (and their relation rows R.train, R.test, R.validation) whose
-    target is >= the threshold; the relations themselves keep every row of the first -in (each
-    rating is implicit feedback)."""
-    out = []
+def _keep_positives(job, texts, weights, relation_texts, stats_per):
+    """--min-rating: each -in's rows (their weights, and their relation rows R.train, R.test,
+    R.validation) whose target is >= the threshold; the relations themselves keep every row of
+    the first -in (each rating is implicit feedback). Returns (texts, weights)."""
+    out, out_weights = [], []
     for n, (lines, stats) in enumerate(zip(texts, stats_per)):
         keep = [float(line.split(" ", 1)[0]) >= job.min_rating for line in lines]
         stats["below"] = keep.count(False)
         out.append([line for line, k in zip(lines, keep) if k])
+        if weights:
+            out_weights.append([w for w, k in zip(weights[n], keep) if k])
         if job.relations and n < len(PARTS):
             for side in ("users", "items"):
                 path = f"{job.relations}.{side}.{'test' if job.use_mapping else PARTS[n]}"
                 if path in relation_texts:
                     links = relation_texts[path].splitlines()
                     relation_texts[path] = "".join(x + "\n" for x, k in zip(links, keep) if k)
-    return out
+    return out, out_weights
 
 
-def _check_paths(job, outputs, relation_paths):
+def _check_paths(job, outputs, written):
+    """written: the other (option, path) pairs the job writes (relations, weights)."""
     inputs = list(job.inputs)
     for p in (job.meta, job.mapping):
         if p == "-":
@@ -421,10 +446,16 @@ def _check_paths(job, outputs, relation_paths):
     check_distinct([("-in", p) for p in inputs] + [("--join", parse_join(s).path) for s in job.joins]
                    + [("--use-mapping", job.use_mapping)],
                    [("-out", p) for p in outputs] + [("-meta", job.meta), ("--mapping", job.mapping)]
-                   + [("--relations", p) for p in relation_paths])
-    for p, what in ([(o, "-out") for o in outputs] + [(job.meta, "--meta"), (job.mapping, "--mapping")]
-                    + [(p, "--relations") for p in relation_paths]):
+                   + written)
+    for what, p in [("-out", o) for o in outputs] + [("--meta", job.meta), ("--mapping", job.mapping)] + written:
         check_writable(p, what)
+
+
+def _weight_paths(outputs):
+    """Where the rows' weights go: OUT.weights beside each -out (the -weights of fmcli train)."""
+    if "-" in outputs:
+        raise UsageError("--weight writes each -out's row weights to OUT.weights: give -out a file name, not -")
+    return [o + ".weights" for o in outputs]
 
 
 def _relation_paths(job):
@@ -459,7 +490,7 @@ def _mapped_links(job, mapping, path, encoded):
 
 
 FIXED_BY_MAPPING = ("target", "categorical", "numeric", "drop", "mapping", "sets", "set_columns", "standardize",
-                    "log1p", "buckets", "tfidf", "timestamp", "user", "item")
+                    "log1p", "buckets", "tfidf", "timestamp", "user", "item", "weight")
 
 
 def _read_side(j, job, mapped):
@@ -516,7 +547,6 @@ def run_convert(job, console=None):
             raise UsageError("--relations needs --user COL and --item COL")
         if len(inputs) > len(PARTS):
             raise UsageError(f"--relations: at most {len(PARTS)} -in files (train, test, validation)")
-    _check_paths(job, outputs, _relation_paths(job))
     sep = parse_separator(job.sep)
     encoding = parse_encoding(job.encoding)
     new_joins = [parse_join(s) for s in job.joins]
@@ -527,7 +557,15 @@ def run_convert(job, console=None):
                  if getattr(job, o)] + (["--set-norm"] if job.set_norm != "1" else [])
         if given:
             raise UsageError(f"{', '.join(given)}: the columns come from --use-mapping {job.use_mapping}")
-        main, joins, n_features, mapping_read = load_mapping(job.use_mapping)
+        mapped = load_mapping(job.use_mapping)
+        weighted = any(r.role == "weight" for r in mapped[0].records) and not job.no_target
+    else:
+        weighted = job.weight is not None
+    weight_paths = _weight_paths(outputs) if weighted else []
+    _check_paths(job, outputs, [("--relations", p) for p in _relation_paths(job)]
+                 + [("--weight", p) for p in weight_paths])
+    if job.use_mapping:
+        main, joins, n_features, mapping_read = mapped
         if sep == "auto":
             sep = main.sep
         if encoding is None:
@@ -666,9 +704,11 @@ def run_convert(job, console=None):
 
     if job.relations and job.use_mapping:
         relation_texts = _mapped_links(job, mapping_read, job.use_mapping, main_encoded[0])
+    weights = [e.weights() for e in main_encoded] if weighted else []
     if job.min_rating is not None:
-        texts = _keep_positives(job, texts, relation_texts, stats_per)
+        texts, weights = _keep_positives(job, texts, weights, relation_texts, stats_per)
     files = list(zip(outputs, ("\n".join(lines) + "\n" for lines in texts)))
+    files.extend((p, "".join(w + "\n" for w in ws)) for p, ws in zip(weight_paths, weights))
     if job.meta:
         groups = [None] * n_features
         for t in [main] + joins:
@@ -714,6 +754,8 @@ def run_convert(job, console=None):
             else:
                 parts.append(f"{r.name}: {r.describe()}" + (" (inferred)" if getattr(r, "inferred", False) else ""))
         console.info("Columns: " + "; ".join(parts))
+    if weight_paths:
+        console.info(f"Wrote the rows' weights to {', '.join(weight_paths)} (fmcli train -weights)")
     if job.meta:
         console.info(f"Wrote feature groups to {job.meta}")
     if job.mapping:

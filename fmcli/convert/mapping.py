@@ -15,6 +15,7 @@ from fmcli.errors import InputError
 MAPPING_FORMAT = "fmcli-convert-mapping"
 MAPPING_VERSIONS = (1, 2)
 MAX_FEATURES = 2**31 - 1
+PLAIN_ROLES = ("target", "drop", "key", "weight")   # columns that are not features
 
 
 @dataclass
@@ -39,7 +40,8 @@ class TablePlan:
 def needs_version_2(main, joins, encoding, entities):
     plain_v1 = all(type(e) is Categorical or (type(e) is Numeric and not e.log1p and not e.scale)
                    for e in main.encoders())
-    return bool(joins or encoding or entities or not plain_v1)
+    weighted = any(r.role == "weight" for r in main.records)
+    return bool(joins or encoding or entities or weighted or not plain_v1)
 
 
 def mapping_dict(main, joins, n_features, sep, header, encoding=None, entities=None, context=None):
@@ -67,7 +69,7 @@ def _records(cols, n, bad, side):
         if not isinstance(c, dict) or not isinstance(c.get("name"), str):
             raise bad("a column without a name")
         role = c.get("role")
-        if role in ("target", "drop", "key"):
+        if role in PLAIN_ROLES:
             if (role == "key") != side and role != "drop":
                 raise bad(f"column {c['name']!r}: role {role!r} in the {'side' if side else 'main'} table")
             out.append(Plain(c["name"], role))
@@ -133,6 +135,8 @@ def load_mapping(path):
     main = TablePlan(_records(m.get("columns"), n, bad, side=False), sep=sep, header=header, encoding=encoding)
     if sum(isinstance(r, Plain) and r.role == "target" for r in main.records) != 1:
         raise bad("there must be exactly one target column")
+    if sum(isinstance(r, Plain) and r.role == "weight" for r in main.records) > 1:
+        raise bad("more than one weight column")
     joins = []
     raw_joins = m.get("joins", []) if m["version"] == 2 else []
     if not isinstance(raw_joins, list):
