@@ -203,8 +203,6 @@ def _check_dim(dim, job):
     if job.relations:
         raise UsageError(f"-dim {text}: -relation supports interaction orders up to 2 only "
                          "(use -dim with three values, or write the relation's features into the rows)")
-    if job.weights:
-        raise UsageError(f"-dim {text}: -weights is not supported with interaction orders above 2 (yet)")
     if job.opts.method in ("sgda", "bpr"):
         raise UsageError(f"-dim {text}: -method {job.opts.method} supports interaction orders up to 2 only")
     if job.opts.optimizer != "sgd":

@@ -205,7 +205,7 @@ def test_sgd_epoch_is_one_gradient_step_per_row(rng, task):
     ref = [w0.copy(), w.copy(), V.copy(), H.copy()]
     order = np.array([2, 0, 1])
     fm_epoch_higher(indptr, indices, data, y, order, w0, w, V, True, True, task == "c", rates, reg, H,
-                    model.col_order)
+                    model.col_order, np.empty(0))
     rows = rows_from_csr(indptr, indices, data)
     for i in order:
         rw0, rw, rV, rH = ref
@@ -229,14 +229,18 @@ def test_sgd_epoch_is_one_gradient_step_per_row(rng, task):
 
 # ---- ALS / MCMC coordinate updates ---------------------------------------------------------------
 
-@pytest.mark.parametrize("dim", [(1, 1, 2, 2), (1, 1, 2, 1, 2), (1, 1, 1, 2, 2, 2)])
-@pytest.mark.parametrize("sample", [False, True])
-@pytest.mark.parametrize("lanes", [1, 2])
-def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
+SWEEP_CASES = [(dim, sample, lanes, False) for dim in [(1, 1, 2, 2), (1, 1, 2, 1, 2), (1, 1, 1, 2, 2, 2)]
+               for sample in (False, True) for lanes in (1, 2)] \
+    + [((1, 1, 2, 1, 2), sample, 2, True) for sample in (False, True)]     # -weights: orders 3 and 4
+
+
+@pytest.mark.parametrize("dim, sample, lanes, weighted", SWEEP_CASES)
+def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes, weighted):
     """Every p_{j,c} update, in turn (feature by feature, each feature's factors in order),
-    against the brute-force 1-D problem: ALS the minimiser of α/2 Σ (ŷ − y)² + λ/2 (θ − μ)²,
-    MCMC the Gaussian conditional (vertex m, curvature P of that parabola) drawn with the
-    feature stream's normal, m + z/√P. Two lanes: two features of one class that share no row."""
+    against the brute-force 1-D problem: ALS the minimiser of α/2 Σ u (ŷ − y)² + λ/2 (θ − μ)²
+    (u the rows' -weights, or 1), MCMC the Gaussian conditional (vertex m, curvature P of that
+    parabola) drawn with the feature stream's normal, m + z/√P. Two lanes: two features of one
+    class that share no row."""
     from naive import brute_force_minimiser
 
     from fmcli.data import transpose
@@ -259,6 +263,7 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
     alpha = 1.7
     lam, mu = rng.uniform(0.2, 1.0, (2, K)), rng.normal(0, 0.3, (2, K))
     groups = np.array([0, 1, 0, 1, 0, 1, 1], np.int64)
+    u = rng.uniform(0, 3, 40) * (rng.random(40) > 0.2) if weighted else np.ones(40)
 
     def predict():
         return higher_order_predict_rows(rows, model.w0, model.w, model.V, split_orders(model))
@@ -275,9 +280,10 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
     lane_ptr = np.array([0, 7]) if lanes == 1 else np.array([0, 5, 5, 6, 7])
     H0 = model.H.copy()
     seed = 12345
+    longest = int(np.diff(cptr).max())
     sweep_higher(cptr, crow, cval, order, lane_ptr, lanes, groups, cache, model.H, col_order, col_off, A,
-                 lam, mu, alpha, sample, seed, np.empty((lanes, 1 + width, int(np.diff(cptr).max()))),
-                 np.zeros((8, 8), np.int64))
+                 lam, mu, alpha, sample, seed, np.empty((lanes, 1 + width, longest)), np.zeros((8, 8), np.int64),
+                 u if weighted else np.empty(0), np.empty((lanes, longest if weighted else 0)))
     got = model.H.copy()
     model.H[:] = H0
     for j in order:
@@ -288,7 +294,7 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes):
             def loss(theta):
                 model.H[j, c] = theta
                 r = predict() - y
-                return 0.5 * alpha * r @ r + 0.5 * lam[g, c] * (theta - mu[g, c]) ** 2
+                return 0.5 * alpha * (u * r) @ r + 0.5 * lam[g, c] * (theta - mu[g, c]) ** 2
             old = model.H[j, c]
             vertex = brute_force_minimiser(loss, old)
             if sample:

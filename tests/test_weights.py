@@ -1,5 +1,5 @@
-"""-weights: per-row weights for SGD, SGDA, ALS and MCMC, with relations too (issue 15; BPR's
-in test_bpr.py). Each row's loss (ALS,
+"""-weights: per-row weights for SGD, SGDA, ALS and MCMC, with relations and higher orders too
+(issue 15; BPR's in test_bpr.py). Each row's loss (ALS,
 MCMC: its noise precision) is scaled by its weight: checked against the dense weighted least
 squares, against leaving rows out (weight 0) and against repeating them (integer weights)."""
 
@@ -278,11 +278,60 @@ def test_integer_weights_equal_repeated_rows_with_relations(method):
     assert np.abs(rel - runs["repeated"].model.w[p.train.n_features:]).max() < 1e-4 and np.abs(rel).max() > 0
 
 
-@pytest.mark.parametrize("method, extra, message", [
-    ("als", ["-dim", "1,1,2,2"], "-weights is not supported with interaction orders above 2"),
-])
-def test_weights_with_higher_orders_is_a_usage_error(run, tmp_path, testdata, method, extra, message):
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+def test_integer_weights_equal_repeated_rows_with_higher_orders(method):
+    """The higher-order factors' sums weigh each row by its weight: integer weights are the
+    same as repeating the rows; weights of 1 the same as none."""
+    from fmcli.learners.base import TrainOptions
+    from fmcli.train import build_learner
+
+    p = recsys(6, n=500, n_test=100)
+    c = np.random.default_rng(0).integers(1, 4, p.train.n_rows)
+    runs = {}
+    for name, data in (("weighted", dataclasses.replace(p.train, weights=c.astype(float))),
+                       ("repeated", subset(p.train, np.repeat(np.arange(p.train.n_rows), c))),
+                       ("ones", dataclasses.replace(p.train, weights=np.ones(p.train.n_rows))), ("plain", p.train)):
+        opts = TrainOptions(method=method, dim=(1, 1, 3, 2, 2), seed=0, regular=(0.0, 0.1, 0.1), init_stdev=0.3)
+        runs[name] = fit(build_learner(opts, data, {"test": p.test}), 4)
+    runs["repeated"].order, runs["repeated"].class_ptr = runs["weighted"].order, runs["weighted"].class_ptr
+    pred = {k: r.eval_predictions("test") for k, r in runs.items()}
+    np.testing.assert_allclose(pred["weighted"], pred["repeated"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(runs["weighted"].model.H, runs["repeated"].model.H, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(pred["ones"], pred["plain"], rtol=0, atol=1e-6)
+    assert np.abs(pred["weighted"] - pred["plain"]).max() > 1e-2
+    assert np.abs(runs["weighted"].model.H).max() > 1e-3       # the higher orders moved
+
+
+def test_higher_order_sgd_weight_zero_equals_leaving_the_rows_out_and_scales_the_step():
+    from fmcli.learners.anova_sgd import fm_epoch_higher
+
+    d, w, V = sgd_problem()
+    rng = np.random.default_rng(2)
+    H0, col_order = rng.normal(0, 0.1, (8, 3)), np.array([3, 3, 4], np.int64)
+    order = rng.permutation(d.n_rows).astype(np.int64)
+    rates, reg = np.array([0.05] * 3), np.array([0.01, 0.02, 0.03])
+
+    def epoch(weights, rows, rates=rates, reg=reg):
+        w0, w_, V_, H = np.array([0.2]), w.copy(), V.copy(), H0.copy()
+        fm_epoch_higher(*d.csr(), d.y, rows, w0, w_, V_, True, True, False, rates, reg, H, col_order, weights)
+        return w0, w_, V_, H
+
+    u = np.where(np.arange(d.n_rows) % 3 == 0, 0.0, 1.0)
+    for x, y in zip(epoch(u, order), epoch(np.empty(0), order[u[order] > 0])):
+        assert np.array_equal(x, y)
+    # one row of weight 2.5: the step of the unweighted row at 2.5 times the rates
+    one = order[:1]
+    for x, y in zip(epoch(np.full(d.n_rows, 2.5), one), epoch(np.empty(0), one, rates=rates * 2.5)):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
+    assert not np.array_equal(epoch(np.full(d.n_rows, 2.5), one)[3], H0)
+
+
+@pytest.mark.parametrize("method", ["sgd", "als", "mcmc"])
+def test_weights_of_one_give_the_unweighted_run_with_higher_orders(run, tmp_path, testdata, method):
     wf = tmp_path / "w.txt"
-    wf.write_text("1\n")
-    code, out, err = _train(run, tmp_path, testdata, method, ["-weights", str(wf), *extra])
-    assert code == 2 and message in err and not out.exists()
+    wf.write_text("1\n" * n_train_rows(testdata))
+    code_a, a, err = _train(run, tmp_path, testdata, method, ["-weights", str(wf), "-dim", "1,1,2,2"])
+    assert code_a == 0, err
+    code_b, b, err = _train(run, tmp_path, testdata, method, ["-dim", "1,1,2,2"])
+    assert code_b == 0, err
+    np.testing.assert_allclose(np.loadtxt(a), np.loadtxt(b), rtol=0, atol=1e-5)

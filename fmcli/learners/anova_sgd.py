@@ -33,7 +33,7 @@ class HigherOrderSGDLearner(SGDLearner):
         order = self._epoch_order()
         self._w0[0] = m.w0
         sq_error = fm_epoch_higher(*self.rows, self.y, order, self._w0, m.w, m.V, m.use_w0, m.use_w,
-                                   self.opts.task == "c", self.rates, self.reg, m.H, m.col_order)
+                                   self.opts.task == "c", self.rates, self.reg, m.H, m.col_order, self.weights)
         m.w0 = float(self._w0[0])
         if self._size is None:
             self._size = target_size(self.opts.task, self.y)
@@ -44,9 +44,12 @@ class HigherOrderSGDLearner(SGDLearner):
 
 
 @njit
-def fm_epoch_higher(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg, H, col_order):
+def fm_epoch_higher(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify, rates, reg, H, col_order,
+                    weights):
     """One pass over the rows in `order`, updating w0[0], w, V and H in place. Returns Σ (ŷ − y)²
-    of the rows, each ŷ as predicted before the row's update."""
+    of the rows, each ŷ as predicted before the row's update. weights: as sgd._fm_epoch's (row
+    i's gradient and L2 terms scaled by its weight; weight 0 skipped; empty: all 1)."""
+    weighted = weights.shape[0] > 0
     k = V.shape[1]
     K = H.shape[1]
     tmax = col_order.max()
@@ -57,6 +60,11 @@ def fm_epoch_higher(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, cl
     r0, r1, r2 = reg[0], reg[1], reg[2]
     sq_error = 0.0
     for i in order:
+        if weighted:
+            u = weights[i]
+            if u == 0.0:
+                continue
+            r0, r1, r2 = reg[0] * u, reg[1] * u, reg[2] * u
         start, end = indptr[i], indptr[i + 1]
         pred = row_score(indices, data, start, end, w0[0] if use_w0 else 0.0, w, V, use_w, s)
         pred += row_polynomials(indices, data, start, end, H, col_order, a)
@@ -66,6 +74,8 @@ def fm_epoch_higher(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, cl
             g = -yi * (1.0 - 1.0 / (1.0 + np.exp(-yi * pred)))
         else:
             g = pred - y[i]
+        if weighted:
+            g *= u
         if use_w0:
             w0[0] -= eta0 * (g + r0 * w0[0])
         for p in range(start, end):

@@ -110,11 +110,13 @@ def _change(buf, q, off, t, x, old, d, b):
 
 
 @njit(inline="always")
-def _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b):
+def _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b, lw):
     """One pass over the gathered rows: first the change of the previous factor (order tp, at
-    offp, moved from oldp by dp; tp = 0: none), then the sums (Σ h (θ h − e), Σ h²) of factor
-    (t, off) at its value old (t = 0: none). Fusing the two halves one pass per factor instead
-    of two: each row's arithmetic is the one of two separate passes, in the same order."""
+    offp, moved from oldp by dp; tp = 0: none), then the sums (Σ u h (θ h − e), Σ u h²) of factor
+    (t, off) at its value old (t = 0: none; u the rows' -weights lw, empty: every u 1). Fusing
+    the two halves one pass per factor instead of two: each row's arithmetic is the one of two
+    separate passes, in the same order."""
+    weighted = lw.shape[0] > 0
     s1 = 0.0
     s2 = 0.0
     for q in range(m):
@@ -123,20 +125,27 @@ def _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b):
             _change(buf, q, offp, tp, x, oldp, dp, b)
         if t:
             h = _h(buf, q, off, t, x, old, b)
-            s2 += h * h
-            s1 += h * (old * h - buf[0, q])
+            if weighted:
+                uh = lw[q] * h
+                s2 += uh * h
+                s1 += uh * (old * h - buf[0, q])
+            else:
+                s2 += h * h
+                s1 += h * (old * h - buf[0, q])
     return s1, s2
 
 
 @njit
-def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, buf, rej, jn):
+def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, buf, rej, jn,
+             weights, lw):
     """p_{j,0} .. p_{j,K−1} of feature j in turn. Its rows' e (cache[:, 0]) and polynomial
     caches are gathered into buf (1 + width, ≥ m), factor-major (row r of buf: one cached value
     of every gathered row, so the passes run along contiguous memory), kept up to date there
     and scattered back: two random passes over the rows per feature; the gathers and scatters
     prefetch PREFETCH_AHEAD rows ahead, and the first rows of the lane's next feature jn (−1:
     none) are prefetched before the arithmetic (hints only: the same bits). The change of
-    factor c and the sums of factor c + 1 share one pass over the rows (_pass): K + 1 passes."""
+    factor c and the sums of factor c + 1 share one pass over the rows (_pass): K + 1 passes.
+    weights: each train row's -weight (empty: none), gathered into lw (≥ m, or empty)."""
     p0 = cptr[j]
     m = cptr[j + 1] - p0
     if m == 0:
@@ -152,6 +161,8 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
         buf[0, q] = cache[i, 0]
         for u in range(W):
             buf[1 + u, q] = A[i, u]
+        if lw.shape[0] > 0:
+            lw[q] = weights[i]
     if jn >= 0:
         for p in range(cptr[jn], min(cptr[jn] + PREFETCH_AHEAD, cptr[jn + 1])):
             prefetch_row(cache, crow[p], False)
@@ -166,17 +177,17 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
         old = H[j, c]
         if tp == 0:
             if t == 3:
-                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, 3, old, b)
+                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, 3, old, b, lw)
             elif t == 4:
-                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, 4, old, b)
+                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, 4, old, b, lw)
             else:
-                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, t, old, b)
+                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, t, old, b, lw)
         elif tp == 3 and t == 3:
-            s1, s2 = _pass(buf, lx, m, offp, 3, oldp, dp, off, 3, old, b)
+            s1, s2 = _pass(buf, lx, m, offp, 3, oldp, dp, off, 3, old, b, lw)
         elif tp == 4 and t == 4:
-            s1, s2 = _pass(buf, lx, m, offp, 4, oldp, dp, off, 4, old, b)
+            s1, s2 = _pass(buf, lx, m, offp, 4, oldp, dp, off, 4, old, b, lw)
         else:
-            s1, s2 = _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b)
+            s1, s2 = _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b, lw)
         tp = 0
         new = solve(alpha * s1 + lam[c] * mu[c], lam[c] + alpha * s2, z[c] if sample else 0.0)
         if not finite(new):
@@ -186,11 +197,11 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
             tp, offp, oldp, dp = t, off, old, new - old
         H[j, c] = new
     if tp == 3:
-        _pass(buf, lx, m, offp, 3, oldp, dp, 0, 0, 0.0, b)
+        _pass(buf, lx, m, offp, 3, oldp, dp, 0, 0, 0.0, b, lw)
     elif tp == 4:
-        _pass(buf, lx, m, offp, 4, oldp, dp, 0, 0, 0.0, b)
+        _pass(buf, lx, m, offp, 4, oldp, dp, 0, 0, 0.0, b, lw)
     elif tp:
-        _pass(buf, lx, m, offp, tp, oldp, dp, 0, 0, 0.0, b)
+        _pass(buf, lx, m, offp, tp, oldp, dp, 0, 0, 0.0, b, lw)
     for q in range(m):
         i = crow[p0 + q]
         ahead = crow[min(p0 + q + PREFETCH_AHEAD, last)]
@@ -203,12 +214,14 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
 
 @njit(parallel=True)
 def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, col_order, col_off, A,
-                 lam, mu, alpha, sample, seed, bufs, rej):
+                 lam, mu, alpha, sample, seed, bufs, rej, weights, lws):
     """The higher-order factors of every feature, feature by feature (p_{j,0..K−1}), in the
     colour classes and lanes of the order-2 sweep (sweep.sweep): features of one class share no
     row, so their lanes run in parallel; feature j's normals come from stream j of `seed`, so
     the result is the same for any number of threads. lam, mu: (G, K); bufs: (n_lanes,
-    1 + A.shape[1], longest column) gather buffers; rej: (threads, ·)."""
+    1 + A.shape[1], longest column) gather buffers; rej: (threads, ·); weights: each train row's
+    -weight, or empty; lws: (n_lanes, longest column) buffers of the gathered rows' weights, or
+    (n_lanes, 0) without weights."""
     K = H.shape[1]
     tmax = col_order.max()
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
@@ -224,7 +237,7 @@ def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, c
                 if sample:
                     stream_normals(seed, j, z)
                 _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam[g], mu[g], alpha, sample,
-                         z, b, bufs[lane], rej[tid], order[tt + 1] if tt + 1 < t1 else -1)
+                         z, b, bufs[lane], rej[tid], order[tt + 1] if tt + 1 < t1 else -1, weights, lws[lane])
 
 
 class _HigherOrders:
@@ -280,13 +293,15 @@ class _HigherOrders:
             rej = np.zeros((sc.threads, len(self.rejected)), np.int64)
             if self._bufs is None or self._bufs.shape[0] != sc.threads:
                 self._bufs = np.empty((sc.threads, 1 + self._A.shape[1], self.longest))
+                self._lws = np.empty((sc.threads, self.longest if len(self._wt) else 0))
             if not self._A_fresh:
                 row_caches(self.indptr, self.indices, self.data, m.H, self.col_order, self.col_off, self._A,
                            np.empty(0))
             self._A_fresh = False
             sweep_higher(self.cptr, self.crow, self.cval, self.order, sc.lane_ptr, sc.threads, self.groups,
                          self.cache, m.H, self.col_order, self.col_off, self._A, self.lam_h, self.mu_h,
-                         self.alpha, self.sample, part_seed(seed, HIGHER_PART), self._bufs, rej)
+                         self.alpha, self.sample, part_seed(seed, HIGHER_PART), self._bufs, rej, self._wt,
+                         self._lws)
         finally:
             numba.set_num_threads(before)
         self.rejected += rej.sum(axis=0)
