@@ -77,32 +77,24 @@ def test_bad_weight_names_file_line_and_writes_nothing(run, tmp_path, value, why
 def test_use_mapping_keeps_the_weight_column(run, tmp_path):
     code, _, err = convert(run, tmp_path, ratings_csv(), "--weight", "w", "--mapping", tmp_path / "m.json")
     assert code == 0, err
-    new = tmp_path / "new.csv"
-    new.write_text("user,item,rating,w\nu1,i2,4,3\nu9,i1,2,0.5\n")
-    code, _, err = run("convert", "-in", new, "-out", tmp_path / "new.libfm", "--use-mapping", tmp_path / "m.json",
-                       "-q")
-    assert code == 0, err
-    assert (tmp_path / "new.libfm.weights").read_text() == "3\n0.5\n"
+
+    def with_mapping(name, text, *extra):
+        """Convert `text` with the mapping; (exit code, stderr, the weights file written or None)."""
+        src = tmp_path / f"{name}.csv"
+        src.write_text(text)
+        code, _, err = run("convert", "-in", src, "-out", tmp_path / f"{name}.libfm", "--use-mapping",
+                           tmp_path / "m.json", "-q", *extra)
+        weights = tmp_path / f"{name}.libfm.weights"
+        return code, err, weights.read_text() if weights.exists() else None
+
+    assert with_mapping("new", "user,item,rating,w\nu1,i2,4,3\nu9,i1,2,0.5\n") == (0, "", "3\n0.5\n")
     # headerless rows in the mapping's column order work too
-    bare = tmp_path / "bare.csv"
-    bare.write_text("u1,i2,4,3\n")
-    code, _, err = run("convert", "-in", bare, "-out", tmp_path / "bare.libfm", "--use-mapping",
-                       tmp_path / "m.json", "--no-header", "-q")
-    assert code == 0, err
-    assert (tmp_path / "bare.libfm.weights").read_text() == "3\n"
+    assert with_mapping("bare", "u1,i2,4,3\n", "--no-header") == (0, "", "3\n")
     # rows to predict have neither a target nor a weight
-    topredict = tmp_path / "p.csv"
-    topredict.write_text("user,item\nu1,i2\n")
-    code, _, err = run("convert", "-in", topredict, "-out", tmp_path / "p.libfm", "--use-mapping",
-                       tmp_path / "m.json", "--no-target", "-q")
-    assert code == 0, err
-    assert not (tmp_path / "p.libfm.weights").exists()
+    assert with_mapping("p", "user,item\nu1,i2\n", "--no-target") == (0, "", None)
     # a new file without the column is refused, as for any column of the mapping
-    plain = tmp_path / "plain.csv"
-    plain.write_text("user,item,rating\nu1,i1,5\n")
-    code, _, err = run("convert", "-in", plain, "-out", tmp_path / "x.libfm", "--use-mapping", tmp_path / "m.json",
-                       "-q")
-    assert code == 2 and "no column 'w'" in err
+    code, err, weights = with_mapping("plain", "user,item,rating\nu1,i1,5\n")
+    assert code == 2 and "no column 'w'" in err and weights is None
 
 
 def test_min_rating_leaves_the_weights_of_left_out_rows_out(run, tmp_path):
