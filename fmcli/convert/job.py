@@ -443,11 +443,10 @@ def _check_paths(job, outputs, written):
     for p in (job.meta, job.mapping):
         if p == "-":
             raise UsageError("--meta and --mapping need file names, not - (stdout carries only data)")
+    outs = [("-out", p) for p in outputs] + [("-meta", job.meta), ("--mapping", job.mapping)] + written
     check_distinct([("-in", p) for p in inputs] + [("--join", parse_join(s).path) for s in job.joins]
-                   + [("--use-mapping", job.use_mapping)],
-                   [("-out", p) for p in outputs] + [("-meta", job.meta), ("--mapping", job.mapping)]
-                   + written)
-    for what, p in [("-out", o) for o in outputs] + [("--meta", job.meta), ("--mapping", job.mapping)] + written:
+                   + [("--use-mapping", job.use_mapping)], outs)
+    for what, p in outs:
         check_writable(p, what)
 
 
