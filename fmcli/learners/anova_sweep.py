@@ -125,13 +125,9 @@ def _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b, lw):
             _change(buf, q, offp, tp, x, oldp, dp, b)
         if t:
             h = _h(buf, q, off, t, x, old, b)
-            if weighted:
-                uh = lw[q] * h
-                s2 += uh * h
-                s1 += uh * (old * h - buf[0, q])
-            else:
-                s2 += h * h
-                s1 += h * (old * h - buf[0, q])
+            uh = lw[q] * h if weighted else h
+            s2 += uh * h
+            s1 += uh * (old * h - buf[0, q])
     return s1, s2
 
 

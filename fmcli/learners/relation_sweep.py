@@ -173,23 +173,14 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
                     buf[c - 1, t] += d1
                 if c <= k:
                     e = np.float64(buf[0, t])
-                    if weighted:
-                        u = lw[t]
-                        m += u
-                        se += u * e
-                        if f >= 0:
-                            a = np.float64(buf[1 + f, t]) - q0
-                            sa += u * a
-                            saa += u * a * a
-                            sae += u * a * e
-                    else:
-                        m += 1.0
-                        se += e
-                        if f >= 0:
-                            a = np.float64(buf[1 + f, t]) - q0
-                            sa += a
-                            saa += a * a
-                            sae += a * e
+                    u = lw[t] if weighted else 1.0    # u = 1: the same bits as no factor at all
+                    m += u
+                    se += u * e
+                    if f >= 0:
+                        a = np.float64(buf[1 + f, t]) - q0
+                        sa += u * a
+                        saa += u * a * a
+                        sae += u * a * e
             stats[r, _M], stats[r, _A], stats[r, _AA], stats[r, _E], stats[r, _AE] = m, sa, saa, se, sae
             stats[r, _D0], stats[r, _D1], stats[r, _Q0] = 0.0, 0.0, q0
         if c > k:
