@@ -557,7 +557,7 @@ def run_convert(job, console=None):
         if given:
             raise UsageError(f"{', '.join(given)}: the columns come from --use-mapping {job.use_mapping}")
         mapped = load_mapping(job.use_mapping)
-        weighted = any(r.role == "weight" for r in mapped[0].records) and not job.no_target
+        weighted = mapped[0].weighted() and not job.no_target
     else:
         weighted = job.weight is not None
     weight_paths = _weight_paths(outputs) if weighted else []

@@ -36,12 +36,15 @@ class TablePlan:
     def encoders(self):
         return [r for r in self.records if not isinstance(r, Plain)]
 
+    def weighted(self):
+        """Has the table a weight column (--weight)?"""
+        return any(r.role == "weight" for r in self.records if isinstance(r, Plain))
+
 
 def needs_version_2(main, joins, encoding, entities):
     plain_v1 = all(type(e) is Categorical or (type(e) is Numeric and not e.log1p and not e.scale)
                    for e in main.encoders())
-    weighted = any(r.role == "weight" for r in main.records)
-    return bool(joins or encoding or entities or weighted or not plain_v1)
+    return bool(joins or encoding or entities or main.weighted() or not plain_v1)
 
 
 def mapping_dict(main, joins, n_features, sep, header, encoding=None, entities=None, context=None):
