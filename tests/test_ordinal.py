@@ -10,7 +10,7 @@ from scipy import stats
 
 from fmcli import ordinal
 from fmcli.data import SparseData
-from fmcli.learners.mcmc import ordinal_pass
+from fmcli.learners.mcmc import finish_latent, ordinal_pass
 
 INTERVALS = [(-np.inf, -0.5), (0.3, np.inf), (-1.0, 2.0), (2.5, 3.0), (4.0, 6.0), (-0.2, 0.4),
              (-6.0, -5.0), (-3.0, -2.9), (0.1, 5.0), (-np.inf, np.inf), (-9.0, 7.0), (-40.0, -39.5),
@@ -35,10 +35,13 @@ def test_truncated_draws_follow_the_truncated_normal(a, b):
     # z ~ N(mean, 1) truncated to (mean + a, mean + b]: bounds [mean + a, mean + b] for class 0;
     # the proposal's bounds (z2) the interval shifted by 0.25
     yhat = np.full(n, mean)
-    cur, new = ordinal_pass(yhat, np.zeros(n, np.int64), np.array([mean + a, mean + b]),
-                            np.array([mean + a + 0.25, mean + b + 0.25]), z, z2, 7, np.zeros((0, 3)))
-    assert cur == pytest.approx(n * tail_log_prob(a, b), rel=1e-11)
-    assert new == pytest.approx(n * tail_log_prob(a + 0.25, b + 0.25), rel=1e-11)
+    cls = np.zeros(n, np.int64)
+    bnd, bnd2 = np.array([mean + a, mean + b]), np.array([mean + a + 0.25, mean + b + 0.25])
+    log_ratio = ordinal_pass(yhat, cls, bnd, bnd2, z, z2, 7, np.zeros((0, 3)))
+    want = tail_log_prob(a + 0.25, b + 0.25) - tail_log_prob(a, b)
+    assert log_ratio == pytest.approx(n * want, rel=1e-11, abs=1e-12 * n)
+    finish_latent(yhat, cls, bnd, z)
+    finish_latent(yhat, cls, bnd2, z2)
     for x, (lo, hi) in ((z, (a, b)), (z2, (a + 0.25, b + 0.25))):
         assert np.all((x >= mean + lo) & (x <= mean + hi))
         p = stats.kstest(x - mean, stats.truncnorm(lo, hi).cdf).pvalue
@@ -51,8 +54,9 @@ def test_truncated_draws_follow_the_truncated_normal(a, b):
 
     with threads(1):
         w, w2 = np.empty(n), np.empty(n)
-        ordinal_pass(yhat, np.zeros(n, np.int64), np.array([mean + a, mean + b]),
-                     np.array([mean + a + 0.25, mean + b + 0.25]), w, w2, 7, np.zeros((0, 3)))
+        ordinal_pass(yhat, cls, bnd, bnd2, w, w2, 7, np.zeros((0, 3)))
+        finish_latent(yhat, cls, bnd, w)
+        finish_latent(yhat, cls, bnd2, w2)
     np.testing.assert_array_equal(w, z)
     np.testing.assert_array_equal(w2, z2)
 
@@ -87,12 +91,13 @@ def test_pass_likelihood_and_curvature_match_references():
     cls = rng.integers(0, 5, n)
     z, z2 = np.empty(n), np.empty(n)
     curv = np.zeros((5, 3))
-    cur, new = ordinal_pass(yhat, cls, b, b2, z, z2, 3, curv)
-    assert cur == pytest.approx(ordinal.log_likelihood(yhat, cls, b), rel=1e-12)
-    assert new == pytest.approx(ordinal.log_likelihood(yhat, cls, b2), rel=1e-12)
-    want = sum(tail_log_prob(b[m] - t, b[m + 1] - t) for t, m in zip(yhat[:300], cls[:300]))
-    assert ordinal_pass(yhat[:300], cls[:300], b, b2, z[:300], z2[:300], 3, np.zeros((0, 3)))[0] \
-        == pytest.approx(want, rel=1e-12)
+    log_ratio = ordinal_pass(yhat, cls, b, b2, z, z2, 3, curv)
+    cur, new = ordinal.log_likelihood(yhat, cls, b), ordinal.log_likelihood(yhat, cls, b2)
+    assert log_ratio == pytest.approx(new - cur, rel=1e-11, abs=1e-14 * abs(cur))
+    want = sum(tail_log_prob(b2[m] - t, b2[m + 1] - t) - tail_log_prob(b[m] - t, b[m + 1] - t)
+               for t, m in zip(yhat[:300], cls[:300]))
+    assert ordinal_pass(yhat[:300], cls[:300], b, b2, z[:300], z2[:300], 3, np.zeros((0, 3))) \
+        == pytest.approx(want, rel=1e-11, abs=1e-12)
     # −∂² of Σ log P in γ from the curvature sums (as OrdinalSampler.proposal_factor assembles them)
     keep = np.abs(yhat) < 20           # the curvature leaves out the exact-path rows
     curv_k = np.zeros((5, 3))

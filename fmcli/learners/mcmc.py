@@ -200,38 +200,57 @@ def truncated_normal(a, b):
 
 
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-FAST_TAIL = 30.0       # _interval_draw's fast path: the interval's nearer end within 30 of ŷ
+FAST_TAIL = 30.0       # the fast path: the interval's nearer end within 30 of ŷ
+
+
+@njit(inline="always")
+def _mirrored(lo, hi):
+    """(flip, lo, hi): the interval (lo, hi] mirrored so that lo + hi <= 0 (its mass nearer the
+    lower tail, where Φ and its inverse have full relative precision); flip says whether it was."""
+    flip = lo + hi > 0.0
+    if flip:
+        return True, -hi, -lo
+    return False, lo, hi
 
 
 @njit
-def _interval_draw(lo, hi, u):
-    """(fast, log P, P, x) for the interval (lo, hi] of N(0, 1) (lo < hi, either may be
-    infinite): P = Φ(hi) − Φ(lo) (log P by log1p where P is near 1) and x = the u-quantile of N(0, 1) truncated to it, by inversion:
-    x = Φ⁻¹(Φ(lo) + u P). Mirrored so that lo + hi <= 0 (the interval's mass nearer the
-    lower tail, where Φ and its inverse have full relative precision); where hi > 0 the
-    upper end's tail Φ(−hi) is used, and the quantile is taken from the nearer end:
-    −Φ⁻¹(Φ(−hi) + (1 − u) P) when Φ(lo) + u P > 1/2. fast is False (P, x unset) when the
-    interval lies wholly beyond −FAST_TAIL (Φ near underflow): the caller takes the exact
-    log-space path (interval_log_prob, truncated_normal)."""
-    flip = lo + hi > 0.0
-    if flip:
-        lo, hi = -hi, -lo
+def _interval_mass(lo, hi, u):
+    """(fast, P, q) for the interval (lo, hi] of N(0, 1) (lo < hi, either may be infinite):
+    P = Φ(hi) − Φ(lo), and q the signed argument of the u-quantile of N(0, 1) truncated to it
+    (inversion, x = Φ⁻¹(Φ(lo) + u P), finished by _interval_point). Taken on the mirrored
+    interval (_mirrored); where its upper end is > 0 the tail Φ(−hi) is used, and the quantile
+    is taken from the nearer end: q = −(Φ(−hi) + (1 − u) P) < 0 (x = −Φ⁻¹(−q)) when
+    Φ(lo) + u P > 1/2. fast is False (P, q unset) when the interval lies wholly beyond
+    −FAST_TAIL (Φ near underflow): the caller takes the exact log-space path
+    (interval_log_prob, truncated_normal)."""
+    _, lo, hi = _mirrored(lo, hi)
     if hi < -FAST_TAIL:
-        return False, 0.0, 0.0, 0.0
+        return False, 0.0, 0.0
     f_lo = phi_cdf(lo)
     if hi <= 0.0:
         P = phi_cdf(hi) - f_lo
-        log_p = math.log(P)
-        x = normal_quantile(f_lo + u * P)
-    else:
-        g_hi = phi_cdf(-hi)
-        out = g_hi + f_lo        # the mass outside the interval
-        P = 1.0 - out
-        log_p = math.log1p(-out)
-        p = f_lo + u * P
-        x = normal_quantile(p) if p <= 0.5 else -normal_quantile(g_hi + (1.0 - u) * P)
+        return True, P, f_lo + u * P
+    g_hi = phi_cdf(-hi)
+    P = 1.0 - (g_hi + f_lo)
+    p = f_lo + u * P
+    return True, P, p if p <= 0.5 else -(g_hi + (1.0 - u) * P)
+
+
+@njit(inline="always")
+def _is_fast(lo, hi):
+    """Whether _interval_mass takes the fast path on (lo, hi]."""
+    _, lo, hi = _mirrored(lo, hi)
+    return hi >= -FAST_TAIL
+
+
+@njit(inline="always")
+def _interval_point(lo, hi, q):
+    """The draw x in (lo, hi] from _interval_mass's quantile argument q (clamped to the
+    interval: the inversion's last bit may fall outside it)."""
+    flip, lo, hi = _mirrored(lo, hi)
+    x = normal_quantile(q) if q >= 0.0 else -normal_quantile(-q)
     x = min(max(x, lo), hi)
-    return True, log_p, P, -x if flip else x
+    return -x if flip else x
 
 
 @njit
@@ -246,70 +265,76 @@ def _row_curvature(lo, hi, P, acc, m):
     acc[m, 2] -= a * c
 
 
-@njit(inline="always")
-def _row_outcome(lo, hi, u, key, c, seeded):
-    """(fast, log P, P, x, seeded) of one row's interval (lo, hi] under one outcome: the fast
-    path of _interval_draw, or the exact log-space one (interval_log_prob, truncated_normal
-    from numba's generator, seeded once per chunk c: seeded says whether it was)."""
-    fast, log_p, P, x = _interval_draw(lo, hi, u)
-    if not fast:
-        if not seeded:
-            np.random.seed(chunk_seed(key, c))
-            seeded = True
-        log_p = interval_log_prob(lo, hi)
-        x = truncated_normal(lo, hi)
-    return fast, log_p, P, x, seeded
-
-
 @njit(parallel=True)
 def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv):
-    """One pass over the rows for the cutpoints' Metropolis–Hastings step and the latent
-    targets of both outcomes: Σ_i log P(cls_i | ŷ_i) for the bounds bnd (`ordinal.bounds`) and
-    for the proposed bounds bnd2, and z_i (z2_i) ~ N(ŷ_i, 1) truncated to class cls_i's
-    interval under bnd (bnd2), both by inversion from the same uniform u_i (_interval_draw);
-    u_i is number i of seed's stream, so the draws do not depend on the thread count, and
-    they are independent of the MH decision (which uses only ŷ and the bounds): the z of the
-    outcome kept is a draw from its conditional. Rows whose interval lies beyond FAST_TAIL
-    take the exact log-space path (interval_log_prob, truncated_normal from numba's
-    generator seeded per chunk of ordinal.CHUNK_ROWS rows). Summed per chunk, the chunks
-    added in order: the same bits on any thread count. With curv of shape (C, 3) (C classes;
-    shape (0, 3): none) it also receives, per class, the sums of −∂² log P over its rows at
-    bnd (fast-path rows): lower end, upper end, cross term. Returns (Σ log P, Σ log P2)."""
+    """One pass over the rows for the cutpoints' Metropolis–Hastings step: Σ_i log(P2_i / P_i),
+    P_i = P(cls_i | ŷ_i) under the bounds bnd (`ordinal.bounds`) and P2_i under the proposed
+    bounds bnd2 (one log a row), and the latent targets of both outcomes half-drawn: z_i (z2_i)
+    receives the quantile argument of z_i ~ N(ŷ_i, 1) truncated to class cls_i's interval
+    under bnd (bnd2), both from the same uniform u_i (_interval_mass); finish_latent completes
+    the outcome kept, so only one quantile a row is taken. u_i is number i of seed's stream,
+    so the draws do not depend on the thread count, and they are independent of the MH
+    decision (which uses only ŷ and the bounds): the z of the outcome kept is a draw from its
+    conditional. Rows whose interval lies beyond FAST_TAIL take the exact log-space path
+    (interval_log_prob, truncated_normal from numba's generator seeded per chunk of
+    ordinal.CHUNK_ROWS rows) and receive their z itself. Summed per chunk, the chunks added in
+    order: the same bits on any thread count. With curv of shape (C, 3) (C classes; shape
+    (0, 3): none) it also receives, per class, the sums of −∂² log P over its rows at bnd
+    (fast-path rows): lower end, upper end, cross term."""
     n = yhat.shape[0]
     C = bnd.shape[0] - 1
     n_chunks = max(1, (n + CHUNK_ROWS - 1) // CHUNK_ROWS)
     want = curv.shape[0] > 0
-    part = np.zeros((n_chunks, 2))
+    part = np.zeros(n_chunks)
     pcurv = np.zeros((n_chunks if want else 0, C, 3))
     key = stream_key(seed)
     for c in prange(n_chunks):
         seeded = False
-        s1 = 0.0
-        s2 = 0.0
+        s = 0.0
         for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
             t = yhat[i]
             m = cls[i]
             u = counter_uniform(key, i)
-            lo = bnd[m] - t
-            hi = bnd[m + 1] - t
-            fast, log_p, P, x, seeded = _row_outcome(lo, hi, u, key, c, seeded)
-            s1 += log_p
+            lo, hi = bnd[m] - t, bnd[m + 1] - t
+            lo2, hi2 = bnd2[m] - t, bnd2[m + 1] - t
+            fast, P, z[i] = _interval_mass(lo, hi, u)
+            fast2, P2, z2[i] = _interval_mass(lo2, hi2, u)
             if fast and want:
                 _row_curvature(lo, hi, P, pcurv[c], m)
-            z[i] = t + x
-            _, log_p, _, x, seeded = _row_outcome(bnd2[m] - t, bnd2[m + 1] - t, u, key, c, seeded)
-            s2 += log_p
-            z2[i] = t + x
-        part[c, 0] = s1
-        part[c, 1] = s2
-    t1 = 0.0
-    t2 = 0.0
+            if fast and fast2:
+                s += math.log(P2 / P)
+                continue
+            if not seeded:
+                np.random.seed(chunk_seed(key, c))
+                seeded = True
+            if fast:
+                s -= math.log(P)
+            else:
+                s -= interval_log_prob(lo, hi)
+                z[i] = t + truncated_normal(lo, hi)
+            if fast2:
+                s += math.log(P2)
+            else:
+                s += interval_log_prob(lo2, hi2)
+                z2[i] = t + truncated_normal(lo2, hi2)
+        part[c] = s
+    total = 0.0
     for c in range(n_chunks):
-        t1 += part[c, 0]
-        t2 += part[c, 1]
+        total += part[c]
         if want:
             curv += pcurv[c]
-    return t1, t2
+    return total
+
+
+@njit(parallel=True)
+def finish_latent(yhat, cls, bnd, z):
+    """Finish ordinal_pass's latent targets for the bounds bnd in place: each fast-path row's
+    quantile argument becomes its z (the exact-path rows hold theirs already)."""
+    for i in prange(yhat.shape[0]):
+        t = yhat[i]
+        lo, hi = bnd[cls[i]] - t, bnd[cls[i] + 1] - t
+        if _is_fast(lo, hi):
+            z[i] = t + _interval_point(lo, hi, z[i])
 
 
 class OrdinalSampler:
@@ -395,18 +420,19 @@ class OrdinalSampler:
         seed = int(self.rng.integers(0, 2**63 - 1))
         if adapting:
             self.curv[:] = 0.0
-        cur, new = ordinal_pass(yhat, self.cls, bounds(self.gamma), bounds(cutpoints(prop)), z, self.z_spare,
-                                seed, self.curv if adapting else self.no_curv)
+        b, b2 = bounds(self.gamma), bounds(cutpoints(prop))
+        log_ratio = ordinal_pass(yhat, self.cls, b, b2, z, self.z_spare, seed, self.curv if adapting else self.no_curv)
         if adapting:
             f = self.proposal_factor(self.curv, self.alpha)
             if f is not None:
                 self.step = f
         self.proposed += 1
-        if math.log(self.rng.random()) < new - cur + self._log_prior(prop) - self._log_prior(self.alpha):
+        if math.log(self.rng.random()) < log_ratio + self._log_prior(prop) - self._log_prior(self.alpha):
             self.alpha = prop
             self.gamma = cutpoints(prop)
             self.accepted += 1
-            z, self.z_spare = self.z_spare, z
+            z, self.z_spare, b = self.z_spare, z, b2
+        finish_latent(yhat, self.cls, b, z)
         return z
 
 
