@@ -15,6 +15,7 @@ import numpy as np
 from fmcli.anova import entry_gradient, row_polynomials
 from fmcli.config import njit
 from fmcli.learners.base import check_diverged, target_size
+from fmcli.learners.prefetch import prefetch_row_features
 from fmcli.learners.sgd import SGDLearner, row_score
 
 
@@ -59,7 +60,12 @@ def fm_epoch_higher(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, cl
     eta0, eta1, eta2 = rates[0], rates[1], rates[2]
     r0, r1, r2 = reg[0], reg[1], reg[2]
     sq_error = 0.0
-    for i in order:
+    n_order = order.shape[0]
+    for q in range(n_order):
+        i = order[q]
+        if q + 1 < n_order:
+            prefetch_row_features(indptr, indices, order[q + 1], V, True)
+            prefetch_row_features(indptr, indices, order[q + 1], H, True)
         if weighted:
             u = weights[i]
             if u == 0.0:

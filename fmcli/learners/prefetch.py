@@ -1,5 +1,5 @@
-"""Software prefetch for the coordinate sweeps: LLVM's llvm.prefetch intrinsic as a numba
-function. A hint to the CPU to bring a cache line in; it changes no value."""
+"""Software prefetch for the coordinate sweeps and the SGD epochs: LLVM's llvm.prefetch
+intrinsic as a numba function. A hint to the CPU to bring a cache line in; it changes no value."""
 
 from llvmlite import ir
 from numba import types
@@ -52,3 +52,11 @@ def prefetch_row(a, i, write):
         prefetch_read(a, i, 0)
         if last < PREFETCH_LAST_BELOW:
             prefetch_read(a, i, last)
+
+
+@njit(inline="always")
+def prefetch_row_features(indptr, indices, i, a, write):
+    """prefetch_row of a's row of each feature of CSR row i (an SGD epoch asks for the next
+    row's factors while it works on the current one: the rows' features are random lines)."""
+    for p in range(indptr[i], indptr[i + 1]):
+        prefetch_row(a, indices[p], write)

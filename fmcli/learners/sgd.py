@@ -41,6 +41,7 @@ import numpy as np
 from fmcli.config import njit
 from fmcli.data import permute_rows
 from fmcli.learners.base import Learner, check_diverged, target_size
+from fmcli.learners.prefetch import prefetch_row_features
 from fmcli.memory import release_pages
 from fmcli.model import row_sums
 
@@ -176,7 +177,11 @@ def _fm_epoch(indptr, indices, data, y, order, w0, w, V, use_w0, use_w, classify
     r0, r1, r2 = reg[0], reg[1], reg[2]
     c1 = c2 = 1.0
     sq_error = 0.0
-    for i in order:
+    n_order = order.shape[0]
+    for q in range(n_order):
+        i = order[q]
+        if q + 1 < n_order:
+            prefetch_row_features(indptr, indices, order[q + 1], V, True)
         if weighted:
             u = weights[i]
             if u == 0.0:
