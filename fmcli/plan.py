@@ -23,8 +23,6 @@ from fmcli.io.atomic import check_writable
 from fmcli.learners.base import TrainOptions
 
 METHODS = ("sgd", "sgda", "als", "mcmc", "bpr")
-# --early-stop-metric: fmcli recommend --evaluate's metrics, NAME@K or auc
-RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 # Initial factors of this size already give predictions of ~1e12 per pair of entries; beyond
 # it they overflow (1e200 squares to inf): libFM's default is 0.1
 MAX_INIT_STDEV = 1e6
@@ -175,13 +173,15 @@ def _check_ranking(job):
 
 
 def ranking_metric(text):
-    """'ndcg@10' -> ('ndcg', 10); 'auc' -> ('auc', 10)."""
+    """'ndcg@10' -> ('ndcg', 10); 'auc' -> ('auc', 10): fmcli recommend --evaluate's metrics."""
+    from fmcli.ranking import TOPK_METRICS   # numba: only when a ranking metric is asked for
+
     name, _, k = text.lower().partition("@")
     if name == "auc" and not k:
         return "auc", 10
-    if name not in RANKING_METRICS or not k.isdigit() or int(k) < 1:
+    if name not in TOPK_METRICS or not k.isdigit() or int(k) < 1:
         raise UsageError(f"--early-stop-metric {text!r}: expected NAME@K with NAME one of "
-                         f"{', '.join(RANKING_METRICS)} (e.g. ndcg@10), or auc")
+                         f"{', '.join(TOPK_METRICS)} (e.g. ndcg@10), or auc")
     return name, int(k)
 
 

@@ -939,12 +939,13 @@ def held_out(job, mapping, candidates, excl, console):
 
 def _run_evaluate(job, model, mapping, candidates, console):
     from fmcli.io.atomic import atomic_output
+    from fmcli.ranking import TOPK_METRICS
 
     excl = _exclusions(job, mapping, candidates, console)
     relevant, users = held_out(job, mapping, candidates, excl, console)
     scorer = Scorer.of_model(model, _candidate_rows(mapping, candidates), job.at_least)
     m = evaluate_scorer(scorer, _user_chunks(model, mapping, users, scorer), excl, relevant, job.k)
-    report = {f"{name}@{job.k}": m[name] for name in ("precision", "recall", "ndcg", "map", "hit_rate")}
+    report = {f"{name}@{job.k}": m[name] for name in TOPK_METRICS}
     report["auc"] = m["auc"]
     with atomic_output(job.out) as out:
         out.write("".join(f"{name}\t{'%.6g' % v}\n" for name, v in report.items()))
