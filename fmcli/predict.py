@@ -13,7 +13,7 @@ from fmcli.console import Console
 from fmcli.errors import UsageError
 from fmcli.io.atomic import atomic_output, check_distinct, check_writable, publish_together
 from fmcli.io.predictions import format_predictions
-from fmcli.scoring import RunningMetrics, check_finite, chunks
+from fmcli.scoring import RunningMetrics, check_finite, chunks, score_chunk
 
 
 # the multiply-adds (entries x (k + 1)) of one kernel call below which it runs on one thread:
@@ -38,23 +38,20 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
     check_writable(out_path, "-out")
     check_writable(out_proba, "--out-proba")
     model = load_model(model_path, task=task)
-    ordinal = model.task == "o"
-    if (out_proba or out_class) and not ordinal:
+    if (out_proba or out_class) and model.task != "o":
         raise UsageError(f"--out-proba and --out-class need a -task o model; {model_path} is not one")
     if out_proba == "-":
         raise UsageError("--out-proba needs a file name, not - (stdout carries -out)")
-    if ordinal and shards:
-        raise UsageError("--shards: a -task o model is not sharded (yet); leave --shards out")
     rels = model_relations(model, model_path, relations)
     if shards:
         if rels:
             raise UsageError("--shards: relations are not sharded; leave --shards out")
         n_rows, labeled, sums = _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards,
-                                            workers, scheduler)
+                                            workers, scheduler, out_proba, out_class)
         _report(console, model.task, out_path, n_rows, labeled, sums)
         return n_rows
     classes = model.task == "c"     # the model's own task, unless -task said otherwise
-    n_rows, running, warned = 0, RunningMetrics("r" if ordinal else model.task), False
+    n_rows, running, warned = 0, RunningMetrics(model.task), False
     with publish_together(), atomic_output(out_path) as out, \
             (atomic_output(out_proba) if out_proba else contextlib.nullcontext()) as proba_out:
         for chunk in chunks(test_path, chunk_bytes):
@@ -65,15 +62,9 @@ def run_predict(model_path, test_path, out_path="-", task=None, console=None, ch
                                      f"for at least {n_rows + chunk.n_rows} rows of {test_path}")
             # a chunk too small to share: one thread (the result does not depend on the count)
             with threads(1 if len(chunk.indices) * (model.k + 1) < PARALLEL_MIN_WORK else 0):
-                if ordinal:
-                    from fmcli.ordinal import format_probabilities, model_prediction, output_values
-
-                    both = model_prediction(model, *chunk.csr(), relations=part)
-                    pred = output_values(both, out_class)
-                    if proba_out is not None:
-                        proba_out.write(format_probabilities(both.proba))
-                else:
-                    pred = model.predict(*chunk.csr(), relations=part)
+                pred, proba = score_chunk(model, chunk, part, out_class, proba_out is not None)
+            if proba is not None:
+                proba_out.write(proba)
             check_finite(pred, model_path)
             out.write(format_predictions(pred))
             n_rows += chunk.n_rows
@@ -112,24 +103,29 @@ def _warn_non_class_targets(y, first_row, test_path, model_path, console):
     return True
 
 
-def _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards, workers, scheduler):
-    """The shards' tasks run, their lines written in input order; (rows, labeled, metric sums)."""
+def _run_shards(model_path, test_path, out_path, task, chunk_bytes, shards, workers, scheduler, out_proba,
+                out_class):
+    """The shards' tasks run, their lines (and --out-proba's) written in input order; (rows,
+    labeled, metric sums)."""
     from fmcli.executors import executor
     from fmcli.shards import predict_task, shard_specs
 
     with executor(workers, scheduler, tasks=shards) as ex:
-        specs = shard_specs(model_path, test_path, shards, task, chunk_bytes)
+        specs = shard_specs(model_path, test_path, shards, task, chunk_bytes, out_class, bool(out_proba))
         results = ex.map(predict_task, specs, [f"shard {i}" for i in range(len(specs))])
-    n_rows = sum(r[1] for r in results)
+    n_rows = sum(r[2] for r in results)
     if not n_rows:
         from fmcli.errors import InputError
 
         raise InputError(test_path, None, "no data rows (the file is empty or has only blank lines and comments)")
-    with publish_together(), atomic_output(out_path) as out:
-        for text, _, _, _ in results:
+    with publish_together(), atomic_output(out_path) as out, \
+            (atomic_output(out_proba) if out_proba else contextlib.nullcontext()) as proba_out:
+        for text, proba, _, _, _ in results:
             out.write(text)
-    labeled = all(r[2] for r in results)
-    return n_rows, labeled, sum((r[3] for r in results), np.zeros(2)) if labeled else np.zeros(2)
+            if proba_out is not None:
+                proba_out.write(proba)
+    labeled = all(r[3] for r in results)
+    return n_rows, labeled, sum((r[4] for r in results), np.zeros(2)) if labeled else np.zeros(2)
 
 
 def relation_inputs(names, parts):

@@ -34,12 +34,25 @@ def chunks(path, chunk_bytes, span=None, rows=None):
                          d.n_features, d.source)
 
 
+def score_chunk(model, chunk, relations=(), out_class=False, proba=False):
+    """(the values -out writes, the --out-proba text or None) for one chunk: a -task o model's
+    expected values (or most probable classes) and class probabilities (fmcli.ordinal), any
+    other model's predictions."""
+    if model.task != "o":
+        return model.predict(*chunk.csr(), relations=relations), None
+    from fmcli.ordinal import format_probabilities, model_prediction, output_values
+
+    both = model_prediction(model, *chunk.csr(), relations=relations)
+    return output_values(both, out_class), format_probabilities(both.proba) if proba else None
+
+
 class RunningMetrics:
     """Metric sums over chunks of scored rows, while every row so far has a target (memory stays
-    flat; AUC needs all rows, so it is left out). Classification targets > 0 count as +1."""
+    flat; AUC needs all rows, so it is left out). Classification targets > 0 count as +1; the
+    values of a -task o model are scored as regression (RMSE, MAE)."""
 
     def __init__(self, task):
-        self.task, self.labeled, self.sums = task, True, np.zeros(2)
+        self.task, self.labeled, self.sums = "r" if task == "o" else task, True, np.zeros(2)
 
     def add(self, pred, y):
         self.labeled = self.labeled and bool(np.isfinite(y).all())

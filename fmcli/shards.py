@@ -3,9 +3,9 @@ local processes or Dask), the output identical to a single-process `fmcli predic
 
 A libFM text file (uncompressed, on a file system every worker sees) is cut into N byte
 ranges at line boundaries; a binary data file into N row ranges. Each task loads the model,
-scores its range in chunks and returns the formatted lines with its metric sums; the lines are
-written in input order to the one output (atomically), so the file is the same bytes as
-`fmcli predict` writes. Relations are not sharded (their R.test links would need slicing too).
+scores its range in chunks and returns the formatted lines (and a -task o model's class
+probabilities for --out-proba) with its metric sums; the lines are written in input order to
+the one output (atomically), so the files are the same bytes as `fmcli predict` writes. Relations are not sharded (their R.test links would need slicing too).
 """
 
 import mmap
@@ -38,31 +38,35 @@ def text_spans(path, n):
 
 
 def predict_task(spec):
-    """Score one shard; returns (formatted lines, rows, labeled, metric sums)."""
+    """Score one shard; returns (formatted lines, --out-proba's lines or None, rows, labeled,
+    metric sums)."""
     from fmcli.io.modelfile import load_model
     from fmcli.io.predictions import format_predictions
-    from fmcli.scoring import RunningMetrics, check_finite, chunks
+    from fmcli.scoring import RunningMetrics, check_finite, chunks, score_chunk
 
     model = load_model(spec["model"], task=spec["task"])
-    pieces, rows, running = [], 0, RunningMetrics(model.task)
+    pieces, probas, rows, running = [], [], 0, RunningMetrics(model.task)
     for chunk in chunks(spec["test"], spec["chunk_bytes"], span=spec.get("span"), rows=spec.get("rows")):
-        pred = model.predict(*chunk.csr())
+        pred, proba = score_chunk(model, chunk, out_class=spec["out_class"], proba=spec["proba"])
         check_finite(pred, spec["model"])
         pieces.append(format_predictions(pred))
+        probas.append(proba)
         rows += chunk.n_rows
         running.add(pred, chunk.y)
-    return "".join(pieces), rows, running.labeled, running.sums
+    return "".join(pieces), "".join(probas) if spec["proba"] else None, rows, running.labeled, running.sums
 
 
-def shard_specs(model_path, test_path, n, task, chunk_bytes):
-    """The tasks of `n` shards of `test_path`."""
+def shard_specs(model_path, test_path, n, task, chunk_bytes, out_class=False, proba=False):
+    """The tasks of `n` shards of `test_path` (out_class, proba: a -task o model's outputs, as
+    fmcli.scoring.score_chunk's)."""
     from fmcli.io.cache import is_binary
     from fmcli.io.load import read_binary
     from fmcli.io.sources import open_source
 
     if test_path == "-" or not os.path.isfile(test_path):
         raise UsageError("--shards needs -test to be a file (standard input cannot be split)")
-    base = dict(model=model_path, test=test_path, task=task, chunk_bytes=chunk_bytes)
+    base = dict(model=model_path, test=test_path, task=task, chunk_bytes=chunk_bytes, out_class=out_class,
+                proba=proba)
     if is_binary(test_path):
         total = read_binary(test_path, targets="optional").n_rows
         cuts = [total * i // n for i in range(n + 1)]

@@ -242,6 +242,33 @@ def test_sharded_predict_is_the_same_bytes(ratings, model, tmp_path, shards, wor
         assert "Wrote 1500 predictions" in err
 
 
+@pytest.mark.parametrize("shards, workers", [(3, None), (2, 2)])
+def test_sharded_ordinal_predict_is_the_same_bytes(ratings, tmp_path, shards, workers):
+    # a -task o model with kept samples: -out (expected values or classes) and --out-proba
+    if workers:
+        pytest.importorskip("dask.distributed")
+    classes = tmp_path / "c.libfm"
+    classes.write_text("".join(f"{round(float(line.split()[0]))} {line.split(' ', 1)[1]}"
+                               for line in ratings[0].read_text().splitlines(keepends=True)))
+    m = tmp_path / "o.fm"
+    assert run_cli(["train", "-task", "o", "-train", classes, "-dim", "1,1,4", "-iter", "8", "--keep-samples", "3",
+                    "-save_model", m, "-q"])[0] == 0
+    for extra in ((), ("--out-class",)):
+        outputs = {}
+        for how in ("one", "many"):
+            out, proba = tmp_path / f"{how}.out", tmp_path / f"{how}.proba"
+            args = ["predict", "-model", m, "-test", classes, "-out", out, "--out-proba", proba, *extra]
+            if how == "many":
+                code, _, err = fmcli(*args, "--shards", shards, *(["--workers", workers] if workers else []))
+            else:
+                code, _, err = run_cli(args)
+            assert code == 0, err
+            assert "Wrote 1500 predictions" in err and "Test\trmse=" in err, err
+            outputs[how] = out.read_bytes(), proba.read_bytes()
+        assert outputs["many"] == outputs["one"]
+        assert len(outputs["one"][1].splitlines()) == 1500
+
+
 def test_sharded_predict_errors_name_the_line(model, tmp_path):
     bad = tmp_path / "bad.libfm"
     bad.write_text("3 0:1\n" * 500 + "3 0:x\n" + "3 1:1\n" * 500)
