@@ -131,8 +131,6 @@ def _check_ordinal(job):
         raise UsageError(f"-dim {','.join(map(str, opts.dim))}: -task o supports interaction orders up to 2 only")
     if job.weights:
         raise UsageError("-weights is not supported with -task o (yet)")
-    if job.load_model:
-        raise UsageError("-load_model is not supported with -task o (yet): the cutpoints are not continued")
     if (job.out_proba or job.out_class) and not job.test:
         raise UsageError("--out-proba and --out-class need -test (the rows to predict)")
 

@@ -114,10 +114,16 @@ def mapped_features(opts):
 
 def check_warm_start(plan, train, evals, console):
     """A loaded model's relation layout must be the data's: the relations' features sit after
-    the main ones."""
+    the main ones; a -task o model's classes must be the train rows' (its cutpoints go on)."""
     from fmcli.io.relation import relations_meta
 
     model, job = plan.loaded, plan.job
+    if plan.opts.task == "o":
+        had, now = model.meta["ordinal"]["classes"], np.unique(train.y).tolist()
+        if had != now:
+            raise UsageError(f"{job.load_model}: the model's classes are {','.join(f'{c:g}' for c in had)}, "
+                             f"the train rows' {','.join(f'{c:g}' for c in now)}: a warm start continues "
+                             "the cutpoints between the same classes")
     n_features = max([train.n_model_features] + [d.n_model_features for d in evals.values()])
     had = [(r["offset"], r["n_features"]) for r in model.meta.get("relations", [])]
     now = [(r["offset"], r["n_features"]) for r in relations_meta(train.relations)]
@@ -177,7 +183,12 @@ def settle_model(model, opts, train):
     else:
         model.link = "logistic" if opts.method in ("sgd", "sgda") else "probit"
         model.y_min, model.y_max = -1.0, 1.0
+    # a warm start of -task o starts from the loaded cutpoints (fmcli.learners.mcmc)
+    ordinal = {key: model.meta["ordinal"][key] for key in ("classes", "cutpoints")} \
+        if opts.task == "o" and "ordinal" in model.meta else None
     model.meta = {"method": opts.method, "options": opts.as_meta()}
+    if ordinal:
+        model.meta["ordinal"] = ordinal
     if train.relations:
         from fmcli.io.relation import relations_meta
 

@@ -290,3 +290,48 @@ def test_metric_sums_match_a_numpy_reference():
     bad = raw.copy()
     bad[5] = np.nan
     assert np.isnan(ordinal.ordinal_scores(ordinal.OrdinalSample(bad, gamma, classes), y)["logloss"])
+
+
+def test_warm_start_continues_the_model_and_its_cutpoints(run, files, tmp_path):
+    from fmcli.io.modelfile import load_model
+
+    tr, te = files
+    a, b, c = (tmp_path / f"{name}.fm" for name in "abc")
+    assert run("train", "-task", "o", "-train", tr, "-iter", "30", "-dim", "1,1,3", "-save_model", a)[0] == 0
+    # -iter 0: the loaded state itself is saved again, cutpoints included
+    code, _, err = run("train", "-task", "o", "-train", tr, "-load_model", a, "-iter", "0", "-save_model", b)
+    assert code == 0, err
+    A, B = load_model(a), load_model(b)
+    assert B.meta["ordinal"]["cutpoints"] == A.meta["ordinal"]["cutpoints"]
+    assert B.meta["ordinal"]["classes"] == A.meta["ordinal"]["classes"] == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(B.V, A.V)
+    np.testing.assert_array_equal(B.w, A.w)
+    # two more sweeps: the iterations count on from 30, the cutpoints move on from the loaded
+    # ones (a fresh start is halfway between the classes, far from them)
+    code, _, err = run("train", "-task", "o", "-train", tr, "-test", te, "-load_model", a, "-iter", "2",
+                       "-save_model", c)
+    assert code == 0, err
+    assert [l.split("\t")[0] for l in err.splitlines() if l.startswith("#Iter=")] == ["#Iter= 30", "#Iter= 31"]
+    loaded, fresh = np.array(A.meta["ordinal"]["cutpoints"]), np.array([1.5, 2.5, 3.5, 4.5])
+    now = np.array(load_model(c).meta["ordinal"]["cutpoints"])
+    assert np.abs(now - loaded).max() < 0.1 < np.abs(loaded - fresh).max()
+
+
+def test_warm_start_errors(run, files, tmp_path):
+    tr, te = files
+    o, r, libfm = tmp_path / "o.fm", tmp_path / "r.fm", tmp_path / "libfm.txt"
+    assert run("train", "-task", "o", "-train", tr, "-iter", "2", "-dim", "1,1,2", "-save_model", o)[0] == 0
+    assert run("train", "-task", "r", "-train", tr, "-iter", "2", "-dim", "1,1,2", "-save_model", r)[0] == 0
+    libfm.write_text("".join(l for l in r.read_text().splitlines(keepends=True) if not l.startswith("#fmcli")))
+    fewer = tmp_path / "fewer.libfm"
+    fewer.write_text("".join(l for l in tr.read_text().splitlines(keepends=True) if not l.startswith("1 ")))
+    out = tmp_path / "out"
+    for train, model, message in ((fewer, o, f"{o}: the model's classes are 1,2,3,4,5, the train rows' 2,3,4,5"),
+                                  (tr, r, f"{r}: model was trained for regression, not ordered classes"),
+                                  (tr, libfm, f"{libfm}: a libFM-layout model file records no classes or cutpoints")):
+        code, _, err = run("train", "-task", "o", "-train", train, "-test", te, "-load_model", model, "-iter", "1",
+                           "-out", out)
+        assert code == 2 and message in err, err
+        assert not out.exists()
+    code, _, err = run("predict", "-task", "o", "-model", libfm, "-test", te, "-out", out)
+    assert code == 2 and "records no classes or cutpoints" in err and not out.exists(), err

@@ -384,11 +384,12 @@ def _npz_bytes(model, meta):
 def load_model(path, *, task=None):
     """Read an fmcli model (text or npz) or a libFM model file; see the module docstring.
 
-    task: "r" or "c". For an fmcli file it must match the stored task; for a libFM file
-    (which does not record it) it sets the task, default "r".
+    task: "r", "c" or "o". For an fmcli file it must match the stored task; for a libFM file
+    (which does not record it) it sets the task, default "r" ("o" is refused: such a file
+    records no classes or cutpoints).
     """
     if task is not None and task not in TASK_NAMES:
-        raise UsageError(f"unknown task {task!r} (expected 'r' or 'c')")
+        raise UsageError(f"unknown task {task!r} (expected {', '.join(map(repr, TASK_NAMES))})")
     path = os.fspath(path)
     data = _read_bytes(path)
     if not data:
@@ -397,6 +398,9 @@ def load_model(path, *, task=None):
         model = _load_npz(path, data)
     elif data.startswith(b"#fmcli") or b"\n#fmcli" in data:
         model = _load_fmcli_text(path, data)
+    elif task == "o":
+        raise InputError(path, None, "a libFM-layout model file records no classes or cutpoints: -task o needs "
+                                     "a model saved by fmcli train -task o")
     else:
         return _load_libfm_text(path, data, task or "r")
     if task is not None and model.task != task:

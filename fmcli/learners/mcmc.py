@@ -364,15 +364,16 @@ class OrdinalSampler:
     ADAPT_SWEEPS = 16
     ALPHA_PRIOR_SD = 10.0
 
-    def __init__(self, classes, cls, rng, adapt=0):
+    def __init__(self, classes, cls, rng, adapt=0, gamma=None):
         from fmcli.ordinal import alphas
 
         self.classes = np.asarray(classes, np.float64)
         self.cls = cls
         self.rng = rng
         self.adapt = max(self.ADAPT_SWEEPS, int(adapt))
-        # start: cutpoints halfway between the class values (the first sweep fits z = y)
-        self.gamma = (self.classes[1:] + self.classes[:-1]) / 2.0
+        # start: the given cutpoints (a warm start), or halfway between the class values (the
+        # first sweep fits z = y); the prior is centred on the start
+        self.gamma = (self.classes[1:] + self.classes[:-1]) / 2.0 if gamma is None else gamma
         self.alpha = alphas(self.gamma)
         self.prior_mean = self.alpha.copy()
         d = len(self.alpha)
@@ -449,7 +450,9 @@ class MCMCLearner(CoordinateLearner):
             cls = np.searchsorted(classes, self._y).astype(np.int64)
         self.burn_in = max(0, int(self.opts.burn_in or 0))
         if self.task == "o":
-            self.ordinal = OrdinalSampler(self.classes, cls, self.rng, self.burn_in)
+            start = self.model.meta.get("ordinal")      # a warm start's (train.settle_model)
+            self.ordinal = OrdinalSampler(self.classes, cls, self.rng, self.burn_in,
+                                          None if start is None else np.asarray(start["cutpoints"], np.float64))
         self.keep = max(1, int(self.opts.keep_samples or 1))
         self.n_avg = 0
         C = len(self.classes) if self.task == "o" else 0
