@@ -129,8 +129,6 @@ def _check_ordinal(job):
                          f"(its cutpoints by Metropolis-Hastings); -method {opts.method} has no such step")
     if len(opts.dim) > 3:
         raise UsageError(f"-dim {','.join(map(str, opts.dim))}: -task o supports interaction orders up to 2 only")
-    if job.weights:
-        raise UsageError("-weights is not supported with -task o (yet)")
     if (job.out_proba or job.out_class) and not job.test:
         raise UsageError("--out-proba and --out-class need -test (the rows to predict)")
 

@@ -17,6 +17,9 @@ INTERVALS = [(-np.inf, -0.5), (0.3, np.inf), (-1.0, 2.0), (2.5, 3.0), (4.0, 6.0)
              (35.0, 36.0), (31.0, np.inf)]      # the last three: beyond FAST_TAIL, the exact path
 
 
+NO_WEIGHTS = np.empty(0)
+
+
 def tail_log_prob(a, b):
     """log(Φ(b) − Φ(a)) by scipy, accurate in the tails."""
     from scipy.special import log_ndtr
@@ -37,7 +40,7 @@ def test_truncated_draws_follow_the_truncated_normal(a, b):
     yhat = np.full(n, mean)
     cls = np.zeros(n, np.int64)
     bnd, bnd2 = np.array([mean + a, mean + b]), np.array([mean + a + 0.25, mean + b + 0.25])
-    log_ratio = ordinal_pass(yhat, cls, bnd, bnd2, z, z2, 7, np.zeros((0, 3)))
+    log_ratio = ordinal_pass(yhat, cls, bnd, bnd2, z, z2, 7, np.zeros((0, 3)), NO_WEIGHTS)
     want = tail_log_prob(a + 0.25, b + 0.25) - tail_log_prob(a, b)
     assert log_ratio == pytest.approx(n * want, rel=1e-11, abs=1e-12 * n)
     finish_latent(yhat, cls, bnd, z)
@@ -54,7 +57,7 @@ def test_truncated_draws_follow_the_truncated_normal(a, b):
 
     with threads(1):
         w, w2 = np.empty(n), np.empty(n)
-        ordinal_pass(yhat, cls, bnd, bnd2, w, w2, 7, np.zeros((0, 3)))
+        ordinal_pass(yhat, cls, bnd, bnd2, w, w2, 7, np.zeros((0, 3)), NO_WEIGHTS)
         finish_latent(yhat, cls, bnd, w)
         finish_latent(yhat, cls, bnd2, w2)
     np.testing.assert_array_equal(w, z)
@@ -91,17 +94,17 @@ def test_pass_likelihood_and_curvature_match_references():
     cls = rng.integers(0, 5, n)
     z, z2 = np.empty(n), np.empty(n)
     curv = np.zeros((5, 3))
-    log_ratio = ordinal_pass(yhat, cls, b, b2, z, z2, 3, curv)
+    log_ratio = ordinal_pass(yhat, cls, b, b2, z, z2, 3, curv, NO_WEIGHTS)
     cur, new = ordinal.log_likelihood(yhat, cls, b), ordinal.log_likelihood(yhat, cls, b2)
     assert log_ratio == pytest.approx(new - cur, rel=1e-11, abs=1e-14 * abs(cur))
     want = sum(tail_log_prob(b2[m] - t, b2[m + 1] - t) - tail_log_prob(b[m] - t, b[m + 1] - t)
                for t, m in zip(yhat[:300], cls[:300]))
-    assert ordinal_pass(yhat[:300], cls[:300], b, b2, z[:300], z2[:300], 3, np.zeros((0, 3))) \
+    assert ordinal_pass(yhat[:300], cls[:300], b, b2, z[:300], z2[:300], 3, np.zeros((0, 3)), NO_WEIGHTS) \
         == pytest.approx(want, rel=1e-11, abs=1e-12)
     # −∂² of Σ log P in γ from the curvature sums (as OrdinalSampler.proposal_factor assembles them)
     keep = np.abs(yhat) < 20           # the curvature leaves out the exact-path rows
     curv_k = np.zeros((5, 3))
-    ordinal_pass(yhat[keep], cls[keep], b, b2, z[keep], z2[keep], 3, curv_k)
+    ordinal_pass(yhat[keep], cls[keep], b, b2, z[keep], z2[keep], 3, curv_k, NO_WEIGHTS)
     H = np.zeros((4, 4))
     for j in range(4):
         H[j, j] = curv_k[j, 1] + curv_k[j + 1, 0]
@@ -119,6 +122,22 @@ def test_pass_likelihood_and_curvature_match_references():
             num[j, k] = -(ll(gamma + ej + ek) - ll(gamma + ej - ek) - ll(gamma - ej + ek) + ll(gamma - ej - ek)) / (4 * h * h)
     np.testing.assert_allclose(H, num, rtol=1e-4, atol=1e-3 * np.abs(num).max())
     assert np.abs(H[0, 2]) == 0 and np.abs(num[0, 2]) < 1e-3 * np.abs(num).max()     # tridiagonal
+    # -weights: each row's terms times its weight (0 included), against the per-row reference;
+    # integer weights give the sums of the rows repeated
+    u = rng.choice([0.0, 0.5, 1.0, 2.0, 3.0], n)
+    want = sum(w * (tail_log_prob(b2[m] - t, b2[m + 1] - t) - tail_log_prob(b[m] - t, b[m + 1] - t))
+               for t, m, w in zip(yhat[:300], cls[:300], u[:300]))
+    assert ordinal_pass(yhat[:300], cls[:300], b, b2, z[:300], z2[:300], 3, np.zeros((0, 3)), u[:300]) \
+        == pytest.approx(want, rel=1e-11, abs=1e-12)
+    c = rng.integers(0, 4, n)
+    rep = np.repeat(np.arange(n), c)
+    curv_w, curv_r = np.zeros((5, 3)), np.zeros((5, 3))
+    zr, zr2 = np.empty(len(rep)), np.empty(len(rep))
+    weighted = ordinal_pass(yhat, cls, b, b2, z, z2, 3, curv_w, c.astype(np.float64))
+    repeated = ordinal_pass(yhat[rep], cls[rep], b, b2, zr, zr2, 3, curv_r, NO_WEIGHTS)
+    assert weighted == pytest.approx(repeated, rel=1e-10)
+    np.testing.assert_allclose(curv_w, curv_r, rtol=1e-10)
+    assert np.isfinite(z).all()         # rows of weight 0 get a latent target too
 
 
 def test_probabilities_and_likelihood_match_scipy():
@@ -335,3 +354,40 @@ def test_warm_start_errors(run, files, tmp_path):
         assert not out.exists()
     code, _, err = run("predict", "-task", "o", "-model", libfm, "-test", te, "-out", out)
     assert code == 2 and "records no classes or cutpoints" in err and not out.exists(), err
+
+
+def test_weights_count_rows_as_copies():
+    # class-1 rows weighted 3: the cutpoints' posterior means are those of the file with those
+    # rows written three times, and far from the unweighted run's
+    import dataclasses
+
+    from test_weights import subset
+
+    d, _, _ = planted(1, n=3000)
+    c = np.where(d.y == 1, 3, 1)
+    gaps = {}
+    for name, data in (("weighted", dataclasses.replace(d, weights=c.astype(np.float64))),
+                       ("repeated", subset(d, np.repeat(np.arange(d.n_rows), c))), ("plain", d)):
+        lrn = make_learner("mcmc", data, {"test": d}, k=2, seed=3, task="o", regular=(0.0, 0.0, 0.0), burn_in=30)
+        g = []
+        for it in range(100):
+            lrn.step(it)
+            if it >= 30:
+                g.append(np.diff(lrn.ordinal.gamma))
+        gaps[name] = np.mean(g, axis=0)
+    np.testing.assert_allclose(gaps["weighted"], gaps["repeated"], atol=0.04)
+    assert gaps["plain"][0] - gaps["weighted"][0] > 0.15
+
+
+def test_weights_of_one_give_the_unweighted_run(run, files, tmp_path):
+    tr, te = files
+    wf = tmp_path / "w.txt"
+    wf.write_text("1\n" * 1200)
+    outs = []
+    for extra in ((), ("-weights", wf)):
+        out = tmp_path / f"out{len(extra)}"
+        code, _, err = run("train", "-task", "o", "-train", tr, "-test", te, "-iter", "5", "-dim", "1,1,2",
+                           "-out", out, *extra)
+        assert code == 0, err
+        outs.append(np.loadtxt(out))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-4)

@@ -254,20 +254,22 @@ def _interval_point(lo, hi, q):
 
 
 @njit
-def _row_curvature(lo, hi, P, acc, m):
-    """Add row's terms of −∂² log P to acc[m, 0:3]: (lower end, upper end, cross), P = Φ(hi) − Φ(lo)."""
+def _row_curvature(lo, hi, P, acc, m, u):
+    """Add row's terms of −∂² log P, times its weight u, to acc[m, 0:3]: (lower end, upper end,
+    cross), P = Φ(hi) − Φ(lo)."""
     c = math.exp(-0.5 * lo * lo) * INV_SQRT_2PI / P if lo > -math.inf else 0.0
     a = math.exp(-0.5 * hi * hi) * INV_SQRT_2PI / P if hi < math.inf else 0.0
     if lo > -math.inf:
-        acc[m, 0] += c * c - lo * c
+        acc[m, 0] += u * (c * c - lo * c)
     if hi < math.inf:
-        acc[m, 1] += a * a + hi * a
-    acc[m, 2] -= a * c
+        acc[m, 1] += u * (a * a + hi * a)
+    acc[m, 2] -= u * (a * c)
 
 
 @njit(parallel=True)
-def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv):
-    """One pass over the rows for the cutpoints' Metropolis–Hastings step: Σ_i log(P2_i / P_i),
+def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv, wt):
+    """One pass over the rows for the cutpoints' Metropolis–Hastings step: Σ_i u_i log(P2_i / P_i)
+    (u_i: the row's weight wt[i], 1 when wt is empty; -weights),
     P_i = P(cls_i | ŷ_i) under the bounds bnd (`ordinal.bounds`) and P2_i under the proposed
     bounds bnd2 (one log a row), and the latent targets of both outcomes half-drawn: z_i (z2_i)
     receives the quantile argument of z_i ~ N(ŷ_i, 1) truncated to class cls_i's interval
@@ -279,10 +281,12 @@ def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv):
     (interval_log_prob, truncated_normal from numba's generator seeded per chunk of
     ordinal.CHUNK_ROWS rows) and receive their z itself. Summed per chunk, the chunks added in
     order: the same bits on any thread count. With curv of shape (C, 3) (C classes; shape
-    (0, 3): none) it also receives, per class, the sums of −∂² log P over its rows at bnd
-    (fast-path rows): lower end, upper end, cross term."""
+    (0, 3): none) it also receives, per class, the weighted sums of −∂² log P over its rows at
+    bnd (fast-path rows): lower end, upper end, cross term. A row of weight 0 still gets its z
+    (finite: its residual enters the sweep's sums, times 0)."""
     n = yhat.shape[0]
     C = bnd.shape[0] - 1
+    weighted = wt.shape[0] > 0
     n_chunks = max(1, (n + CHUNK_ROWS - 1) // CHUNK_ROWS)
     want = curv.shape[0] > 0
     part = np.zeros(n_chunks)
@@ -299,23 +303,24 @@ def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv):
             lo2, hi2 = bnd2[m] - t, bnd2[m + 1] - t
             fast, P, z[i] = _interval_mass(lo, hi, u)
             fast2, P2, z2[i] = _interval_mass(lo2, hi2, u)
+            w = wt[i] if weighted else 1.0
             if fast and want:
-                _row_curvature(lo, hi, P, pcurv[c], m)
+                _row_curvature(lo, hi, P, pcurv[c], m, w)
             if fast and fast2:
-                s += math.log(P2 / P)
+                s += w * math.log(P2 / P)
                 continue
             if not seeded:
                 np.random.seed(chunk_seed(key, c))
                 seeded = True
             if fast:
-                s -= math.log(P)
+                s -= w * math.log(P)
             else:
-                s -= interval_log_prob(lo, hi)
+                s -= w * interval_log_prob(lo, hi)
                 z[i] = t + truncated_normal(lo, hi)
             if fast2:
-                s += math.log(P2)
+                s += w * math.log(P2)
             else:
-                s += interval_log_prob(lo2, hi2)
+                s += w * interval_log_prob(lo2, hi2)
                 z2[i] = t + truncated_normal(lo2, hi2)
         part[c] = s
     total = 0.0
@@ -364,11 +369,12 @@ class OrdinalSampler:
     ADAPT_SWEEPS = 16
     ALPHA_PRIOR_SD = 10.0
 
-    def __init__(self, classes, cls, rng, adapt=0, gamma=None):
+    def __init__(self, classes, cls, rng, adapt=0, gamma=None, weights=None):
         from fmcli.ordinal import alphas
 
         self.classes = np.asarray(classes, np.float64)
         self.cls = cls
+        self.weights = np.empty(0) if weights is None else weights     # -weights' (empty: all 1)
         self.rng = rng
         self.adapt = max(self.ADAPT_SWEEPS, int(adapt))
         # start: the given cutpoints (a warm start), or halfway between the class values (the
@@ -377,7 +383,8 @@ class OrdinalSampler:
         self.alpha = alphas(self.gamma)
         self.prior_mean = self.alpha.copy()
         d = len(self.alpha)
-        self.step = np.eye(d) / math.sqrt(max(len(cls), 1))      # s L⁻ᵀ
+        # s L⁻ᵀ (before the first measurement: the posterior's width for that many rows)
+        self.step = np.eye(d) / math.sqrt(max(float(self.weights.sum()) if len(self.weights) else len(cls), 1.0))
         self.scale = 2.38 / math.sqrt(d)
         self.z_spare = np.empty(len(cls))
         self.curv = np.zeros((len(self.classes), 3))
@@ -422,7 +429,8 @@ class OrdinalSampler:
         if adapting:
             self.curv[:] = 0.0
         b, b2 = bounds(self.gamma), bounds(cutpoints(prop))
-        log_ratio = ordinal_pass(yhat, self.cls, b, b2, z, self.z_spare, seed, self.curv if adapting else self.no_curv)
+        log_ratio = ordinal_pass(yhat, self.cls, b, b2, z, self.z_spare, seed, self.curv if adapting else self.no_curv,
+                                 self.weights)
         if adapting:
             f = self.proposal_factor(self.curv, self.alpha)
             if f is not None:
@@ -452,7 +460,8 @@ class MCMCLearner(CoordinateLearner):
         if self.task == "o":
             start = self.model.meta.get("ordinal")      # a warm start's (train.settle_model)
             self.ordinal = OrdinalSampler(self.classes, cls, self.rng, self.burn_in,
-                                          None if start is None else np.asarray(start["cutpoints"], np.float64))
+                                          None if start is None else np.asarray(start["cutpoints"], np.float64),
+                                          self._wt)
         self.keep = max(1, int(self.opts.keep_samples or 1))
         self.n_avg = 0
         C = len(self.classes) if self.task == "o" else 0
