@@ -118,14 +118,19 @@ class FMModel:
         if self.samples is None:
             raw = self.predict_raw(indptr, indices, data, relations=relations)
             return apply_link(raw, self.link, self.y_min, self.y_max, out=raw)
-        w0s, ws, Vs = self.samples
         total = np.zeros(len(indptr) - 1)
-        for s in range(len(w0s)):
-            params = (w0s[s], ws[s], Vs[s]) if self.samples_H is None else (w0s[s], ws[s], Vs[s], self.samples_H[s])
+        for params in self.sample_params():
             raw = self.predict_raw(indptr, indices, data, params, relations)
             total += apply_link(raw, self.link, self.y_min, self.y_max, out=raw)
-        return apply_link(total / len(w0s), self.link, self.y_min, self.y_max) if self.link == "identity" \
-            else total / len(w0s)
+        n = len(self.samples[0])
+        return apply_link(total / n, self.link, self.y_min, self.y_max) if self.link == "identity" else total / n
+
+    def sample_params(self):
+        """The stored samples' parameters, one predict_raw params tuple each ((w0, w, V), with
+        H for orders 3 and up)."""
+        w0s, ws, Vs = self.samples
+        for s in range(len(w0s)):
+            yield (w0s[s], ws[s], Vs[s]) if self.samples_H is None else (w0s[s], ws[s], Vs[s], self.samples_H[s])
 
 
 def apply_link(raw, link, y_min, y_max, out=None):

@@ -297,11 +297,9 @@ def model_prediction(model, indptr, indices, data, relations=()):
         add_probabilities(model.predict_raw(indptr, indices, data, relations=relations),
                           bounds(o["cutpoints"]), out)
         return OrdinalPrediction(out, classes)
-    w0s, ws, Vs = model.samples
-    for s in range(len(w0s)):
-        raw = model.predict_raw(indptr, indices, data, (w0s[s], ws[s], Vs[s]), relations)
-        add_probabilities(raw, bounds(o["sample_cutpoints"][s]), out)
-    return OrdinalPrediction(out / len(w0s), classes)
+    for params, gamma in zip(model.sample_params(), o["sample_cutpoints"]):
+        add_probabilities(model.predict_raw(indptr, indices, data, params, relations), bounds(gamma), out)
+    return OrdinalPrediction(out / len(o["sample_cutpoints"]), classes)
 
 
 def format_probabilities(proba):

@@ -127,8 +127,6 @@ def _check_ordinal(job):
     if opts.method != "mcmc":
         raise UsageError(f"-task o (ordered classes) needs -method mcmc: the ordered probit is sampled "
                          f"(its cutpoints by Metropolis-Hastings); -method {opts.method} has no such step")
-    if len(opts.dim) > 3:
-        raise UsageError(f"-dim {','.join(map(str, opts.dim))}: -task o supports interaction orders up to 2 only")
     if (job.out_proba or job.out_class) and not job.test:
         raise UsageError("--out-proba and --out-class need -test (the rows to predict)")
 

@@ -391,3 +391,29 @@ def test_weights_of_one_give_the_unweighted_run(run, files, tmp_path):
         assert code == 0, err
         outs.append(np.loadtxt(out))
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-4)
+
+
+def test_higher_orders_saved_samples_predict_the_running_average():
+    # -dim 1,1,3,2 (order 3 too): the saved model's probabilities, each sample with its own
+    # higher-order factors, are the average the learner kept while sampling
+    from fmcli.learners.base import TrainOptions
+    from fmcli.train import build_learner
+
+    rng = np.random.default_rng(2)
+    p, w = 30, rng.normal(0, 0.7, 30)
+
+    def rows(n):
+        idx = np.stack([rng.choice(p, 4, replace=False) for _ in range(n)]).astype(np.int32)
+        z = w[idx].sum(axis=1) + rng.standard_normal(n)
+        y = (1 + np.searchsorted(GAMMA, z)).astype(np.float32)
+        return SparseData(np.arange(0, 4 * n + 1, 4, dtype=np.int64), idx.reshape(-1), np.ones(4 * n, np.float32),
+                          y, p)
+
+    train, test = rows(1500), rows(200)
+    opts = TrainOptions(task="o", method="mcmc", dim=(1, 1, 3, 2), seed=1, init_stdev=0.1, regular=(0.0, 1.0, 1.0),
+                        save_samples=True)
+    lrn = fit(build_learner(opts, train, {"test": test}), 6)
+    final = lrn.final_model()
+    assert final.samples_H.shape[0] == 6 and np.abs(final.samples_H[0] - final.samples_H[-1]).max() > 1e-2
+    got = ordinal.model_prediction(final, *test.csr()).proba
+    np.testing.assert_allclose(got, lrn.eval_predictions("test").proba, rtol=0, atol=1e-5)
