@@ -34,16 +34,26 @@ def chunks(path, chunk_bytes, span=None, rows=None):
                          d.n_features, d.source)
 
 
+def model_predictions(model, indptr, indices, data, relations=()):
+    """A model's predictions of CSR rows: a -task o model's OrdinalPrediction (fmcli.ordinal:
+    class probabilities, expected values), any other model's values."""
+    if model.task != "o":
+        return model.predict(indptr, indices, data, relations=relations)
+    from fmcli.ordinal import model_prediction
+
+    return model_prediction(model, indptr, indices, data, relations=relations)
+
+
 def score_chunk(model, chunk, relations=(), out_class=False, proba=False):
     """(the values -out writes, the --out-proba text or None) for one chunk: a -task o model's
-    expected values (or most probable classes) and class probabilities (fmcli.ordinal), any
-    other model's predictions."""
+    expected values (or most probable classes) and class probabilities, any other model's
+    predictions."""
+    pred = model_predictions(model, *chunk.csr(), relations=relations)
     if model.task != "o":
-        return model.predict(*chunk.csr(), relations=relations), None
-    from fmcli.ordinal import format_probabilities, model_prediction, output_values
+        return pred, None
+    from fmcli.ordinal import format_probabilities, output_values
 
-    both = model_prediction(model, *chunk.csr(), relations=relations)
-    return output_values(both, out_class), format_probabilities(both.proba) if proba else None
+    return output_values(pred, out_class), format_probabilities(pred.proba) if proba else None
 
 
 class RunningMetrics:

@@ -399,19 +399,17 @@ def _run_train(plan, console):
         console.warn("non-finite draws rejected (old value kept): "
                      + ", ".join(f"{k}={v}" for k, v in rejected.items() if v))
     final, done = learner.final_model(), progress.done
-    test_pred = None
-    if stopper and stopper.best_model is not None:
+    stopped = stopper is not None and stopper.best_model is not None
+    if stopped:
         final, done = stopper.best_model, stopper.best_it + 1
-        test_pred = final.predict(*test.csr(), relations=test.relations) if test is not None else None
+    test_pred = None
+    if test is not None and opts.iterations and final.samples is None and not stopped:
+        test_pred = learner.eval_predictions("test")
     elif test is not None:
-        test_pred = learner.eval_predictions("test") if opts.iterations \
-            else final.predict(*test.csr(), relations=test.relations)
-    if opts.task == "o" and test is not None and (final.samples is not None or not opts.iterations
-                                                  or test_pred is None or stopper and stopper.best_model is not None):
-        # from the model as saved (float32 samples): fmcli predict writes the same text
-        from fmcli.ordinal import model_prediction
+        # from the model as saved (MCMC: its float32 samples): fmcli predict writes the same text
+        from fmcli.scoring import model_predictions
 
-        test_pred = model_prediction(final, *test.csr(), relations=test.relations)
+        test_pred = model_predictions(final, *test.csr(), relations=test.relations)
     if test_pred is not None and not np.isfinite(test_pred.proba if opts.task == "o" else test_pred).all():
         raise TrainingError(f"{opts.method} diverged: the -test predictions are NaN or inf; try a "
                             f"smaller -init_stdev or -learn_rate, or a larger -regular")
