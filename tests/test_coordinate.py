@@ -3,6 +3,8 @@ brute-force 1-D minimiser, whole sweeps (factor blocks, relations, MCMC's draws)
 dense float64 transcription in the learner's order, exact caches, monotone ALS loss, the
 schedule (colouring, row order, lanes) and the MCMC samplers."""
 
+import dataclasses
+
 import numba
 import numpy as np
 import pytest
@@ -264,12 +266,41 @@ def test_caches_are_exact_after_a_sweep(method, layout, monkeypatch):
     caches_exact(lrn, rows, lrn.latent_targets())
     if layout == "factor_blocks":
         assert lrn.cached_factors == lrn.factor_blocks[-1] == (6, 8)
-    # a step ends with the train refresh: exact ŷ, and q of block 0 ready for the next sweep
+    # a step between refreshes: the caches as the sweep left them, still exact
     lrn.step(1)
+    assert lrn.n_steps % coord.REFRESH_SWEEPS
+    caches_exact(lrn, rows, lrn.latent_targets())
+    # the step of the train refresh: exact ŷ, and q of block 0 ready for the next sweep
+    while lrn.n_steps % coord.REFRESH_SWEEPS:
+        lrn.step(lrn.n_steps)
     assert lrn.cached_factors == lrn.factor_blocks[0]
     m = lrn.model
     np.testing.assert_allclose(lrn.train_raw(), fm_predict_rows(rows, m.w0, m.w, m.V), atol=1e-9)
     caches_exact(lrn, rows, lrn.latent_targets())
+    before = lrn.cache.copy()
+    lrn._refresh_train()
+    np.testing.assert_array_equal(lrn.cache, before)
+
+
+@pytest.mark.parametrize("task", ["r", "c"])
+def test_train_refresh_cadence(task):
+    # regression: the refresh every REFRESH_SWEEPS steps, the sweeps' own caches in between;
+    # latent targets: after every step. Either way Σ e² for the divergence check is the cache's.
+    p = recsys(6, n=800, n_test=50)
+    d = p.train if task == "r" else dataclasses.replace(p.train, y=np.where(p.train.y > 3, 1.0, -1.0))
+    lrn = make_learner("als", d, {"test": p.test}, k=4, task=task, regular=(0.1, 1, 1))
+    refreshed = []
+    for it in range(2 * coord.REFRESH_SWEEPS):
+        lrn.step(it)
+        before = lrn.cache.copy()
+        lrn._refresh_train()
+        if task != "r":
+            sweep.set_residuals(lrn.cache, lrn._yhat, lrn._z)
+        refreshed.append(bool((lrn.cache == before).all()))
+        lrn.cache[:] = before
+    want = [True] * len(refreshed) if task != "r" else \
+        [(i + 1) % coord.REFRESH_SWEEPS == 0 for i in range(len(refreshed))]
+    assert refreshed == want
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

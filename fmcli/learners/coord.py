@@ -14,8 +14,9 @@ feature (w_j, v_{j,0} … v_{j,f1−1}), then each later block feature by featur
 factors only, each block in the same order of colour classes and features. Still every update
 is exact given everything else. The cache keeps q of one block at a time: before each later
 block its q is computed from the CSR rows (sweep.factor_block_sums), while e is carried over
-from block to block. After the sweep the train refresh recomputes ŷ exactly (all factors) and
-leaves q of block 0 in the cache, ready for the next sweep. MCMC's normals of block b come
+from block to block. The train refresh recomputes ŷ exactly (all factors) and leaves q of
+block 0 in the cache, ready for the next sweep (without it, the next sweep computes block 0's
+q from the rows as it does the later blocks'). MCMC's normals of block b come
 from the streams of their own seed, streams.part_seed(sweep seed, b) (block 0: the sweep seed
 itself). With k <= FACTOR_BLOCK there is one block and the sweep is the unblocked one.
 
@@ -33,8 +34,14 @@ Features without any train entry are not visited (their values never change). A 
 (row, feature) entry makes ŷ quadratic in v_{j,f}; a row's copies of a feature count as one
 term with their summed derivative (sweep._column_in_place: libFM counts each copy as a row
 of its own, which makes the step c times too long for c copies and diverges on a long row
-of repeated features); the train refresh recomputes ŷ and q from the CSR rows after each
-sweep anyway.
+of repeated features).
+
+The train refresh. Every sweep keeps e and q up to date incrementally, in float32; the refresh
+recomputes them from the CSR rows (float64 sums, stored as float32) to reset the rounding that
+the incremental updates accumulate. Latent targets (classification, ordinal) need the exact ŷ
+after every sweep. Regression refreshes every REFRESH_SWEEPS sweeps: in between, the rounding
+grows by about 1e-7 (RMS, relative to e) a sweep (bench/notes.md), and the train metrics come
+from the cache's e as after a refresh.
 
 The train rows are reordered inside the learner (schedule.row_order); every prediction and
 inspection value (train_raw, residuals, factor_sums, latent_targets) is in the file's order.
@@ -52,12 +59,13 @@ from fmcli.learners.schedule import (class_order, colouring, index_dtype, lane_b
                                      relation_schedule, row_order)
 from fmcli.learners.streams import part_seed, seed_numba
 from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, factor_block_sums,
-                                  set_residuals, squared_error, sweep)
+                                  residual_square_sum, set_residuals, squared_error, sweep)
 from fmcli.memory import release_pages
 from fmcli.metrics import difference_sums
 from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
 
 REFRESH_ROWS = 1 << 18       # regression refresh: rows of ŷ at a time (2 MB), e into the cache
+REFRESH_SWEEPS = 8           # regression: the train refresh after every this many sweeps
 FACTOR_BLOCK = 16            # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors
 
 
@@ -307,8 +315,8 @@ class CoordinateLearner(Learner):
         return apply_link(raw, m.link, m.y_min, m.y_max)
 
     def _check_diverged(self, it):
-        """base.check_diverged on the train rows' ŷ after the refresh (regression: Σ e² was
-        summed as e was written, _refresh_train)."""
+        """base.check_diverged on the train rows' ŷ after the step (regression: Σ e² of the
+        cache's e, summed as the refresh wrote it or after the sweep)."""
         m = self.model
         sq_error = squared_error(self._yhat, self._y) if self._yhat is not None else self._sq_error
         finite = math.isfinite(self._w0[0]) and not count_nonfinite(m.w) and not count_nonfinite(m.V.reshape(-1))
@@ -324,7 +332,10 @@ class CoordinateLearner(Learner):
         seed_numba(int(self.rng.integers(0, 2**31 - 1)))
         self._before_sweep()
         self.sweep(int(self.rng.integers(0, 2**63 - 1)))
-        self._refresh_train()
+        if self.task != "r" or (self.n_steps + 1) % REFRESH_SWEEPS == 0:
+            self._refresh_train()
+        else:
+            self._sq_error = residual_square_sum(self.cache)
         self._check_diverged(it)
         if self.task != "r":
             self._latent()

@@ -340,6 +340,16 @@ def set_residuals(cache, yhat, t):
     return sq
 
 
+@njit(parallel=True)
+def residual_square_sum(cache):
+    """Σ e_i² of the cache's e (column 0), in float64: inf or NaN when some e_i is."""
+    sq = 0.0
+    for i in prange(cache.shape[0]):
+        e = np.float64(cache[i, 0])
+        sq += e * e
+    return sq
+
+
 @njit
 def squared_error(yhat, y):
     """Σ (ŷ_i − y_i)²."""
