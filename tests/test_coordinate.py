@@ -282,25 +282,29 @@ def test_caches_are_exact_after_a_sweep(method, layout, monkeypatch):
     np.testing.assert_array_equal(lrn.cache, before)
 
 
-@pytest.mark.parametrize("task", ["r", "c"])
-def test_train_refresh_cadence(task):
-    # regression: the refresh every REFRESH_SWEEPS steps, the sweeps' own caches in between;
-    # latent targets: after every step. Either way Σ e² for the divergence check is the cache's.
+@pytest.mark.parametrize("method, task", [("als", "r"), ("als", "c"), ("mcmc", "c"), ("mcmc", "o")])
+def test_train_refresh_cadence(method, task):
+    # the refresh every REFRESH_SWEEPS steps, the sweeps' own caches in between; latent targets
+    # drawn around ŷ = e + t, which is the exact ŷ up to float32's rounding of e
     p = recsys(6, n=800, n_test=50)
-    d = p.train if task == "r" else dataclasses.replace(p.train, y=np.where(p.train.y > 3, 1.0, -1.0))
-    lrn = make_learner("als", d, {"test": p.test}, k=4, task=task, regular=(0.1, 1, 1))
+    y = {"r": p.train.y, "c": np.where(p.train.y > 3, 1.0, -1.0),
+         "o": np.clip(np.round(p.train.y), 1, 5)}[task].astype(np.float32)
+    lrn = make_learner(method, dataclasses.replace(p.train, y=y), {"test": p.test}, k=4, task=task,
+                       regular=(0.1, 1, 1))
     refreshed = []
     for it in range(2 * coord.REFRESH_SWEEPS):
         lrn.step(it)
-        before = lrn.cache.copy()
+        if task != "r":     # before the step's latent draw
+            np.testing.assert_allclose(lrn.train_raw(), lrn.model.predict_raw(*p.train.csr()), rtol=0, atol=1e-5)
+        before = lrn.cache.copy(), None if lrn._yhat is None else lrn._yhat.copy()
         lrn._refresh_train()
         if task != "r":
             sweep.set_residuals(lrn.cache, lrn._yhat, lrn._z)
-        refreshed.append(bool((lrn.cache == before).all()))
-        lrn.cache[:] = before
-    want = [True] * len(refreshed) if task != "r" else \
-        [(i + 1) % coord.REFRESH_SWEEPS == 0 for i in range(len(refreshed))]
-    assert refreshed == want
+        refreshed.append(bool((lrn.cache == before[0]).all()))
+        lrn.cache[:] = before[0]
+        if task != "r":
+            lrn._yhat[:] = before[1]
+    assert refreshed == [(i + 1) % coord.REFRESH_SWEEPS == 0 for i in range(len(refreshed))]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

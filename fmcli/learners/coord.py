@@ -38,10 +38,10 @@ of repeated features).
 
 The train refresh. Every sweep keeps e and q up to date incrementally, in float32; the refresh
 recomputes them from the CSR rows (float64 sums, stored as float32) to reset the rounding that
-the incremental updates accumulate. Latent targets (classification, ordinal) need the exact ŷ
-after every sweep. Regression refreshes every REFRESH_SWEEPS sweeps: in between, the rounding
-grows by about 1e-7 (RMS, relative to e) a sweep (bench/notes.md), and the train metrics come
-from the cache's e as after a refresh.
+the incremental updates accumulate. It runs every REFRESH_SWEEPS sweeps: in between, the
+rounding grows by about 1e-7 (RMS, relative to e) a sweep (bench/notes.md); regression's train
+metrics come from the cache's e as after a refresh, and the latent targets (classification,
+ordinal) are drawn around ŷ = e + t, t the targets e was taken against.
 
 The train rows are reordered inside the learner (schedule.row_order); every prediction and
 inspection value (train_raw, residuals, factor_sums, latent_targets) is in the file's order.
@@ -59,13 +59,14 @@ from fmcli.learners.schedule import (class_order, colouring, index_dtype, lane_b
                                      relation_schedule, row_order)
 from fmcli.learners.streams import part_seed, seed_numba
 from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, factor_block_sums,
-                                  residual_square_sum, set_residuals, squared_error, sweep)
+                                  predictions_from_residuals, residual_square_sum, set_residuals,
+                                  squared_error, sweep)
 from fmcli.memory import release_pages
 from fmcli.metrics import difference_sums
 from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
 
 REFRESH_ROWS = 1 << 18       # regression refresh: rows of ŷ at a time (2 MB), e into the cache
-REFRESH_SWEEPS = 8           # regression: the train refresh after every this many sweeps
+REFRESH_SWEEPS = 8           # the train refresh after every this many sweeps
 FACTOR_BLOCK = 16            # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors
 
 
@@ -332,10 +333,12 @@ class CoordinateLearner(Learner):
         seed_numba(int(self.rng.integers(0, 2**31 - 1)))
         self._before_sweep()
         self.sweep(int(self.rng.integers(0, 2**63 - 1)))
-        if self.task != "r" or (self.n_steps + 1) % REFRESH_SWEEPS == 0:
+        if (self.n_steps + 1) % REFRESH_SWEEPS == 0:
             self._refresh_train()
-        else:
+        elif self._yhat is None:
             self._sq_error = residual_square_sum(self.cache)
+        else:
+            predictions_from_residuals(self.cache, self._z, self._yhat)
         self._check_diverged(it)
         if self.task != "r":
             self._latent()

@@ -341,6 +341,13 @@ def set_residuals(cache, yhat, t):
 
 
 @njit(parallel=True)
+def predictions_from_residuals(cache, t, yhat):
+    """ŷ_i = e_i + t_i from the cache's e (set_residuals' inverse; float64 ŷ, e as float32 keeps it)."""
+    for i in prange(cache.shape[0]):
+        yhat[i] = np.float64(cache[i, 0]) + t[i]
+
+
+@njit(parallel=True)
 def residual_square_sum(cache):
     """Σ e_i² of the cache's e (column 0), in float64: inf or NaN when some e_i is."""
     sq = 0.0
