@@ -170,8 +170,8 @@ def test_thread_count_does_not_change_the_model(method, task, monkeypatch):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("task", ["r", "c"])
 def test_train_scores_match_the_train_rows(method, task):
-    """train_scores may come in the learner's own row order (and, for ALS/MCMC regression,
-    from the float32 residual cache): its metrics are those of the final model on the train rows."""
+    """train_scores may come in the learner's own row order (and, for ALS/MCMC, from the
+    float32 residual cache): its metrics are those of the final model on the train rows."""
     p = recsys(8, n=800, n_test=100, task=task)
     lrn = fit(learner(method, p, task=task), 2)
     pred, y = lrn.train_scores()
@@ -182,4 +182,4 @@ def test_train_scores_match_the_train_rows(method, task):
     got = metrics.evaluate(task, pred, y)
     assert want.keys() == got.keys()
     for key in want:
-        assert got[key] == pytest.approx(want[key], rel=1e-6)
+        assert got[key] == pytest.approx(want[key], rel=1e-5)

@@ -239,6 +239,11 @@ def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, c
 class _HigherOrders:
     """What ALS and MCMC add for orders 3 and up (mixed in before the learner class)."""
 
+    # the train refresh after every sweep: an order-t h of a row with fewer than t features is
+    # 0 only up to rounding, and an unregularised (λ = 0) update divides that rounding by its
+    # square; the incremental e would take the huge step, the exact refresh does not
+    refresh_sweeps = 1
+
     def _setup_features(self, n):
         super()._setup_features(n)
         if self.has_duplicates:

@@ -38,7 +38,8 @@ of repeated features).
 
 The train refresh. Every sweep keeps e and q up to date incrementally, in float32; the refresh
 recomputes them from the CSR rows (float64 sums, stored as float32) to reset the rounding that
-the incremental updates accumulate. It runs every REFRESH_SWEEPS sweeps: in between, the
+the incremental updates accumulate. It runs every REFRESH_SWEEPS sweeps (with orders 3 and up
+after every sweep: anova_sweep._HigherOrders): in between, the
 rounding grows by about 1e-7 (RMS, relative to e) a sweep (bench/notes.md); regression's train
 metrics come from the cache's e as after a refresh, and the latent targets (classification,
 ordinal) are drawn around ŷ = e + t, t the targets e was taken against.
@@ -66,7 +67,7 @@ from fmcli.metrics import difference_sums
 from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
 
 REFRESH_ROWS = 1 << 18       # regression refresh: rows of ŷ at a time (2 MB), e into the cache
-REFRESH_SWEEPS = 8           # the train refresh after every this many sweeps
+REFRESH_SWEEPS = 8           # the train refresh after every this many sweeps (orders 3 and up: every one)
 FACTOR_BLOCK = 16            # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors
 
 
@@ -130,6 +131,7 @@ class CoordinateLearner(Learner):
     """
 
     sample = False
+    refresh_sweeps = REFRESH_SWEEPS     # the train refresh after every this many sweeps
 
     def __init__(self, model, train, evals, groups, opts, rng):
         self.opts, self.rng, self.task = opts, rng, opts.task
@@ -333,7 +335,7 @@ class CoordinateLearner(Learner):
         seed_numba(int(self.rng.integers(0, 2**31 - 1)))
         self._before_sweep()
         self.sweep(int(self.rng.integers(0, 2**63 - 1)))
-        if (self.n_steps + 1) % REFRESH_SWEEPS == 0:
+        if (self.n_steps + 1) % self.refresh_sweeps == 0:
             self._refresh_train()
         elif self._yhat is None:
             self._sq_error = residual_square_sum(self.cache)
