@@ -403,13 +403,14 @@ def _run_train(plan, console):
     if stopped:
         final, done = stopper.best_model, stopper.best_it + 1
     test_pred = None
-    if test is not None and opts.iterations and final.samples is None and not stopped:
-        test_pred = learner.eval_predictions("test")
-    elif test is not None:
-        # from the model as saved (MCMC: its float32 samples): fmcli predict writes the same text
-        from fmcli.scoring import model_predictions
+    if test is not None:
+        if opts.iterations and final.samples is None and not stopped:
+            test_pred = learner.eval_predictions("test")
+        else:
+            # from the model as saved (MCMC: its float32 samples): fmcli predict writes the same text
+            from fmcli.scoring import model_predictions
 
-        test_pred = model_predictions(final, *test.csr(), relations=test.relations)
+            test_pred = model_predictions(final, *test.csr(), relations=test.relations)
     if test_pred is not None and not np.isfinite(test_pred.proba if opts.task == "o" else test_pred).all():
         raise TrainingError(f"{opts.method} diverged: the -test predictions are NaN or inf; try a "
                             f"smaller -init_stdev or -learn_rate, or a larger -regular")
