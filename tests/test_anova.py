@@ -281,9 +281,11 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes, weighted)
     H0 = model.H.copy()
     seed = 12345
     longest = int(np.diff(cptr).max())
+    row_len = np.diff(indptr).astype(np.int32)   # no zero values: a row's count of non-zeros
     sweep_higher(cptr, crow, cval, order, lane_ptr, lanes, groups, cache, model.H, col_order, col_off, A,
                  lam, mu, alpha, sample, seed, np.empty((lanes, 1 + width, longest)), np.zeros((8, 8), np.int64),
-                 u if weighted else np.empty(0), np.empty((lanes, longest if weighted else 0)))
+                 u if weighted else np.empty(0), np.empty((lanes, longest if weighted else 0)), row_len,
+                 np.empty((lanes, longest), np.int32))
     got = model.H.copy()
     model.H[:] = H0
     for j in order:
@@ -302,13 +304,18 @@ def test_sweep_is_the_exact_coordinate_update(rng, dim, sample, lanes, weighted)
                 vertex += z[c] / np.sqrt(L[0] - 2 * L[1] + L[2])   # P: the parabola's curvature
             model.H[j, c] = vertex
     assert np.allclose(got, model.H, atol=1e-5)
-    # the caches were kept up to date: e = ŷ − y and the polynomials of the new factors
+    # the caches were kept up to date: e = ŷ − y and the polynomials of the new factors (of
+    # factor c on the rows of at least t_c values: the others are left out of it)
     model.H[:] = got
     assert np.allclose(cache[:, 0], predict() - y, atol=1e-4)
     fresh = np.empty_like(A)
     part = np.full(40, 0.25)
     row_caches(indptr, indices, data, model.H, col_order, col_off, fresh, part)
-    assert np.allclose(A, fresh, atol=1e-9)
+    for c, t in enumerate(col_order):
+        used = row_len >= t
+        cols = slice(col_off[c], col_off[c] + t - 1)
+        assert used.any() and not used.all()
+        assert np.allclose(A[used, cols], fresh[used, cols], atol=1e-9)
     # the refresh's pass adds the rows' higher-order part of ŷ, as the prediction does
     want = np.full(40, 0.25)
     add_higher_orders(indptr, indices, data, model.H, col_order, want)
@@ -351,6 +358,39 @@ def test_order3_recovers_a_planted_order3_model_where_order2_cannot(method, iter
             learner.step(it)
         rmse[len(dim)] = float(np.sqrt(np.mean((learner.eval_predictions("test") - test.y) ** 2)))
     assert rmse[4] < 0.3 and rmse[3] > 1.0, rmse
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+def test_rows_too_short_for_an_order_leave_its_factors_alone(method):
+    """Rows of two features have no order-3 interaction: with λ = 0 (ALS -regular 0) the order-3
+    factors of items seen only in such rows have no data and no prior, and stay exactly 0
+    (their h is exactly 0, not rounding to divide by its square); the run stays finite over
+    several train refreshes."""
+    from conftest import csr_of
+    from fmcli.data import SparseData
+    from fmcli.learners.base import TrainOptions
+    from fmcli.train import build_learner
+
+    r = np.random.default_rng(4)
+    users, items, ctx = 12, 10, 3
+    rows = []
+    for _ in range(600):
+        u, i = int(r.integers(users)), int(r.integers(items))
+        row = [(u, 1.0), (users + i, 1.0)]
+        if i >= 3:      # items 0-2: only in rows of two features
+            row.append((users + items + int(r.integers(ctx)), float(r.uniform(0.5, 1.5))))
+        rows.append(row)
+    y = r.normal(3, 1, len(rows)).astype(np.float32)
+    train = SparseData(*csr_of(rows), y, users + items + ctx)
+    learner = build_learner(TrainOptions(method=method, dim=(1, 1, 2, 2), regular=(0.0, 0.0, 0.0), seed=2),
+                            train, {"train": train})
+    for it in range(20):
+        learner.step(it)
+    H = learner.model.H
+    if method == "als":
+        assert np.array_equal(H[users:users + 3], np.zeros((3, 2)))
+    assert np.isfinite(H).all() and np.abs(H).max() < 100
+    assert np.isfinite(learner.eval_predictions("train")).all()
 
 
 def test_coordinate_results_do_not_depend_on_threads():

@@ -8,9 +8,11 @@ update of sweep.solve applies as for every other parameter:
     P = λ + α Σ_i h_i²,   θ = [α Σ_i h_i (θ_old h_i − e_i) + λ μ] / P  (+ z/√P for MCMC)
 
 Each row keeps the polynomials a_1..a_{t−1} of every factor c of order t (Σ_c (t_c − 1)
-float64 per row), computed from the CSR rows with the higher-order part of ŷ in the train
-refresh before the sweep (row_caches, O(Σ t nnz)) and kept up to date after each change by
-Δ (a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the higher orders costs O(Σ_c t_c nnz).
+float64 per row), computed from the CSR rows with the higher-order part of ŷ in
+the train refresh (row_caches, O(Σ t nnz)) and kept up to date after each change by Δ
+(a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the higher orders costs O(Σ_c t_c nnz). A row of
+fewer than t non-zero values is left out of the factors of order t: its h is exactly 0, and its
+order-t polynomials, never read, go stale until the next refresh.
 Features are visited feature by feature (all K factors of j on its rows' caches gathered
 factor-major into a contiguous buffer; one pass over them per factor), in the colour classes
 and parallel lanes of the order-2 sweep; MCMC draws feature j's normals from stream j of
@@ -110,20 +112,22 @@ def _change(buf, q, off, t, x, old, d, b):
 
 
 @njit(inline="always")
-def _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b, lw):
+def _pass(buf, lx, ln, m, offp, tp, oldp, dp, off, t, old, b, lw):
     """One pass over the gathered rows: first the change of the previous factor (order tp, at
     offp, moved from oldp by dp; tp = 0: none), then the sums (Σ u h (θ h − e), Σ u h²) of factor
     (t, off) at its value old (t = 0: none; u the rows' -weights lw, empty: every u 1). Fusing
     the two halves one pass per factor instead of two: each row's arithmetic is the one of two
-    separate passes, in the same order."""
+    separate passes, in the same order. A row of fewer than t non-zero values (ln) has no order-t
+    interaction: it is skipped for an order-t factor, so its h is exactly 0 (computed, it is 0 only
+    up to rounding, and an update with λ = 0 would divide that rounding by its square)."""
     weighted = lw.shape[0] > 0
     s1 = 0.0
     s2 = 0.0
     for q in range(m):
         x = np.float64(lx[q])
-        if tp:
+        if tp and ln[q] >= tp:
             _change(buf, q, offp, tp, x, oldp, dp, b)
-        if t:
+        if t and ln[q] >= t:
             h = _h(buf, q, off, t, x, old, b)
             uh = lw[q] * h if weighted else h
             s2 += uh * h
@@ -133,7 +137,7 @@ def _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b, lw):
 
 @njit
 def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alpha, sample, z, b, buf, rej, jn,
-             weights, lw):
+             weights, lw, row_len, ln):
     """p_{j,0} .. p_{j,K−1} of feature j in turn. Its rows' e (cache[:, 0]) and polynomial
     caches are gathered into buf (1 + width, ≥ m), factor-major (row r of buf: one cached value
     of every gathered row, so the passes run along contiguous memory), kept up to date there
@@ -141,7 +145,8 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
     prefetch PREFETCH_AHEAD rows ahead, and the first rows of the lane's next feature jn (−1:
     none) are prefetched before the arithmetic (hints only: the same bits). The change of
     factor c and the sums of factor c + 1 share one pass over the rows (_pass): K + 1 passes.
-    weights: each train row's -weight (empty: none), gathered into lw (≥ m, or empty)."""
+    weights: each train row's -weight (empty: none), gathered into lw (≥ m, or empty); row_len:
+    each train row's count of non-zero values, gathered into ln (≥ m)."""
     p0 = cptr[j]
     m = cptr[j + 1] - p0
     if m == 0:
@@ -157,6 +162,7 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
         buf[0, q] = cache[i, 0]
         for u in range(W):
             buf[1 + u, q] = A[i, u]
+        ln[q] = row_len[i]
         if lw.shape[0] > 0:
             lw[q] = weights[i]
     if jn >= 0:
@@ -173,17 +179,17 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
         old = H[j, c]
         if tp == 0:
             if t == 3:
-                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, 3, old, b, lw)
+                s1, s2 = _pass(buf, lx, ln, m, 0, 0, 0.0, 0.0, off, 3, old, b, lw)
             elif t == 4:
-                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, 4, old, b, lw)
+                s1, s2 = _pass(buf, lx, ln, m, 0, 0, 0.0, 0.0, off, 4, old, b, lw)
             else:
-                s1, s2 = _pass(buf, lx, m, 0, 0, 0.0, 0.0, off, t, old, b, lw)
+                s1, s2 = _pass(buf, lx, ln, m, 0, 0, 0.0, 0.0, off, t, old, b, lw)
         elif tp == 3 and t == 3:
-            s1, s2 = _pass(buf, lx, m, offp, 3, oldp, dp, off, 3, old, b, lw)
+            s1, s2 = _pass(buf, lx, ln, m, offp, 3, oldp, dp, off, 3, old, b, lw)
         elif tp == 4 and t == 4:
-            s1, s2 = _pass(buf, lx, m, offp, 4, oldp, dp, off, 4, old, b, lw)
+            s1, s2 = _pass(buf, lx, ln, m, offp, 4, oldp, dp, off, 4, old, b, lw)
         else:
-            s1, s2 = _pass(buf, lx, m, offp, tp, oldp, dp, off, t, old, b, lw)
+            s1, s2 = _pass(buf, lx, ln, m, offp, tp, oldp, dp, off, t, old, b, lw)
         tp = 0
         new = solve(alpha * s1 + lam[c] * mu[c], lam[c] + alpha * s2, z[c] if sample else 0.0)
         if not finite(new):
@@ -193,11 +199,11 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
             tp, offp, oldp, dp = t, off, old, new - old
         H[j, c] = new
     if tp == 3:
-        _pass(buf, lx, m, offp, 3, oldp, dp, 0, 0, 0.0, b, lw)
+        _pass(buf, lx, ln, m, offp, 3, oldp, dp, 0, 0, 0.0, b, lw)
     elif tp == 4:
-        _pass(buf, lx, m, offp, 4, oldp, dp, 0, 0, 0.0, b, lw)
+        _pass(buf, lx, ln, m, offp, 4, oldp, dp, 0, 0, 0.0, b, lw)
     elif tp:
-        _pass(buf, lx, m, offp, tp, oldp, dp, 0, 0, 0.0, b, lw)
+        _pass(buf, lx, ln, m, offp, tp, oldp, dp, 0, 0, 0.0, b, lw)
     for q in range(m):
         i = crow[p0 + q]
         ahead = crow[min(p0 + q + PREFETCH_AHEAD, last)]
@@ -210,14 +216,15 @@ def _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam, mu, alph
 
 @njit(parallel=True)
 def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, col_order, col_off, A,
-                 lam, mu, alpha, sample, seed, bufs, rej, weights, lws):
+                 lam, mu, alpha, sample, seed, bufs, rej, weights, lws, row_len, lns):
     """The higher-order factors of every feature, feature by feature (p_{j,0..K−1}), in the
     colour classes and lanes of the order-2 sweep (sweep.sweep): features of one class share no
     row, so their lanes run in parallel; feature j's normals come from stream j of `seed`, so
     the result is the same for any number of threads. lam, mu: (G, K); bufs: (n_lanes,
     1 + A.shape[1], longest column) gather buffers; rej: (threads, ·); weights: each train row's
     -weight, or empty; lws: (n_lanes, longest column) buffers of the gathered rows' weights, or
-    (n_lanes, 0) without weights."""
+    (n_lanes, 0) without weights; row_len: each train row's count of non-zero values (int32);
+    lns: (n_lanes, longest column) int32 buffers of the gathered rows' counts."""
     K = H.shape[1]
     tmax = col_order.max()
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
@@ -233,16 +240,12 @@ def sweep_higher(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, H, c
                 if sample:
                     stream_normals(seed, j, z)
                 _feature(j, cptr, crow, cval, cache, H, col_order, col_off, A, lam[g], mu[g], alpha, sample,
-                         z, b, bufs[lane], rej[tid], order[tt + 1] if tt + 1 < t1 else -1, weights, lws[lane])
+                         z, b, bufs[lane], rej[tid], order[tt + 1] if tt + 1 < t1 else -1, weights, lws[lane],
+                         row_len, lns[lane])
 
 
 class _HigherOrders:
     """What ALS and MCMC add for orders 3 and up (mixed in before the learner class)."""
-
-    # the train refresh after every sweep: an order-t h of a row with fewer than t features is
-    # 0 only up to rounding, and an unregularised (λ = 0) update divides that rounding by its
-    # square; the incremental e would take the huge step, the exact refresh does not
-    refresh_sweeps = 1
 
     def _setup_features(self, n):
         super()._setup_features(n)
@@ -258,8 +261,9 @@ class _HigherOrders:
         self.lam_h = np.zeros((self.G, K))
         self.col_off, width = cache_offsets(self.col_order)
         self._A = np.empty((len(self.indptr) - 1, width))
+        nonzero = np.concatenate([[0], np.cumsum(self.data != 0)])
+        self._row_len = np.diff(nonzero[self.indptr]).astype(np.int32)
         self._bufs = None
-        self._A_fresh = False    # _A holds the polynomials of the current H (set by the train refresh)
 
     def _init_hyper(self):
         super()._init_hyper()
@@ -272,11 +276,10 @@ class _HigherOrders:
 
     def _refresh_train(self):
         super()._refresh_train()
-        # the higher-order part of ŷ and the rows' polynomial caches in one pass: the next
-        # sweep starts from them (H does not change before it: the order-2 sweep leaves H alone)
+        # the higher-order part of ŷ and the rows' polynomial caches (reset exactly, as e and q
+        # are) in one pass
         hz = np.zeros(len(self.indptr) - 1)
         row_caches(self.indptr, self.indices, self.data, self.model.H, self.col_order, self.col_off, self._A, hz)
-        self._A_fresh = True
         if self._yhat is not None:
             self._yhat += hz
         else:
@@ -295,14 +298,11 @@ class _HigherOrders:
             if self._bufs is None or self._bufs.shape[0] != sc.threads:
                 self._bufs = np.empty((sc.threads, 1 + self._A.shape[1], self.longest))
                 self._lws = np.empty((sc.threads, self.longest if len(self._wt) else 0))
-            if not self._A_fresh:
-                row_caches(self.indptr, self.indices, self.data, m.H, self.col_order, self.col_off, self._A,
-                           np.empty(0))
-            self._A_fresh = False
+                self._lns = np.empty((sc.threads, self.longest), np.int32)
             sweep_higher(self.cptr, self.crow, self.cval, self.order, sc.lane_ptr, sc.threads, self.groups,
                          self.cache, m.H, self.col_order, self.col_off, self._A, self.lam_h, self.mu_h,
                          self.alpha, self.sample, part_seed(seed, HIGHER_PART), self._bufs, rej, self._wt,
-                         self._lws)
+                         self._lws, self._row_len, self._lns)
         finally:
             numba.set_num_threads(before)
         self.rejected += rej.sum(axis=0)
