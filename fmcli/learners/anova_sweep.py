@@ -8,7 +8,7 @@ update of sweep.solve applies as for every other parameter:
     P = λ + α Σ_i h_i²,   θ = [α Σ_i h_i (θ_old h_i − e_i) + λ μ] / P  (+ z/√P for MCMC)
 
 Each row keeps the polynomials a_1..a_{t−1} of every factor c of order t (Σ_c (t_c − 1)
-float64 per row), computed from the CSR rows with the higher-order part of ŷ in
+float32 per row, as e and q), computed from the CSR rows with the higher-order part of ŷ in
 the train refresh (row_caches, O(Σ t nnz)) and kept up to date after each change by Δ
 (a_s += x Δ b_{s−1}; e += h Δ), so a sweep of the higher orders costs O(Σ_c t_c nnz). A row of
 fewer than t non-zero values is left out of the factors of order t: its h is exactly 0, and its
@@ -36,7 +36,7 @@ from fmcli.learners.als import ALSLearner
 from fmcli.learners.mcmc import MCMCLearner, draw_hyper
 from fmcli.learners.streams import part_seed, stream_normals
 from fmcli.learners.prefetch import prefetch_row
-from fmcli.learners.sweep import PREFETCH_AHEAD, REJ_V, count_nonfinite, finite, solve
+from fmcli.learners.sweep import CACHE_DTYPE, PREFETCH_AHEAD, REJ_V, count_nonfinite, finite, solve
 from fmcli.model import FMModel
 
 HIGHER_PART = 1 << 20    # MCMC: the higher-order factors' normals come from parts from here on
@@ -260,7 +260,7 @@ class _HigherOrders:
         self.mu_h = np.zeros((self.G, K))
         self.lam_h = np.zeros((self.G, K))
         self.col_off, width = cache_offsets(self.col_order)
-        self._A = np.empty((len(self.indptr) - 1, width))
+        self._A = np.empty((len(self.indptr) - 1, width), CACHE_DTYPE)
         nonzero = np.concatenate([[0], np.cumsum(self.data != 0)])
         self._row_len = np.diff(nonzero[self.indptr]).astype(np.int32)
         self._bufs = None
