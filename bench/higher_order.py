@@ -8,8 +8,9 @@ cost:    the 1M synthetic set (../shared/bench/synth.py PREFIX 1000000 --seed 1,
          `python -m fmcli train` process run side by side in this one run; the figure is the
          learner's mean time of the iterations after the first (--log-json time_learn; the
          first includes compiling; the default --iter 9 leaves 8, one of them with the train
-         refresh ALS and MCMC make every 8 sweeps), printed with its ratio to -dim 1,1,8. --baseline TREE: each
-         run also in another fmcli tree, interleaved, with this tree's time over TREE's.
+         refresh ALS and MCMC make every 8 sweeps), printed with its ratio to -dim 1,1,8.
+         --baseline TREE: each run also in another fmcli tree, interleaved, with this tree's
+         time over TREE's.
 planted: synth.py's layout (Zipf users/items, hour, weekday, half the rows a context and a
          numeric feature) with a planted order-3 FM (orders 2 and 3, k = 4 each) + N(0, 0.3²);
          MCMC with -dim 1,1,8 and -dim 1,1,8,8: test RMSE against the noise floor 0.3.

@@ -40,7 +40,7 @@ from fmcli.model import row_sums
 REJ_ALPHA, REJ_W0, REJ_W, REJ_V, REJ_WMU, REJ_WLAMBDA, REJ_VMU, REJ_VLAMBDA = range(8)
 REJ_NAMES = ("alpha", "w0", "w", "v", "w_mu", "w_lambda", "v_mu", "v_lambda")
 
-CACHE_DTYPE = np.float32   # e and q: half the memory traffic of float64; reset exactly every sweep
+CACHE_DTYPE = np.float32   # e, q, the higher orders' polynomials: half the traffic of float64; reset by the refresh
 PREFETCH_AHEAD = 16        # cache rows requested ahead of the column kernels' gathers and scatters
 
 
