@@ -64,6 +64,18 @@ def transpose(indptr, indices, data, n_cols):
     return cptr, crow, cval
 
 
+@njit
+def row_nonzeros(indptr, data):
+    """Each CSR row's count of non-zero values (int32); a duplicated entry counts each time."""
+    n_rows = indptr.shape[0] - 1
+    out = np.zeros(n_rows, np.int32)
+    for i in range(n_rows):
+        for p in range(indptr[i], indptr[i + 1]):
+            if data[p] != 0:
+                out[i] += 1
+    return out
+
+
 def permute_rows(indptr, indices, data, perm, release_source=False):
     """The CSR rows perm[0], perm[1], ... as a new CSR matrix. The source is read in file
     order, chunk by chunk (each row scattered to its place). release_source: the source is

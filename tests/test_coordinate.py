@@ -20,6 +20,7 @@ from naive import (brute_force_minimiser, dense_coordinate_sweep, factor_sums, f
 
 GROUPS = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2], np.int32)
 REG_G = (0.5, 1.0, 0.2, 3.0, 0.7, 2.0, 0.1)     # λ0, λw per group, λv per group
+NO_ROW_LEN = np.empty(0, np.int32)      # the column kernels' row lengths, unread when not guarded
 
 
 def lambdas(lrn):
@@ -77,11 +78,11 @@ def test_one_feature_update_is_the_exact_minimiser_of_each_coordinate(layout):
     rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
     args = (j, cptr, crow, cval, cache, w, V, lam_w, 0.0, lam_v, np.zeros(k), 1.0, True, z, rej)
     if layout == "in_place":
-        sweep._column_in_place(*args, np.empty(0))
+        sweep._column_in_place(*args, np.empty(0), NO_ROW_LEN, False)
     else:
         m = cptr[j + 1] - cptr[j]
         sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,
-                               np.empty(0), np.empty(0))
+                               np.empty(0), np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
     np.testing.assert_allclose(w, ref_w, atol=1e-6)     # float32 caches
     np.testing.assert_allclose(V, ref_V, atol=1e-6)
     assert not rej.any()
@@ -101,11 +102,11 @@ def test_both_layouts_give_the_same_update_and_mcmc_draws_m_plus_z_over_root_p()
         rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
         args = (j, *csc, c_, w_, V_, lam_w, mu_w, lam_v, mu_v, alpha, True, z, rej)
         if layout == "in_place":
-            sweep._column_in_place(*args, np.empty(0))
+            sweep._column_in_place(*args, np.empty(0), NO_ROW_LEN, False)
         else:
             m = csc[0][j + 1] - csc[0][j]
             sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,
-                               np.empty(0), np.empty(0))
+                               np.empty(0), np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
         results.append((w_, V_, c_))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-12)
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-12)
@@ -226,6 +227,77 @@ def test_relations_predict_what_the_flat_rows_predict(method):
     np.testing.assert_allclose(m.predict(*test.csr(), relations=test.relations), m.predict(*flat.csr()), atol=1e-10)
     if method == "als":
         np.testing.assert_allclose(lrn.eval_predictions("test"), m.predict(*flat.csr()), atol=1e-10)
+
+
+def short_rows_problem(layout):
+    """Rows of a user and an item, rows of a user alone, and rows of one feature (`lone`) seen
+    only alone; duplicates: also a row of one feature twice (a pair, in the in-place layout);
+    relations: a user's items as a relation (empty for some users), so that a user's row alone
+    has pairs when its relation row is not empty. (SparseData, dense flat X, lone)."""
+    from conftest import csr_of
+    from fmcli.data import Relation, SparseData
+
+    r = np.random.default_rng(5)
+    users, items = 10, 8
+    lone = users + items
+    rows = []
+    for _ in range(300):
+        kind, u = int(r.integers(3)), int(r.integers(users))
+        rows.append([[(u, 1.0), (users + int(r.integers(items)), 1.0)], [(u, 1.0)],
+                     [(lone, float(r.uniform(0.5, 2.0)))]][kind])
+    if layout == "duplicates":
+        rows.append([(users, 0.5), (users, 1.5)])
+    y = r.normal(3, 1, len(rows)).astype(np.float32)
+    relations = ()
+    if layout == "relations":
+        hist = [[(int(i), 1.0) for i in r.choice(items, int(r.integers(0, 3)), replace=False)]
+                for _ in range(users)]
+        links = np.array([row[0][0] if row[0][0] < users else 0 for row in rows], np.int64)
+        relations = ((Relation("hist", *csr_of(hist), items, offset=lone + 1), links),)
+    d = SparseData(*csr_of(rows), y, lone + 1, relations=relations)
+    X = np.zeros((d.n_rows, d.n_model_features))
+    for i, row in enumerate(rows_of(flatten(d))):
+        for j, x in row:
+            X[i, j] += x
+    return d, X, lone
+
+
+@pytest.mark.parametrize("method", ["als", "mcmc"])
+@pytest.mark.parametrize("layout", ["plain", "duplicates", "relations"])
+def test_rows_without_a_pair_sweep_as_the_dense_transcription(method, layout):
+    """The factor updates skip only the rows of fewer than two non-zero values, counting the
+    relation rows' features (those rows' h is 0 in the dense float64 transcription too) and a
+    repeated feature twice (the in-place layout's step is not the dense one for a repeated
+    feature: there the sweep equals the unguarded one up to rounding, as it could not if the
+    row of one feature twice were skipped)."""
+    d, X, _ = short_rows_problem(layout)
+    lrn = make_learner(method, d, {}, k=3, seed=4, regular=(0.5, 1.0, 2.0), init_stdev=0.3)
+    assert lrn.has_duplicates == (layout == "duplicates")
+    assert lrn._guard.any()
+    fit(lrn, 1)
+    if layout != "duplicates":
+        check_sweep_against_dense(lrn, X, lrn.latent_targets(), seed=9)
+        return
+    unguarded = make_learner(method, d, {}, k=3, seed=4, regular=(0.5, 1.0, 2.0), init_stdev=0.3)
+    unguarded._guard[:] = False
+    fit(unguarded, 1)
+    for learner in (lrn, unguarded):
+        learner.sweep(9)
+    np.testing.assert_allclose(lrn.model.w, unguarded.model.w, atol=1e-6)
+    np.testing.assert_allclose(lrn.model.V, unguarded.model.V, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["plain", "duplicates", "relations"])
+def test_rows_without_a_pair_leave_the_factors_alone(layout):
+    """ALS with λ = 0 (-regular 0): the factors of a feature seen only in rows of one non-zero
+    value have no data and no prior and are set to exactly 0 (their h is exactly 0, not the
+    rounding of the float32 q, which divided by its square made |v| grow past 10); the run
+    stays finite over several train refreshes."""
+    d, _, lone = short_rows_problem(layout)
+    lrn = fit(make_learner("als", d, {"train": d}, k=3, seed=4, regular=(0.0, 0.0, 0.0), init_stdev=0.3), 20)
+    assert np.array_equal(lrn.model.V[lone], np.zeros(3))
+    assert np.isfinite(lrn.model.V).all() and np.abs(lrn.model.V).max() < 100
+    assert np.isfinite(lrn.eval_predictions("train")).all()
 
 
 # ---- caches, loss, layouts ---------------------------------------------------------------------

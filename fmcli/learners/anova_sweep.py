@@ -261,8 +261,6 @@ class _HigherOrders:
         self.lam_h = np.zeros((self.G, K))
         self.col_off, width = cache_offsets(self.col_order)
         self._A = np.empty((len(self.indptr) - 1, width), CACHE_DTYPE)
-        nonzero = np.concatenate([[0], np.cumsum(self.data != 0)])
-        self._row_len = np.diff(nonzero[self.indptr]).astype(np.int32)
         self._bufs = None
 
     def _init_hyper(self):

@@ -53,7 +53,7 @@ import math
 import numba
 import numpy as np
 
-from fmcli.data import permute_rows, transpose
+from fmcli.data import permute_rows, row_nonzeros, transpose
 from fmcli.learners.base import Learner, check_diverged, target_size
 from fmcli.learners.relation_sweep import sweep_relation
 from fmcli.learners.schedule import (class_order, colouring, index_dtype, lane_buffers, lanes,
@@ -110,6 +110,8 @@ class _SweepScratch:
         self.lx = np.empty((threads, 0 if learner.has_duplicates else learner.longest), CACHE_DTYPE)
         # -weights: the gathered rows' weights (none without weights)
         self.lw = np.empty((threads, learner.longest if len(learner._wt) else 0))
+        # the gathered rows' lengths, for the features with rows too short for a pair
+        self.ln = np.empty((threads, learner.longest if learner._guard.any() else 0), np.int32)
         self.buf, self.buf_off = lane_buffers(lengths, learner.order, self.lane_ptr, threads,
                                               learner.cache.shape[1])
         # normals: each thread's row padded to its own cache lines (the threads write them for
@@ -196,6 +198,14 @@ class CoordinateLearner(Learner):
         starts[self.cptr[:-1][np.diff(self.cptr) > 0]] = True
         self.has_duplicates = bool(np.any((self.crow[1:] == self.crow[:-1]) & ~starts[1:]))
         self.longest = int(np.diff(self.cptr).max()) if len(self.cols) else 0
+        # each train row's count of non-zero values, its relation rows' included; a row of
+        # fewer than two has no pairwise interaction, and the features with such rows are
+        # swept with the rows' h of a factor set to exactly 0 (sweep._column_gathered)
+        self._row_len = row_nonzeros(self.indptr, self.data)
+        for rs in self.relations:
+            self._row_len += row_nonzeros(rs.relation.indptr, rs.relation.data)[rs.links]
+        self._guard = np.zeros(n, np.bool_)
+        self._guard[self.indices[np.repeat(self._row_len < 2, np.diff(self.indptr))]] = True
         self.work = np.diff(self.cptr) + 8.0     # cost of a feature: its entries + a constant
         m = self.model
         if not self.opts.warm_start:
@@ -268,7 +278,8 @@ class CoordinateLearner(Learner):
                       self.cache, self._w0, m.w, m.V[:, f0:f1], self.use_w0 and b == 0,
                       self.use_w and b == 0, self.alpha, self.lam0, self.lam_w, self.mu_w,
                       self.lam_v[:, f0:f1], self.mu_v[:, f0:f1], self.sample, part_seed(seed, b),
-                      not self.has_duplicates, s.lx, s.buf, off, s.normals, s.rejected, self._wt, s.lw)
+                      not self.has_duplicates, s.lx, s.buf, off, s.normals, s.rejected, self._wt, s.lw,
+                      self._row_len, self._guard, s.ln)
             for rs, (rl, n_rl) in zip(self.relations, s.relation_lanes):
                 # the relation rows' factor sums as they are now (rows no train row links to
                 # are computed too, and ignored)

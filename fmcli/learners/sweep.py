@@ -118,14 +118,24 @@ def _v_change(x, q, old, d):
     return _v_h(x, q, old) * d, x * d
 
 
+@njit(inline="always")
+def _paired(guarded, length):
+    """Whether a row of `length` non-zero values takes part in a factor's update: a row of fewer
+    than two has no pairwise interaction, so its h = x (q − x θ) is exactly 0 (computed from the
+    float32 q it is 0 only up to rounding, and an update with λ = 0 would divide that rounding
+    by its square: the factor of a feature seen only alone grew without bound)."""
+    return not guarded or length >= 2
+
+
 @njit
 def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
-                     weights):
+                     weights, row_len, guarded):
     """w_j and v_{j,0..k−1} of feature j, reading and updating the cache entry by entry.
     A row's entries of j (adjacent in the column) make one term: h of the row is the sum of
     its entries' h (∂ŷ_i/∂θ), so P and m weigh a row once, however often it holds j (a term
     per entry would make the step c times too long for c copies: a long row of repeated
-    features diverged). weights (by row; empty: all 1) scale each row's terms."""
+    features diverged). weights (by row; empty: all 1) scale each row's terms. guarded: j has
+    rows of fewer than two non-zero values (row_len): their h of v is exactly 0 (_paired)."""
     weighted = weights.shape[0] > 0
     p0, p1 = cptr[j], cptr[j + 1]
     if use_w:
@@ -166,6 +176,8 @@ def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
             while p < p1 and crow[p] == i:
                 h += _v_h(np.float64(cval[p]), q, old)
                 p += 1
+            if not _paired(guarded, row_len[i]):
+                continue
             a, b = _terms(h, cache[i, 0], old)
             if weighted:
                 a, b = weights[i] * a, weights[i] * b
@@ -177,7 +189,8 @@ def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
             for p in range(p0, p1):
                 i = crow[p]
                 de, dq = _v_change(np.float64(cval[p]), cache[i, 1 + f], old, d)
-                cache[i, 0] += de
+                if _paired(guarded, row_len[i]):
+                    cache[i, 0] += de
                 cache[i, 1 + f] += dq
             V[j, f] = new
         else:
@@ -186,12 +199,13 @@ def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
 
 @njit
 def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
-                     lx, buf, jn, weights, lw):
+                     lx, buf, jn, weights, lw, row_len, guarded, ln):
     """_column_in_place for columns without duplicated rows: the rows' caches are gathered into
     the contiguous buffers buf (k+1, m) and lx (m,), updated there, and scattered back; both
     passes prefetch the row PREFETCH_AHEAD entries ahead, and the first rows of the lane's next
     column jn (-1: none) are prefetched before the arithmetic (hints only: the same bits).
-    weights (by row; empty: all 1): gathered into lw (m,) and scaling each row's terms."""
+    weights (by row; empty: all 1): gathered into lw (m,) and scaling each row's terms.
+    guarded: j has rows too short for a pair; their lengths (row_len) are gathered into ln (m,)."""
     weighted = weights.shape[0] > 0
     k = V.shape[1]
     p0 = cptr[j]
@@ -203,6 +217,8 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
         lx[t] = cval[p0 + t]
         if weighted:
             lw[t] = weights[i]
+        if guarded:
+            ln[t] = row_len[i]
         for c in range(k + 1):
             buf[c, t] = cache[i, c]
     if jn >= 0:
@@ -235,7 +251,14 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
         old = V[j, f]
         s1 = 0.0
         s2 = 0.0
-        if weighted:
+        if guarded:
+            for t in range(m):
+                if _paired(True, ln[t]):
+                    a, b = _v_terms(np.float64(lx[t]), buf[1 + f, t], buf[0, t], old)
+                    u = lw[t] if weighted else 1.0
+                    s2 += u * a
+                    s1 += u * b
+        elif weighted:
             for t in range(m):
                 a, b = _v_terms(np.float64(lx[t]), buf[1 + f, t], buf[0, t], old)
                 s2 += lw[t] * a
@@ -248,10 +271,17 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
         new = solve(alpha * s1 + lam_v[f] * mu_v[f], lam_v[f] + alpha * s2, z[1 + f])
         if finite(new):
             d = new - old
-            for t in range(m):
-                de, dq = _v_change(np.float64(lx[t]), buf[1 + f, t], old, d)
-                buf[0, t] += de
-                buf[1 + f, t] += dq
+            if guarded:
+                for t in range(m):
+                    de, dq = _v_change(np.float64(lx[t]), buf[1 + f, t], old, d)
+                    if _paired(True, ln[t]):
+                        buf[0, t] += de
+                    buf[1 + f, t] += dq
+            else:
+                for t in range(m):
+                    de, dq = _v_change(np.float64(lx[t]), buf[1 + f, t], old, d)
+                    buf[0, t] += de
+                    buf[1 + f, t] += dq
             V[j, f] = new
         else:
             rej[REJ_V] += 1
@@ -265,7 +295,7 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
 @njit(parallel=True)
 def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
           alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, gathered, lx, buf, buf_off, Z, rej,
-          weights, lw):
+          weights, lw, row_len, guard, ln):
     """One sweep: w0, then the colour classes in turn, each feature's w_j and v_{j,0..k−1}.
     The features of one class never share a row, so they touch disjoint rows of the cache and
     are updated in parallel: class c is cut into n_lanes lanes of about equal work, lane l =
@@ -278,7 +308,10 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, u
     [:, f0:f1] of one block, and the cache then holds e and that block's q in its first
     1 + f1 − f0 columns (further columns, if any, are not touched); k below is the block's width.
     weights: each row's weight (its precision scaled by it; -weights), or empty (all 1); lw: a
-    per-thread gather buffer for them (shape (threads, 0) without weights)."""
+    per-thread gather buffer for them (shape (threads, 0) without weights). row_len: each row's
+    count of non-zero values (its relation rows' included); guard: by feature, whether its rows
+    include one of fewer than two (_paired); ln: a per-thread gather buffer for their lengths
+    (shape (threads, 0) when no feature is guarded)."""
     k = V.shape[1]
     if use_w0:
         z0 = 0.0
@@ -302,10 +335,11 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, u
                 if gathered:
                     _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g],
                                      mu_v[g], alpha, use_w, z, rej[tid], lx[tid], lane_buf,
-                                     order[t + 1] if t + 1 < t1 else -1, weights, lw[tid])
+                                     order[t + 1] if t + 1 < t1 else -1, weights, lw[tid],
+                                     row_len, guard[j], ln[tid])
                 else:
                     _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                     mu_v[g], alpha, use_w, z, rej[tid], weights)
+                                     mu_v[g], alpha, use_w, z, rej[tid], weights, row_len, guard[j])
 
 
 @njit(parallel=True)
