@@ -38,11 +38,11 @@ of repeated features).
 
 The train refresh. Every sweep keeps e and q up to date incrementally, in float32; the refresh
 recomputes them from the CSR rows (float64 sums, stored as float32) to reset the rounding that
-the incremental updates accumulate. It runs every REFRESH_SWEEPS sweeps (with orders 3 and up
-after every sweep: anova_sweep._HigherOrders): in between, the
-rounding grows by about 1e-7 (RMS, relative to e) a sweep (bench/notes.md); regression's train
-metrics come from the cache's e as after a refresh, and the latent targets (classification,
-ordinal) are drawn around ŷ = e + t, t the targets e was taken against.
+the incremental updates accumulate (the higher orders' polynomials too: anova_sweep). It runs
+every REFRESH_SWEEPS sweeps: in between, the rounding grows by about 1e-7 (RMS, relative to e)
+a sweep (bench/notes.md); regression's train metrics come from the cache's e as after a
+refresh, and the latent targets (classification, ordinal) are drawn around ŷ = e + t, t the
+targets e was taken against.
 
 The train rows are reordered inside the learner (schedule.row_order); every prediction and
 inspection value (train_raw, residuals, factor_sums, latent_targets) is in the file's order.
@@ -67,7 +67,7 @@ from fmcli.metrics import difference_sums
 from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
 
 REFRESH_ROWS = 1 << 18       # regression refresh: rows of ŷ at a time (2 MB), e into the cache
-REFRESH_SWEEPS = 8           # the train refresh after every this many sweeps (orders 3 and up: every one)
+REFRESH_SWEEPS = 8           # the train refresh after every this many sweeps
 FACTOR_BLOCK = 16            # k > FACTOR_BLOCK: a sweep goes over blocks of this many factors
 
 
