@@ -12,8 +12,10 @@ cost:    the 1M synthetic set (../shared/bench/synth.py PREFIX 1000000 --seed 1,
          --baseline TREE: each run also in another fmcli tree, interleaved, with this tree's
          time over TREE's.
 planted: synth.py's layout (Zipf users/items, hour, weekday, half the rows a context and a
-         numeric feature) with a planted order-3 FM (orders 2 and 3, k = 4 each) + N(0, 0.3²);
-         MCMC with -dim 1,1,8 and -dim 1,1,8,8: test RMSE against the noise floor 0.3.
+         numeric feature) with a planted order-3 FM (orders 2 and 3, k = 4 each) + N(0, 0.3²),
+         --rows train rows (default synth.py's 1M; fewer leave the rare users' order-3 factors
+         short of data: bench/notes.md) and a fifth as many test rows; MCMC with -dim 1,1,8 and
+         -dim 1,1,8,8, 100 iterations: test RMSE against the noise floor 0.3.
 ml100k:  MovieLens 100k ua with user and item side features built by `fmcli convert`
          (bench/ml100k_features.py's conversion: every row has user, item, age, gender,
          occupation, genres, 30-day period; its relations are not used, orders above 2 refuse
@@ -146,7 +148,7 @@ if __name__ == "__main__":
     ap.add_argument("what", nargs="?", default="all", choices=["cost", "planted", "ml100k", "all"])
     ap.add_argument("--work", default="/tmp/fmcli-higher-order")
     ap.add_argument("--iter", type=int, default=9)
-    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="planted: train rows")
     ap.add_argument("--methods", default="sgd,als,mcmc", help="cost: the learners, comma-separated")
     ap.add_argument("--dims", default="1,1,8;1,1,8,8;1,1,8,8,8", help="cost: the -dim values, ';'-separated")
     ap.add_argument("--baseline", help="cost: another fmcli tree to run side by side")
