@@ -233,33 +233,37 @@ def short_rows_problem(layout):
     """Rows of a user and an item, rows of a user alone, and rows of one feature (`lone`) seen
     only alone; duplicates: also a row of one feature twice (a pair, in the in-place layout);
     relations: a user's items as a relation (empty for some users), so that a user's row alone
-    has pairs when its relation row is not empty. (SparseData, dense flat X, lone)."""
+    has pairs when its relation row is not empty, the lone rows linked to an empty relation row,
+    and rows without features of their own linked to a relation row of one relation feature
+    seen nowhere else. (SparseData, dense flat X, the model ids of the features seen only alone)."""
     from conftest import csr_of
     from fmcli.data import Relation, SparseData
 
     r = np.random.default_rng(5)
     users, items = 10, 8
     lone = users + items
-    rows = []
+    kinds = 4 if layout == "relations" else 3
+    rows, links = [], []
     for _ in range(300):
-        kind, u = int(r.integers(3)), int(r.integers(users))
+        kind, u = int(r.integers(kinds)), int(r.integers(users))
         rows.append([[(u, 1.0), (users + int(r.integers(items)), 1.0)], [(u, 1.0)],
-                     [(lone, float(r.uniform(0.5, 2.0)))]][kind])
+                     [(lone, float(r.uniform(0.5, 2.0)))], []][kind])
+        links.append(u if kind < 2 else users + kind - 2)
     if layout == "duplicates":
         rows.append([(users, 0.5), (users, 1.5)])
     y = r.normal(3, 1, len(rows)).astype(np.float32)
-    relations = ()
+    relations, alone = (), [lone]
     if layout == "relations":
         hist = [[(int(i), 1.0) for i in r.choice(items, int(r.integers(0, 3)), replace=False)]
-                for _ in range(users)]
-        links = np.array([row[0][0] if row[0][0] < users else 0 for row in rows], np.int64)
-        relations = ((Relation("hist", *csr_of(hist), items, offset=lone + 1), links),)
+                for _ in range(users)] + [[], [(items, 1.5)]]
+        relations = ((Relation("hist", *csr_of(hist), items + 1, offset=lone + 1), np.array(links, np.int64)),)
+        alone.append(lone + 1 + items)
     d = SparseData(*csr_of(rows), y, lone + 1, relations=relations)
     X = np.zeros((d.n_rows, d.n_model_features))
     for i, row in enumerate(rows_of(flatten(d))):
         for j, x in row:
             X[i, j] += x
-    return d, X, lone
+    return d, X, alone
 
 
 @pytest.mark.parametrize("method", ["als", "mcmc"])
@@ -290,12 +294,13 @@ def test_rows_without_a_pair_sweep_as_the_dense_transcription(method, layout):
 @pytest.mark.parametrize("layout", ["plain", "duplicates", "relations"])
 def test_rows_without_a_pair_leave_the_factors_alone(layout):
     """ALS with λ = 0 (-regular 0): the factors of a feature seen only in rows of one non-zero
-    value have no data and no prior and are set to exactly 0 (their h is exactly 0, not the
-    rounding of the float32 q, which divided by its square made |v| grow past 10); the run
+    value (a main feature, or a relation feature linked only by rows without features of their
+    own) have no data and no prior and are set to exactly 0 (their h is exactly 0, not the
+    rounding of the float32 q, which divided by its square made |v| grow to 7e8); the run
     stays finite over several train refreshes."""
-    d, _, lone = short_rows_problem(layout)
+    d, _, alone = short_rows_problem(layout)
     lrn = fit(make_learner("als", d, {"train": d}, k=3, seed=4, regular=(0.0, 0.0, 0.0), init_stdev=0.3), 20)
-    assert np.array_equal(lrn.model.V[lone], np.zeros(3))
+    assert np.array_equal(lrn.model.V[alone], np.zeros((len(alone), 3)))
     assert np.isfinite(lrn.model.V).all() and np.abs(lrn.model.V).max() < 100
     assert np.isfinite(lrn.eval_predictions("train")).all()
 

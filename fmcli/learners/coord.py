@@ -199,8 +199,8 @@ class CoordinateLearner(Learner):
         self.has_duplicates = bool(np.any((self.crow[1:] == self.crow[:-1]) & ~starts[1:]))
         self.longest = int(np.diff(self.cptr).max()) if len(self.cols) else 0
         # each train row's count of non-zero values, its relation rows' included; a row of
-        # fewer than two has no pairwise interaction, and the features with such rows are
-        # swept with the rows' h of a factor set to exactly 0 (sweep._column_gathered)
+        # fewer than two has no pairwise interaction, and the factor updates leave it out (its
+        # h is exactly 0: sweep._paired, relation_sweep); _guard: the main features with such rows
         self._row_len = row_nonzeros(self.indptr, self.data)
         for rs in self.relations:
             self._row_len += row_nonzeros(rs.relation.indptr, rs.relation.data)[rs.links]
@@ -287,7 +287,7 @@ class CoordinateLearner(Learner):
                 sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, n_rl, rs.offset,
                                rs.link_ptr, rs.link_rows, self.groups, self.cache, Q, rs.stats, m.w, m.V,
                                self.use_w, self.alpha, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
-                               self.sample, seed, s.rejected, self._wt)
+                               self.sample, seed, s.rejected, self._wt, self._row_len)
         finally:
             numba.set_num_threads(before)
         self.rejected += s.rejected.sum(axis=0)

@@ -113,7 +113,7 @@ def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, al
 @njit(parallel=True, fastmath=EXACT_FLOAT)
 def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr, link_rows,
                    groups, cache, Q, stats, w, V, use_w, alpha, lam_w, mu_w, lam_v, mu_v, sample, seed,
-                   rej, weights):
+                   rej, weights, row_len):
     """The features of one relation, coordinate by coordinate (w, then v_{·,0}, ...); for each:
     the statistics of the linked train rows per relation row (rows link_rows[link_ptr[r] :
     link_ptr[r+1]] of the cache), the colour classes in parallel lanes (lane_ptr as in
@@ -127,13 +127,17 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
     rows, so the copy aliases nothing): each pass then reads two contiguous columns instead of
     gathering a cache row per linked row; the copy goes back into the cache at the end. Same
     dtype, same operations in the same order: the same bits as updating the cache in place.
-    weights: each cache row's weight (-weights), or empty: every row 1."""
+    weights: each cache row's weight (-weights), or empty: every row 1. row_len: each cache row's
+    count of non-zero values (its relation rows' included): a row of fewer than two has no
+    pairwise interaction, and is left out of the factors' statistics and changes (its h is
+    exactly 0, as sweep._paired), not of the linear terms'."""
     k = V.shape[1]
     n_rows = Q.shape[0]
     n_cols = cache.shape[1]
     buf = np.empty((n_cols, link_rows.shape[0]), cache.dtype)
     weighted = weights.shape[0] > 0
     lw = np.empty(link_rows.shape[0] if weighted else 0)     # the linked rows' weights, link order
+    paired = np.empty(link_rows.shape[0], np.bool_)           # the linked rows with a pair, link order
     # each feature's k + 1 normals, drawn once for all its coordinates (the stream is the same
     # for every coordinate; coordinate c uses draw c)
     n_features = cptr.shape[0] - 1
@@ -148,6 +152,7 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
                 buf[col, t] = cache[i, col]
             if weighted:
                 lw[t] = weights[i]
+            paired[t] = row_len[i] >= 2
     n_classes = (lane_ptr.shape[0] - 1) // n_lanes
     first = 0 if use_w else 1
     for c in range(first, k + 2):
@@ -169,9 +174,10 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
                     buf[0, t] += d0
                 elif c > first:             # after v_{·,c−2}: cache column c − 1
                     a = np.float64(buf[c - 1, t]) - qold
-                    buf[0, t] += d0 + d1 * a
+                    if paired[t]:
+                        buf[0, t] += d0 + d1 * a
                     buf[c - 1, t] += d1
-                if c <= k:
+                if c <= k and (f < 0 or paired[t]):
                     e = np.float64(buf[0, t])
                     u = lw[t] if weighted else 1.0    # u = 1: the same bits as no factor at all
                     m += u
