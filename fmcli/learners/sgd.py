@@ -149,7 +149,7 @@ def _adam(theta, grad, eta, m, v, c1, c2):
     return theta - eta * (m * c1) / (np.sqrt(v * c2) + ADAM_EPS), m, v
 
 
-@njit
+@njit(inline="always")
 def row_score(indices, data, start, end, bias, w, V, use_w, s):
     """y(x) of the row whose entries are start..end (model.row_sums); its factor sums
     s_f = Σ_j v_jf x_j go into s (SGD's updates use them)."""
