@@ -11,8 +11,17 @@ the one output (atomically), so the files are the same bytes as `fmcli predict` 
 import mmap
 import os
 
+import numpy as np
 
 from fmcli.errors import UsageError
+
+COUNT_WINDOW = 1 << 22   # bytes compared at a time when counting lines (a small temporary)
+
+
+def _newlines(buf, a, b):
+    """The number of b"\\n" in buf[a:b] (a uint8 array), without copying the range: the
+    client counts every shard's lines before the first task starts, so this is serial time."""
+    return sum(int(np.count_nonzero(buf[i:min(i + COUNT_WINDOW, b)] == 10)) for i in range(a, b, COUNT_WINDOW))
 
 
 def text_spans(path, n):
@@ -30,10 +39,12 @@ def text_spans(path, n):
                 cuts.append(at + 1)
         cuts.append(size)
         spans, line = [], 1
+        buf = np.frombuffer(m, np.uint8)
         for a, b in zip(cuts, cuts[1:]):
             if b > a:
                 spans.append((a, b, line))
-                line += m[a:b].count(b"\n")
+                line += _newlines(buf, a, b)
+        del buf   # the mmap cannot close while an array exports its buffer
     return spans
 
 

@@ -213,12 +213,15 @@ def model(ratings, tmp_path_factory):
     return m
 
 
-def test_text_spans_cut_at_line_boundaries(tmp_path):
+@pytest.mark.parametrize("window", [1, 2, 3, 1 << 22])
+def test_text_spans_cut_at_line_boundaries(tmp_path, monkeypatch, window):
+    from fmcli import shards
     from fmcli.shards import text_spans
 
+    monkeypatch.setattr(shards, "COUNT_WINDOW", window)   # lines counted across windows' edges
     p = tmp_path / "x"
-    p.write_bytes(b"a\nbb\n\nccc\nd")
-    for n in range(1, 8):
+    p.write_bytes(b"a\nbb\n\nccc\nd\n\n\nee\nf")
+    for n in range(1, 12):
         spans = text_spans(str(p), n)
         assert b"".join(p.read_bytes()[a:b] for a, b, _ in spans) == p.read_bytes()
         for a, b, line in spans:
