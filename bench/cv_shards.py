@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """fmcli cv and sharded predict against doing the same work one run after the other, side by side.
 
-usage: python3 bench/cv_shards.py [--skip-cv] [--skip-predict] [--copies 100] [--work DIR]
+usage: python3 bench/cv_shards.py [--skip-cv] [--skip-predict] [--copies 100] [--repeats 3] [--work DIR]
 
 1. `fmcli cv -k 5` on ml-100k u.data (../shared/data/ml-100k; MCMC dim 8, 200 iterations) on
    the default local processes and on a 2-worker Dask LocalCluster, against the same five
@@ -11,13 +11,15 @@ usage: python3 bench/cv_shards.py [--skip-cv] [--skip-predict] [--copies 100] [-
    ../shared/bench, seed 0, 1M train rows; 100 copies: 10M rows, the 10M set's size) with an
    ALS dim-8 model: one process, 2 local processes, `--workers 2` (a LocalCluster the command
    starts), and `--scheduler` on a running LocalCluster of 1 and of 2 workers with one thread
-   each (started by this script and warmed by one small predict before the timed run);
+   each (started by this script and warmed by one small predict before the timed runs);
+   --repeats rounds of every case, interleaved, medians;
    throughput ratios (goal: 2 workers >= 1.7x one worker; Dask within 10% of local processes)
    and cmp against the one-process output.
 Whole-command wall times, so the command's own start-up is counted in every figure.
 """
 
 import argparse
+import contextlib
 import filecmp
 import json
 import logging
@@ -25,6 +27,8 @@ import os
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -71,7 +75,7 @@ def bench_cv(work):
               + ("  (same to every printed digit)" if same else "  DIFFERENT"))
 
 
-def bench_predict(work, copies):
+def bench_predict(work, copies, repeats):
     prefix = os.path.join(work, "syn")
     if not os.path.exists(prefix + ".test.libfm"):
         subprocess.run([sys.executable, os.path.join(SHARED, "bench", "synth.py"), prefix, "1000000"], check=True,
@@ -94,23 +98,31 @@ def bench_predict(work, copies):
 
     def timed(name, extra):
         out = ref if not times else os.path.join(work, f"pred-{len(times)}.txt")
-        times[name] = fmcli("predict", *model_args, "-test", big, "-out", out, *extra)[0]
-        same[name] = out == ref or filecmp.cmp(ref, out, shallow=False)
+        times.setdefault(name, []).append(fmcli("predict", *model_args, "-test", big, "-out", out, *extra)[0])
+        same[name] = same.get(name, True) and (out == ref or filecmp.cmp(ref, out, shallow=False))
 
-    timed("one process", [])
-    timed("--shards 2, local processes", ["--shards", 2])
-    timed("--shards 2, new LocalCluster x2", ["--shards", 2, "--workers", 2])
     from dask.distributed import LocalCluster
 
-    for n in (1, 2):
-        # a running cluster, one core per worker: what a user of a real cluster has, and the
-        # only way one 2-core machine shows how throughput grows with workers
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=logging.CRITICAL, env={"NUMBA_NUM_THREADS": "1"}) as cluster:
-            at = ["--shards", WARM_SHARDS, "--scheduler", cluster.scheduler_address]
-            fmcli("predict", *model_args, "-test", prefix + ".test.libfm", "-out", os.path.join(work, "warm.txt"), *at)
-            timed(f"--shards {WARM_SHARDS}, running cluster x{n}", at)
-    print(f"\n## fmcli predict, the 1M synthetic test set x{copies} ({rows} rows), ALS dim 8 model")
+    with contextlib.ExitStack() as stack:
+        # running clusters, one core per worker: what a user of a real cluster has, and the
+        # only way one 2-core machine shows how throughput grows with workers (idle meanwhile)
+        running = {}
+        for n in (1, 2):
+            cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None, silence_logs=logging.CRITICAL,
+                                                       env={"NUMBA_NUM_THREADS": "1"}))
+            running[n] = ["--shards", WARM_SHARDS, "--scheduler", cluster.scheduler_address]
+            fmcli("predict", *model_args, "-test", prefix + ".test.libfm", "-out", os.path.join(work, "warm.txt"),
+                  *running[n])
+        for _ in range(repeats):   # rounds of every case, interleaved: the figures are medians
+            timed("one process", [])
+            timed("--shards 2, local processes", ["--shards", 2])
+            timed("--shards 2, new LocalCluster x2", ["--shards", 2, "--workers", 2])
+            for n in (1, 2):
+                timed(f"--shards {WARM_SHARDS}, running cluster x{n}", running[n])
+    times = {name: float(np.median(t)) for name, t in times.items()}
+    print(f"\n## fmcli predict, the 1M synthetic test set x{copies} ({rows} rows), ALS dim 8 model; "
+          f"medians of {repeats} interleaved rounds")
     print(f"{'run':<36} {'wall s':>8} {'rows/s':>10} {'vs one':>7}  output")
     for name, t in times.items():
         print(f"{name:<36} {t:8.2f} {rows / t:10.0f} {times['one process'] / t:7.2f}  "
@@ -127,13 +139,14 @@ def main():
     ap.add_argument("--skip-cv", action="store_true")
     ap.add_argument("--skip-predict", action="store_true")
     ap.add_argument("--copies", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of the predict runs (medians)")
     ap.add_argument("--work", default="/tmp/fmcli-bench-distributed")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     if not a.skip_cv:
         bench_cv(a.work)
     if not a.skip_predict:
-        bench_predict(a.work, a.copies)
+        bench_predict(a.work, a.copies, a.repeats)
 
 
 if __name__ == "__main__":
