@@ -5,10 +5,22 @@ import numpy as np
 from fmcli.io.atomic import atomic_output
 
 
+COMPILED_MIN = 65536   # values below which Python formats (a small run need not compile format_g6)
+
+
 def format_predictions(pred):
-    if len(pred) == 0:
+    """'%.6g' of each value, a line each."""
+    values = np.ascontiguousarray(pred, np.float64)
+    if len(values) >= COMPILED_MIN:
+        from fmcli.io.format_g import MAX_BYTES, format_g6
+
+        out = np.empty(len(values) * MAX_BYTES, np.uint8)
+        n = format_g6(values, out)
+        if n >= 0:
+            return out[:n].tobytes().decode("ascii")
+    if len(values) == 0:
         return ""
-    return "\n".join(["%.6g" % v for v in np.asarray(pred, np.float64).tolist()]) + "\n"
+    return "\n".join(["%.6g" % v for v in values.tolist()]) + "\n"
 
 
 def write_predictions(path, pred):
