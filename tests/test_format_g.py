@@ -15,10 +15,11 @@ def compiled(values):
 
 
 def edge_values():
-    """Powers of ten and values a rounding away from them, halves of the sixth digit, zeros."""
+    """Powers of ten and values a rounding away from them, halves of the sixth digit, exact ties
+    (1234565, 999999.5), zeros."""
     p = 10.0 ** np.arange(-19, 30)
     near = [p * f for f in (1, 0.9999995, 0.99999949, 0.99999951, 1.0000001, 1.000005, 9.9999950001, 9.99999)]
-    halves = (np.arange(100000, 100200) + 0.5) * 10.0 ** -3          # exact binary ties
+    halves = (np.arange(100000, 100200) + 0.5) * 10.0 ** -3          # a rounding away from ties
     ints = np.array([0.0, -0.0, 1, -1, 5, 10, 99999, 100000, 999999, 1000000, 999999.5, 1234565, 2**53])
     return np.concatenate(near + [halves, -halves, ints, 1 / 3 * p, -np.pi * p])
 

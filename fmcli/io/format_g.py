@@ -11,20 +11,20 @@ formats in Python: exact by construction, not approximately.
 import numpy as np
 
 from fmcli.config import njit
+from fmcli.io.libsvm import POW10
 
 MAX_BYTES = 13          # '-1.23456e-17\n'
 TIE_MARGIN = 1e-9       # > 1.1e-10, the scaled value's largest rounding error
-_P10 = np.array([float("1e%d" % k) for k in range(23)], dtype=np.float64)   # exact
 
 
-@njit(fastmath=False, cache=True, nogil=True)
+@njit(fastmath=False)   # exact arithmetic: the digits depend on every rounding
 def _scaled(a, e):
-    """a · 10^(5 − e), one rounding (needs |5 − e| ≤ 22)."""
+    """a · 10^(5 − e), one rounding (needs |5 − e| ≤ 22: POW10 is exact up to 1e22)."""
     k = 5 - e
-    return a * _P10[k] if k >= 0 else a / _P10[-k]
+    return a * POW10[k] if k >= 0 else a / POW10[-k]
 
 
-@njit(fastmath=False, cache=True, nogil=True)
+@njit(fastmath=False)   # exact arithmetic: the digits depend on every rounding
 def format_g6(values, out):
     """Write '%.6g\\n' of each value into out (uint8, at least MAX_BYTES per value); returns the
     number of bytes written, or −1 when a value needs Python's formatting (see the module)."""
@@ -107,7 +107,7 @@ def format_g6(values, out):
             out[pos + 1] = 45 if e < 0 else 43
             pos += 2
             x = abs(e)          # < 100 here
-            out[pos] = 48 + (x // 10) % 10
+            out[pos] = 48 + x // 10
             out[pos + 1] = 48 + x % 10
             pos += 2
         out[pos] = 10

@@ -42,7 +42,7 @@ E_NO_TARGET = 10      # first token is a feature but targets are required
 E_CLASS = 11          # classification target not in {-1, 0, 1}
 
 # correctly rounded powers of ten (exact up to 1e22)
-_P10 = np.array([float("1e%d" % k) for k in range(309)], dtype=np.float64)
+POW10 = np.array([float("1e%d" % k) for k in range(309)], dtype=np.float64)
 
 # the parsing kernels do not use fastmath: division by powers of ten must stay exact
 _kernel = njit(fastmath=False, cache=True, nogil=True)
@@ -134,13 +134,13 @@ def _parse_float(buf, i, n):
         if exp10 > 308:
             v = np.inf
         else:
-            v = float(mant) * _P10[exp10]
+            v = float(mant) * POW10[exp10]
     else:
         k = -exp10
         if k <= 308:
-            v = float(mant) / _P10[k]
+            v = float(mant) / POW10[k]
         elif k <= 616:
-            v = float(mant) / _P10[308] / _P10[k - 308]
+            v = float(mant) / POW10[308] / POW10[k - 308]
         else:
             v = 0.0
     if neg:
