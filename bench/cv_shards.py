@@ -6,7 +6,8 @@ usage: python3 bench/cv_shards.py [--skip-cv] [--skip-predict] [--copies 100] [-
 1. `fmcli cv -k 5` on ml-100k u.data (../shared/data/ml-100k; MCMC dim 8, 200 iterations) on
    the default local processes and on a 2-worker Dask LocalCluster, against the same five
    folds (the files cv keeps with --work-dir) trained one after the other by `fmcli train`:
-   the speed-up (goal >= 1.7x) and whether every fold's RMSE is the same to every digit.
+   the speed-up (goal >= 1.7x) and whether every fold's RMSE is the same to every digit;
+   --repeats rounds of the three, interleaved, medians.
 2. `fmcli predict --shards` of the 1M synthetic test set copied --copies times (synth.py of
    ../shared/bench, seed 0, 1M train rows; 100 copies: 10M rows, the 10M set's size) with an
    ALS dim-8 model: one process, 2 local processes, `--workers 2` (a LocalCluster the command
@@ -46,7 +47,7 @@ def fmcli(*args, check=True):
     return took, r.stdout, r.stderr
 
 
-def bench_cv(work):
+def bench_cv(work, repeats):
     data = os.path.join(work, "u.data.libfm")
     if not os.path.exists(data):
         fmcli("convert", "-in", os.path.join(SHARED, "data", "ml-100k", "u.data"), "-out", data, "--sep", "tab",
@@ -54,24 +55,32 @@ def bench_cv(work):
     learner = ["-task", "r", "-method", "mcmc", "-dim", "1,1,8", "-iter", 200, "-seed", 1]
     folds = os.path.join(work, "folds")
     os.makedirs(folds, exist_ok=True)
-    runs = {}
-    for name, extra in (("cv, local processes", []), ("cv, Dask LocalCluster x2", ["--workers", 2])):
-        summary = os.path.join(work, f"cv-{len(runs)}.json")
-        t, _, _ = fmcli("cv", "-train", data, "-k", 5, *learner, "--work-dir", folds, "--summary", summary, "-q", *extra)
-        runs[name] = (t, [f["rmse"] for f in json.load(open(summary))["folds"]])
-    t_seq, seq = 0.0, []
-    for f in range(5):
-        out = os.path.join(work, f"seq{f}.txt")
-        t, _, err = fmcli("train", "-train", os.path.join(folds, f"fold{f}.train.fmbin"),
-                          "-test", os.path.join(folds, f"fold{f}.test.fmbin"), *learner, "-out", out)
-        t_seq += t
-        seq.append(float([l for l in err.splitlines() if l.startswith("#Iter=")][-1].split("Test=")[1].split()[0]))
-    print("\n## fmcli cv -k 5, ml-100k u.data, MCMC dim 8, 200 iterations")
+    times, rmse = {}, {}
+    seq_name = "5 x fmcli train, one after other"
+    for _ in range(repeats):   # rounds of every case, interleaved: the figures are medians
+        for name, extra in (("cv, local processes", []), ("cv, Dask LocalCluster x2", ["--workers", 2])):
+            summary = os.path.join(work, f"cv-{len(rmse)}.json")
+            t, _, _ = fmcli("cv", "-train", data, "-k", 5, *learner, "--work-dir", folds, "--summary", summary,
+                            "-q", *extra)
+            times.setdefault(name, []).append(t)
+            rmse[name] = [f["rmse"] for f in json.load(open(summary))["folds"]]
+        t_seq, seq = 0.0, []
+        for f in range(5):
+            out = os.path.join(work, f"seq{f}.txt")
+            t, _, err = fmcli("train", "-train", os.path.join(folds, f"fold{f}.train.fmbin"),
+                              "-test", os.path.join(folds, f"fold{f}.test.fmbin"), *learner, "-out", out)
+            t_seq += t
+            seq.append(float([l for l in err.splitlines() if l.startswith("#Iter=")][-1].split("Test=")[1].split()[0]))
+        times.setdefault(seq_name, []).append(t_seq)
+        rmse[seq_name] = seq
+    t_seq = float(np.median(times[seq_name]))
+    print(f"\n## fmcli cv -k 5, ml-100k u.data, MCMC dim 8, 200 iterations; medians of {repeats} interleaved rounds")
     print(f"{'run':<32} {'wall s':>8} {'speed-up':>9}  per-fold RMSE")
-    print(f"{'5 x fmcli train, one after other':<32} {t_seq:8.2f} {1.0:9.2f}  " + " ".join(f"{r:.6g}" for r in seq))
-    for name, (t, rmse) in runs.items():
-        same = all(f"{a:.6g}" == f"{b:.6g}" for a, b in zip(rmse, seq))
-        print(f"{name:<32} {t:8.2f} {t_seq / t:9.2f}  " + " ".join(f"{r:.6g}" for r in rmse)
+    print(f"{seq_name:<32} {t_seq:8.2f} {1.0:9.2f}  " + " ".join(f"{r:.6g}" for r in rmse[seq_name]))
+    for name in ("cv, local processes", "cv, Dask LocalCluster x2"):
+        t = float(np.median(times[name]))
+        same = all(f"{a:.6g}" == f"{b:.6g}" for a, b in zip(rmse[name], rmse[seq_name]))
+        print(f"{name:<32} {t:8.2f} {t_seq / t:9.2f}  " + " ".join(f"{r:.6g}" for r in rmse[name])
               + ("  (same to every printed digit)" if same else "  DIFFERENT"))
 
 
@@ -139,12 +148,12 @@ def main():
     ap.add_argument("--skip-cv", action="store_true")
     ap.add_argument("--skip-predict", action="store_true")
     ap.add_argument("--copies", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=3, help="rounds of the predict runs (medians)")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of every case (medians)")
     ap.add_argument("--work", default="/tmp/fmcli-bench-distributed")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     if not a.skip_cv:
-        bench_cv(a.work)
+        bench_cv(a.work, a.repeats)
     if not a.skip_predict:
         bench_predict(a.work, a.copies, a.repeats)
 

@@ -73,6 +73,18 @@ def threads(n):
 
 
 PARALLEL_MIN_NNZ = 1 << 20   # smaller train sets: each iteration on one thread or all (ThreadChoice)
+_worker_share = 0             # share_cores: this process's share of the cores (0: not a worker)
+
+
+def share_cores(share):
+    """Make this process one of several worker processes of a run (fmcli.executors) that each
+    own `share` of the cores: compiled kernels run on `share` threads unless told otherwise,
+    with numba's ceiling (NUMBA_NUM_THREADS, set before numba is imported) left at all cores
+    for ThreadChoice.for_run."""
+    global _worker_share
+    numba = _import_numba()
+    numba.set_num_threads(max(1, min(share, numba.config.NUMBA_NUM_THREADS)))
+    _worker_share = share
 
 
 def busy_cores():
@@ -120,11 +132,18 @@ class ThreadChoice:
         self.cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
 
     @classmethod
-    def for_run(cls, nnz):
-        """The choice of a run whose train set (with its relations) has nnz entries: None (every
-        iteration on numba's thread count) from PARALLEL_MIN_NNZ entries on or with one thread."""
+    def for_run(cls, nnz, threads=0):
+        """The choice of a run whose train set (with its relations) has nnz entries and whose
+        --threads is `threads` (0: not given): None (every iteration on numba's thread count)
+        from PARALLEL_MIN_NNZ entries on or with one thread. In a worker process that shares
+        the cores with other workers (share_cores) a run without --threads chooses at any size,
+        between one thread and all cores: a task still running when the others are done takes
+        the cores they leave free."""
         import numba
 
+        if _worker_share and not threads:
+            n = numba.config.NUMBA_NUM_THREADS
+            return cls(n) if n > 1 else None
         n = numba.get_num_threads()
         return cls(n) if nnz < PARALLEL_MIN_NNZ and n > 1 else None
 

@@ -2,8 +2,10 @@
 processes, or a Dask cluster.
 
 - by default, local processes: one per core (at most one per task), started with "spawn" (a
-  forked copy of a process whose numba thread pool is running can deadlock), each running
-  compiled kernels on cores // processes threads; nothing to install or start;
+  forked copy of a process whose numba thread pool is running can deadlock) when the executor
+  opens, each running compiled kernels on cores // processes threads, and a training task's
+  iterations on all cores once the other processes leave them free (config.share_cores);
+  nothing to install or start;
 - on Dask (`dask.distributed`, the optional extra `fmcli[dask]`): at a scheduler address
   (`--scheduler tcp://HOST:PORT` or DASK_SCHEDULER_ADDRESS), or on a new `LocalCluster` of
   `--workers N` processes with one task thread each (numba's workqueue threading layer aborts
@@ -42,8 +44,17 @@ def threads_per_task(workers):
     return max(1, cores() // max(1, workers))
 
 
-def _init_worker(threads):
-    os.environ["NUMBA_NUM_THREADS"] = str(threads)  # before numba is imported by a task
+def _init_worker(share):
+    """A local worker process: kernels on its share of the cores, numba's ceiling at all of them
+    (config.share_cores); numba is imported here, while the parent still reads and splits."""
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(cores()))
+    from fmcli.config import share_cores
+
+    share_cores(share)
+
+
+def _started():
+    return None
 
 
 @contextlib.contextmanager
@@ -67,6 +78,8 @@ def executor(workers=None, scheduler=None, tasks=None):
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_init_worker,
                                                 initargs=(threads_per_task(processes),)) as pool:
+        for _ in range(processes):  # each submit starts a process (none is idle yet): start them now
+            pool.submit(_started)
         yield _Local(pool)
 
 

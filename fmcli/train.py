@@ -384,7 +384,7 @@ def _run_train(plan, console):
     else:
         stopper = EarlyStop(job.early_stop, opts.task, evals["validation"]) if "validation" in evals else None
     progress = Progress()
-    choice = ThreadChoice.for_run(train.nnz + sum(len(rel.indices) for rel, _ in train.relations))
+    choice = ThreadChoice.for_run(train.nnz + sum(len(rel.indices) for rel, _ in train.relations), opts.threads)
     try:
         train_m, test_m = _iterate(plan, learner, test, test_labeled, rlog, console, stopper, progress, choice)
     except (KeyboardInterrupt, Terminated) as stop:

@@ -255,6 +255,25 @@ def test_large_train_sets_run_every_iteration_on_all_threads(monkeypatch):
     assert config.ThreadChoice.for_run(100) is None
 
 
+def test_a_worker_sharing_the_cores_chooses_threads_at_any_size(monkeypatch):
+    """In a worker process of fmcli.executors (config.share_cores) a run without --threads
+    chooses every step between one thread and numba's ceiling, whatever its size (a task left
+    alone takes the cores the other workers freed); with --threads the usual rule holds."""
+    from fmcli import config
+
+    monkeypatch.setattr(config, "PARALLEL_MIN_NNZ", 100)
+    monkeypatch.setattr(config, "_worker_share", 1)
+    ceiling = numba.config.NUMBA_NUM_THREADS
+    choice = config.ThreadChoice.for_run(10**9)
+    if ceiling > 1:
+        assert choice.n == ceiling
+    else:
+        assert choice is None
+    assert config.ThreadChoice.for_run(10**9, threads=2) is None
+    monkeypatch.setattr(config, "_worker_share", 0)
+    assert config.ThreadChoice.for_run(10**9) is None
+
+
 @pytest.mark.parametrize("method", ["als", "mcmc"])
 def test_train_metrics_from_the_residual_cache_match_numpy(method):
     p = recsys(4, n=3000, n_test=500, users=30, items=20, ctx=3, k=2, noise=0.5)

@@ -305,6 +305,25 @@ def test_executor_results_in_task_order_and_failures_named(tmp_path):
             ex.map(_die_once, [{"marker": str(tmp_path / "m0"), "value": 1}] * 2, ["t0", "t1"])
 
 
+def _thread_settings(spec):
+    import numba
+
+    from fmcli import config
+
+    return numba.get_num_threads(), numba.config.NUMBA_NUM_THREADS, config._worker_share
+
+
+def test_local_workers_own_their_share_of_the_cores_and_may_use_all():
+    from fmcli.executors import cores, executor, threads_per_task
+
+    if cores() < 2:
+        pytest.skip("one core: tasks run in this process")
+    ceiling = int(os.environ.get("NUMBA_NUM_THREADS") or cores())
+    share = threads_per_task(2)
+    with executor(tasks=2) as ex:
+        assert ex.map(_thread_settings, [{}, {}], ["a", "b"]) == [(min(share, ceiling), ceiling, share)] * 2
+
+
 def test_dask_retries_a_task_whose_worker_died(tmp_path):
     pytest.importorskip("dask.distributed")
     from fmcli.executors import executor
