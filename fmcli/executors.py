@@ -9,7 +9,8 @@ processes, or a Dask cluster.
 - on Dask (`dask.distributed`, the optional extra `fmcli[dask]`): at a scheduler address
   (`--scheduler tcp://HOST:PORT` or DASK_SCHEDULER_ADDRESS), or on a new `LocalCluster` of
   `--workers N` processes with one task thread each (numba's workqueue threading layer aborts
-  when two threads of one process run parallel kernels at once).
+  when two threads of one process run parallel kernels at once), whose tasks share the cores
+  as local processes do.
 
 A task is a module-level function and a plain dict; its result depends only on the dict (each
 task carries its own seed), so any number of workers in any order gives the same results.
@@ -57,6 +58,15 @@ def _started():
     return None
 
 
+def _in_share(fn, share, spec):
+    """fn(spec) on a Dask worker of our LocalCluster, whose thread owns `share` of the cores
+    (numba's thread count is per thread: set for the task's own)."""
+    from fmcli.config import share_cores
+
+    share_cores(share)
+    return fn(spec)
+
+
 @contextlib.contextmanager
 def executor(workers=None, scheduler=None, tasks=None):
     """An object whose `map(fn, specs, names)` is [fn(spec) for spec in specs] in task order:
@@ -66,7 +76,8 @@ def executor(workers=None, scheduler=None, tasks=None):
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if scheduler is not None or workers:
         with _dask_client(scheduler, workers or cores()) as client:
-            yield _Dask(client)
+            # a LocalCluster of ours: its workers share this machine's cores as local processes do
+            yield _Dask(client, threads_per_task(workers or cores()) if scheduler is None else 0)
         return
     processes = min(tasks or cores(), cores())
     if processes <= 1:
@@ -100,12 +111,17 @@ class _Local:
 class _Dask:
     RETRIES = 2   # a task whose worker died runs again, up to this many times
 
-    def __init__(self, client):
+    def __init__(self, client, share=0):
         self.client = client
+        self.share = share      # a LocalCluster of ours: each task's share of the cores (_in_share)
 
     def map(self, fn, specs, names):
+        import functools
+
         from dask.distributed import wait
 
+        if self.share:
+            fn = functools.partial(_in_share, fn, self.share)
         futures = [self.client.submit(fn, spec, key=f"fmcli-{name.replace(' ', '-')}-{uuid.uuid4().hex[:12]}",
                                       pure=False, retries=self.RETRIES) for spec, name in zip(specs, names)]
         wait(futures)
@@ -144,7 +160,7 @@ def _dask_client(scheduler, workers):
     if scheduler is None:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=logging.CRITICAL,
-                          env={"NUMBA_NUM_THREADS": str(threads_per_task(workers))}) as cluster, \
+                          env={"NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS") or str(cores())}) as cluster, \
                 Client(cluster) as client:
             yield client
         return

@@ -313,14 +313,17 @@ def _thread_settings(spec):
     return numba.get_num_threads(), numba.config.NUMBA_NUM_THREADS, config._worker_share
 
 
-def test_local_workers_own_their_share_of_the_cores_and_may_use_all():
+@pytest.mark.parametrize("where", ["local processes", "LocalCluster"])
+def test_workers_own_their_share_of_the_cores_and_may_use_all(where):
     from fmcli.executors import cores, executor, threads_per_task
 
     if cores() < 2:
         pytest.skip("one core: tasks run in this process")
+    if where == "LocalCluster":
+        pytest.importorskip("dask.distributed")
     ceiling = int(os.environ.get("NUMBA_NUM_THREADS") or cores())
     share = threads_per_task(2)
-    with executor(tasks=2) as ex:
+    with executor(tasks=2) if where == "local processes" else executor(workers=2) as ex:
         assert ex.map(_thread_settings, [{}, {}], ["a", "b"]) == [(min(share, ceiling), ceiling, share)] * 2
 
 
