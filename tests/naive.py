@@ -48,19 +48,23 @@ def regularised_loss(X, y, w0, w, V, lam0, lam_w, lam_v):
     return 0.5 * (r @ r + lam0 * w0 ** 2 + np.sum(lam_w * w ** 2) + np.sum(lam_v[:, None] * V ** 2))
 
 
-def brute_force_minimiser(loss_of, theta0, scan_width=5.0, n_scan=401):
+def brute_force_minimiser(loss_of, theta0, scan_width=5.0, n_scan=41):
     """Minimiser of a 1-D function that is quadratic in θ (the FM loss along one coordinate):
-    the vertex of the parabola through three points, checked against a scan."""
+    the vertex of the parabola through three points, checked against a scan: n_scan points
+    over θ0 ± scan_width, then n_scan points over the two grid steps around the best of them
+    (the vertex must be within one fine step of the scan's best, or no worse than it)."""
     t = np.array([theta0 - 1.0, theta0, theta0 + 1.0])
     L = np.array([loss_of(v) for v in t])
     a, b, _c = np.polyfit(t, L, 2)
     vertex = -b / (2 * a) if a > 0 else None
     grid = np.linspace(theta0 - scan_width, theta0 + scan_width, n_scan)
-    scan_best = grid[int(np.argmin([loss_of(v) for v in grid]))]
+    coarse = grid[int(np.argmin([loss_of(v) for v in grid]))]
+    step = grid[1] - grid[0]
+    fine = np.linspace(coarse - step, coarse + step, n_scan)
+    scan_best = fine[int(np.argmin([loss_of(v) for v in fine]))]
     if vertex is None:
         return scan_best
-    assert abs(vertex - scan_best) <= 2 * scan_width / (n_scan - 1) + 1e-9 or \
-        loss_of(vertex) <= loss_of(scan_best) + 1e-12
+    assert abs(vertex - scan_best) <= fine[1] - fine[0] + 1e-9 or loss_of(vertex) <= loss_of(scan_best) + 1e-12
     return vertex
 
 
