@@ -38,7 +38,9 @@ WARM_SHARDS = 4   # tasks of the running-cluster runs: the same four for one wor
 
 
 def fmcli(*args, check=True):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # PYTHONSAFEPATH: `-m` would put the working directory first on sys.path, so a run from
+    # another checkout would measure that checkout's fmcli
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONSAFEPATH="1")
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "fmcli", *map(str, args)], capture_output=True, text=True, env=env)
     took = time.perf_counter() - t
