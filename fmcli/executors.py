@@ -45,10 +45,15 @@ def threads_per_task(workers):
     return max(1, cores() // max(1, workers))
 
 
+def _ceiling():
+    """NUMBA_NUM_THREADS of our workers: the one this process was given, else every core."""
+    return os.environ.get("NUMBA_NUM_THREADS") or str(cores())
+
+
 def _init_worker(share):
     """A local worker process: kernels on its share of the cores, numba's ceiling at all of them
     (config.share_cores); numba is imported here, while the parent still reads and splits."""
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(cores()))
+    os.environ["NUMBA_NUM_THREADS"] = _ceiling()
     from fmcli.config import share_cores
 
     share_cores(share)
@@ -160,7 +165,7 @@ def _dask_client(scheduler, workers):
     if scheduler is None:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=logging.CRITICAL,
-                          env={"NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS") or str(cores())}) as cluster, \
+                          env={"NUMBA_NUM_THREADS": _ceiling()}) as cluster, \
                 Client(cluster) as client:
             yield client
         return
