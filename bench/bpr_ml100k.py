@@ -199,7 +199,7 @@ def scaling(a):
 def speed(a):
     """Time per epoch on ua.base's positives (ratings >= 4), one-hot users and items, dim --dim,
     uniform, one negative, --optimizer/--lr/--reg: fmcli's epoch as BPRLearner.step runs it (the
-    visit order's permutation + bpr_epoch) beside implicit's BPR on one thread and on its default
+    visit order's permutation + bpr_epoch_one_hot) beside implicit's BPR on one thread and on its default
     threads, interleaved in rounds in this one run (median per epoch; ratios). --baseline FILE: a
     bpr.py of another revision (`git show REV:fmcli/learners/bpr.py > FILE`), timed the same way."""
     import importlib.util
@@ -208,6 +208,7 @@ def speed(a):
 
     from fmcli.learners import bpr
     from fmcli.learners.sgd import OPTIMIZERS, optimizer_state
+    from fmcli.learners.streams import permutation
 
     tr, _ = ml(a.data, a.splits.split(",")[0])
     pos = tr[tr[:, 2] >= 4]
@@ -249,10 +250,12 @@ def speed(a):
     state = {name: (np.zeros(nu + ni), np.random.default_rng(a.seed).normal(0, 0.1, (nu + ni, k)),
                     optimizer_state(mode, nu + ni, k)) for name in kernels}
 
+    order = np.empty(len(users), np.int64)
+
     def fm_epoch(name, e):
         w, V, st = state[name]
         t0 = time.perf_counter()
-        order = rng.permutation(len(users)).astype(np.int64, copy=False)
+        permutation(int(rng.integers(2**63 - 1)), order)
         kernels[name](order, w, V, st, e)
         return time.perf_counter() - t0
 

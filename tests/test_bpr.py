@@ -262,6 +262,36 @@ def test_one_hot_fast_path_is_the_general_kernel(mode, sampling, n_neg, use_w, s
     assert np.abs(V1 - rng.normal(0, 0.3, (n, k))).max() > 0.01    # the epochs moved the factors
 
 
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_epoch_loss_is_the_sum_of_its_steps_losses(fast, weighted):
+    """The epoch's loss (a running product of the 1 + e^{−|d|}, rescaled by powers of two, and
+    one log) is Σ −ln σ(d) of its steps: with learning rates 0 every visit sees the same
+    parameters; two users with item 0 positive, item 1 their only negative; 6,000 visits (a
+    product of about 2^5000, rescaled several times), weights 1 and 0.5 mixed or none."""
+    users, items = csr([[(0, 1.0)], [(1, 1.0)]]), csr([[(2, 1.0)], [(3, 1.0)]])
+    n, k = 4, 3
+    rng = np.random.default_rng(5)
+    w, V = rng.normal(0, 0.1, n), rng.normal(0, 0.2, (n, k))
+    pu, pi = np.array([0, 1]), np.array([0, 0])
+    pos = positives_csr(pu, pi, 2)
+    bits = positive_bits(*pos, 2)
+    order = np.arange(6000, dtype=np.int64) % 2
+    weights = np.array([1.0, 0.5]) if weighted else np.empty(0)
+    st = optimizer_state(SGD, n, k)
+    args = (w, V, True, np.zeros(3), np.zeros(3), SGD, st[1], st[2], st[4], st[5], st[6], UNIFORM, 1, 10,
+            harmonic(2), 3)
+    if fast:
+        sides = one_hot_sides(users, items, n)
+        total, steps = bpr_epoch_one_hot(order, pu, pi, *pos, *sides, *args, bits, weights)
+    else:
+        total, steps = bpr_epoch(order, pu, pi, *pos, *users, *items, *args, np.empty(0, np.int64), bits, weights)
+    per_user = [naive_loss([[(0, 1.0)], [(1, 1.0)]], [[(2, 1.0)], [(3, 1.0)]], u, 0, 1, w, V) for u in (0, 1)]
+    scale = weights if weighted else np.ones(2)
+    assert steps == 6000
+    assert total == pytest.approx(3000 * (scale[0] * per_user[0] + scale[1] * per_user[1]), rel=1e-12)
+
+
 def test_one_hot_sides_only_when_the_fast_path_computes_the_same():
     users, items, n, _, _ = one_hot_problem(0, n_users=4, n_items=5)
     assert one_hot_sides(users, items, n) is not None

@@ -28,7 +28,8 @@ not a positive (a bitset of the positives, one bit per user and item, when it ta
 BITSET_BYTES); else, with the user's positives sorted p_0 < p_1 < ..., the r-th non-positive
 item (r uniform in [0, n_items − n_pos)) is r + t, t = #{s : p_s − s ≤ r} (a binary search).
 Both are exact, never a positive. The kernel is sequential and seeded by the run's
-generator: the result does not depend on --threads.
+generator (the visit order and the draws: splitmix64 sequences, fmcli.learners.streams): the
+result does not depend on --threads.
 """
 
 import numpy as np
@@ -36,6 +37,7 @@ import numpy as np
 from fmcli.config import njit
 from fmcli.errors import UsageError
 from fmcli.learners.base import Learner, check_diverged
+from fmcli.learners.streams import next_below, permutation, stream_key
 from fmcli.learners.sgd import ADAGRAD, ADAM, ADAM_BETA1, ADAM_BETA2, OPTIMIZERS, SGD, _adagrad, _adam, \
     optimizer_state
 from fmcli.model import row_sums
@@ -43,6 +45,8 @@ from fmcli.model import row_sums
 SAMPLINGS = ("uniform", "warp")
 UNIFORM, WARP = 0, 1
 WARP_MARGIN = 1.0
+LOSS_SCALE_BITS = 600
+LOSS_SCALE = 2.0 ** LOSS_SCALE_BITS   # _bpr_step's product of 1 + e^{−|d|} is rescaled above it
 BITSET_BYTES = 64 * 2**20   # the positives' bitset at most (else every draw is by rank)
 
 
@@ -242,12 +246,12 @@ def _by_rejection(bits, a, b, n_items):
 
 
 @njit
-def _by_rank(pos_items, a, b, n_items):
-    """A uniform item among those not in the sorted pos_items[a:b]: the r-th non-positive,
-    r + t with t = #{s : pos[a + s] − s ≤ r} (pos[a + s] − s is non-decreasing), by a binary
-    search whose steps do not branch on the data."""
+def _by_rank(pos_items, a, b, n_items, s):
+    """(state, a uniform item among those not in the sorted pos_items[a:b]) from the draws'
+    state s: the r-th non-positive, r + t with t = #{m : pos[a + m] − m ≤ r} (pos[a + m] − m
+    is non-decreasing), by a binary search whose steps do not branch on the data."""
     n = b - a
-    r = np.random.randint(0, n_items - n)
+    s, r = next_below(s, n_items - n)
     base = 0
     while n > 1:
         half = n >> 1
@@ -256,32 +260,33 @@ def _by_rank(pos_items, a, b, n_items):
         n -= half
     if n > 0 and pos_items[a + base] - base <= r:
         base += 1
-    return r + base
+    return s, r + base
 
 
 @njit(inline="always")
-def _draw_negative(pos_items, a, b, n_items, bits, u):
-    """A uniform item among those that are not in the sorted pos_items[a:b] (user u's).
+def _draw_negative(pos_items, a, b, n_items, bits, u, s):
+    """(state, a uniform item among those that are not in the sorted pos_items[a:b]) (user
+    u's; s: the draws' state).
     With the bitset of the positives (positive_bits) and at most half of the items positive:
     uniform items until one is not a positive (rejection; under 2 draws expected); else by
     rank (_by_rank). bpr_epoch_one_hot writes this loop out (the same draws): numba's inlined
     copy of `bits` costs a reference count pair per call when the inlined body loops."""
     if _by_rejection(bits, a, b, n_items):
-        j = np.random.randint(0, n_items)
+        s, j = next_below(s, n_items)
         while _is_positive(bits, u, j):
-            j = np.random.randint(0, n_items)
-        return j
-    return _by_rank(pos_items, a, b, n_items)
+            s, j = next_below(s, n_items)
+        return s, j
+    return _by_rank(pos_items, a, b, n_items, s)
 
 
 @njit
 def draw_negatives(pos_indptr, pos_items, users, n_items, seed, bits):
     """One negative per entry of `users` (tests; the epochs draw the same way)."""
-    np.random.seed(seed)
+    s = stream_key(seed)
     out = np.empty(len(users), np.int64)
     for t in range(len(users)):
         u = users[t]
-        out[t] = _draw_negative(pos_items, pos_indptr[u], pos_indptr[u + 1], n_items, bits, u)
+        s, out[t] = _draw_negative(pos_items, pos_indptr[u], pos_indptr[u + 1], n_items, bits, u, s)
     return out
 
 
@@ -300,11 +305,30 @@ def positive_bits(pos_indptr, pos_items, n_items, limit=BITSET_BYTES):
 
 
 @njit(inline="always")
-def _bpr_loss(d):
-    """(−ln σ(d), ∂/∂d = −σ(−d)) from one exp, without overflow."""
+def _bpr_step(d, uw, lin, prod, scaled):
+    """A uniform step's loss and gradient: −ln σ(d) = max(−d, 0) + ln(1 + e^{−|d|}) from one
+    exp, without overflow, added to the epoch's sums (lin, prod, scaled; _epoch_loss): a
+    positive of weight uw = 1 adds max(−d, 0) to lin and multiplies prod by 1 + e^{−|d|}
+    (at most 2; rescaled by 2^−LOSS_SCALE_BITS, counted in scaled, before it could overflow),
+    so the epoch takes one log instead of one a step; another weight adds uw·(−ln σ(d)) to lin.
+    Returns (uw·∂/∂d, with ∂/∂d = −σ(−d); lin; prod; scaled)."""
     e = np.exp(-abs(d))
-    loss = max(-d, 0.0) + np.log1p(e)
-    return loss, -(e if d >= 0.0 else 1.0) / (1.0 + e)
+    g = -(e if d >= 0.0 else 1.0) / (1.0 + e)
+    if uw == 1.0:
+        lin += max(-d, 0.0)
+        prod *= 1.0 + e
+        if prod > LOSS_SCALE:
+            prod /= LOSS_SCALE      # exact: a power of two
+            scaled += 1
+    else:
+        lin += uw * (max(-d, 0.0) + np.log1p(e))
+    return uw * g, lin, prod, scaled
+
+
+@njit(inline="always")
+def _epoch_loss(lin, prod, scaled):
+    """Σ loss of an epoch from _bpr_step's sums (WARP's steps add to lin)."""
+    return lin + np.log(prod) + scaled * LOSS_SCALE_BITS * np.log(2.0)
 
 
 @njit(inline="always")
@@ -315,7 +339,7 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
     sums q_u, q_i, q_j at the parameters before it: q_u and q_i once per positive (again after a step when another
     negative follows), q_j once per draw; the user row's and, when no feature is in both item
     rows, the items' parameters are updated in place as their gradients are read."""
-    np.random.seed(seed)
+    rs = stream_key(seed)
     nf, k = V.shape
     n_items = it_ptr.shape[0] - 1
     eta1, eta2 = rates[1], rates[2]
@@ -332,7 +356,7 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
     use_fixed = fixed_j.shape[0] > 0
     uniform = sampling == UNIFORM
     weighted = weights.shape[0] > 0
-    total, steps = 0.0, 0
+    lin, prod, scaled, steps = 0.0, 1.0, 0, 0
     for t in range(order.shape[0]):
         e = order[t]
         uw = 1.0
@@ -352,18 +376,19 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
                 if s:   # the last step moved them
                     _side(u_ind, u_dat, ua, ub, w, V, use_w, qu)
                     bi = _side(it_ind, it_dat, ia, ib, w, V, use_w, qi)
-                j = fixed_j[t] if use_fixed else _draw_negative(pos_items, pa, pb, n_items, bits, u)
+                if use_fixed:
+                    j = fixed_j[t]
+                else:
+                    rs, j = _draw_negative(pos_items, pa, pb, n_items, bits, u, rs)
                 bj = _side(it_ind, it_dat, it_ptr[j], it_ptr[j + 1], w, V, use_w, qj)
-                loss, g = _bpr_loss(_diff(bi, bj, qu, qi, qj))
-                total += uw * loss
-                g *= uw
+                g, lin, prod, scaled = _bpr_step(_diff(bi, bj, qu, qi, qj), uw, lin, prod, scaled)
             else:
                 steps += 1
                 found = 0
                 d = 0.0
                 j = 0
                 for n in range(1, max_sampled + 1):
-                    j = _draw_negative(pos_items, pa, pb, n_items, bits, u)
+                    rs, j = _draw_negative(pos_items, pa, pb, n_items, bits, u, rs)
                     bj = _side(it_ind, it_dat, it_ptr[j], it_ptr[j + 1], w, V, use_w, qj)
                     d = _diff(bi, bj, qu, qi, qj)
                     if d < WARP_MARGIN:
@@ -372,7 +397,7 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
                 if not found:
                     continue
                 phi = H[(n_items - (pb - pa)) // found]
-                total += uw * phi * (WARP_MARGIN - d)
+                lin += uw * phi * (WARP_MARGIN - d)
                 g = -phi * uw
             ja, jb = it_ptr[j], it_ptr[j + 1]
             # the user row: ∂d/∂v_l = x_l (q_i − q_j), w_l only regularised
@@ -417,7 +442,7 @@ def _epoch(order, pair_u, pair_i, pos_indptr, pos_items, u_ptr, u_ind, u_dat, it
                              mode, a_w, a_V, b_w, b_V, pw, slot, slot_f, gw, gV)
             if uniform:
                 steps += 1
-    return total, steps
+    return _epoch_loss(lin, prod, scaled), steps
 
 
 @njit
@@ -480,7 +505,7 @@ def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f,
     """_epoch on one-hot sides (one_hot_sides): q_u, q_i, q_j are the rows V[f_u], V[f_i], V[f_j]
     and b = w_f; the three rows' steps in one loop over the factors, each read before its
     update. The same draws, loss and steps as _epoch, in the same order, by its helpers."""
-    np.random.seed(seed)
+    rs = stream_key(seed)
     k = V.shape[1]
     n_items = item_f.shape[0]
     eta1, eta2 = rates[1], rates[2]
@@ -488,7 +513,7 @@ def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f,
     uniform = sampling == UNIFORM
     n_steps, n_draws = (n_neg, 1) if uniform else (1, max_sampled)
     weighted = weights.shape[0] > 0
-    total, steps = 0.0, 0
+    lin, prod, scaled, steps = 0.0, 1.0, 0, 0
     for t in range(order.shape[0]):
         e = order[t]
         uw = 1.0
@@ -508,27 +533,25 @@ def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f,
             fj = 0
             for n in range(1, n_draws + 1):    # uniform: one draw; WARP: until d < margin
                 if rejection:                  # _draw_negative
-                    j = np.random.randint(0, n_items)
+                    rs, j = next_below(rs, n_items)
                     while _is_positive(bits, u, j):
-                        j = np.random.randint(0, n_items)
+                        rs, j = next_below(rs, n_items)
                 else:
-                    j = _by_rank(pos_items, pa, pb, n_items)
+                    rs, j = _by_rank(pos_items, pa, pb, n_items, rs)
                 fj = item_f[j]
                 d = _diff(bi, w[fj] if use_w else 0.0, V[fu], V[fi], V[fj])
                 if uniform or d < WARP_MARGIN:
                     found = n
                     break
             if uniform:
-                loss, g = _bpr_loss(d)
-                total += uw * loss
-                g *= uw
+                g, lin, prod, scaled = _bpr_step(d, uw, lin, prod, scaled)
                 steps += 1
             else:
                 steps += 1
                 if not found:
                     continue
                 phi = H[(n_items - (pb - pa)) // found]
-                total += uw * phi * (WARP_MARGIN - d)
+                lin += uw * phi * (WARP_MARGIN - d)
                 g = -phi * uw
             cu1, cu2 = _clock(pw, fu, mode)
             ci1, ci2 = _clock(pw, fi, mode)
@@ -542,7 +565,7 @@ def _epoch_one_hot(order, pair_u, pair_i, pos_indptr, pos_items, user_f, item_f,
                 _user_v(V, fu, c, g, vi, vj, r2, eta2, mode, a_V, b_V, cu1, cu2)
                 _item_v(V, fi, c, g, vu, vi, 1.0, r2, eta2, mode, a_V, b_V, ci1, ci2)
                 _item_v(V, fj, c, -g, vu, vj, 1.0, r2, eta2, mode, a_V, b_V, cj1, cj2)
-    return total, steps
+    return _epoch_loss(lin, prod, scaled), steps
 
 
 @njit
@@ -607,6 +630,7 @@ class BPRLearner(Learner):
         self.item_rows = (m.item.indptr, m.item.indices, m.item.data)
         self.one_hot = one_hot_sides(self.user_rows, self.item_rows, model.n_features)   # the fast path's
         self.H = harmonic(self.n_items)
+        self.order = np.empty(len(self.pair_u), np.int64)
         self.mode = OPTIMIZERS[opts.optimizer]
         self.state = optimizer_state(self.mode, model.n_features, model.k)
         self.loss = float("nan")
@@ -626,8 +650,8 @@ class BPRLearner(Learner):
 
     def step(self, it):
         m = self.model
-        order = self.rng.permutation(len(self.pair_u)).astype(np.int64, copy=False)
-        seed = int(self.rng.integers(2**31 - 1))
+        permutation(int(self.rng.integers(2**63 - 1)), self.order)   # the epoch's visit order
+        order, seed = self.order, int(self.rng.integers(2**31 - 1))
         sampling = UNIFORM if self.opts.sampling == "uniform" else WARP
         if self.one_hot is not None:
             total, steps = bpr_epoch_one_hot(order, self.pair_u, self.pair_i, *self.pos, *self.one_hot, m.w, m.V,

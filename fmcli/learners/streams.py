@@ -5,6 +5,8 @@ from stream j of the sweep's seed, whatever thread runs it and in whatever order
 results do not depend on the number of threads. splitmix64 (Steele et al. 2014) of (seed,
 stream, counter), normals by Box-Muller. The sequential draws (MCMC's α, hyperparameters and
 latent targets) use numba's own global random state, seeded once per iteration (seed_numba).
+BPR's epoch (the visit order and the negatives) draws from a splitmix64 sequence whose state
+the kernel carries (next_below): several times cheaper a draw than numba's randint.
 """
 
 import math
@@ -51,6 +53,42 @@ def counter_uniform(key, i):
     row's number is drawn without the rows before it, so parallel chunks draw what a serial
     pass would."""
     return (np.float64(_mix64(key + np.uint64(i) * _GOLDEN) >> np.uint64(11)) + 0.5) * 2.0 ** -53
+
+
+@njit(inline="always")
+def next_below(s, n):
+    """(the next state, an integer uniform on [0, n)) of the splitmix64 sequence at state s
+    (uint64; stream_key gives a first one), for n >= 1: Lemire's multiply-shift of the top 32
+    bits when n <= 2**32 (the few biased products rejected), masked rejection above."""
+    n64 = np.uint64(n)
+    if n64 <= np.uint64(0x100000000):
+        while True:
+            s += _GOLDEN
+            m = (_mix64(s) >> np.uint64(32)) * n64
+            low = m & np.uint64(0xFFFFFFFF)
+            # the products whose low half is below 2**32 mod n are the surplus ones
+            if low >= n64 or low >= (np.uint64(0x100000000) - n64) % n64:
+                return s, np.int64(m >> np.uint64(32))
+    mask = n64 - np.uint64(1)
+    for shift in (1, 2, 4, 8, 16, 32):
+        mask |= mask >> np.uint64(shift)
+    while True:
+        s += _GOLDEN
+        z = _mix64(s) & mask
+        if z < n64:
+            return s, np.int64(z)
+
+
+@njit
+def permutation(seed, out):
+    """out = a uniform random permutation of 0 .. len(out) − 1 (Fisher-Yates on seed's sequence)."""
+    n = out.shape[0]
+    for t in range(n):
+        out[t] = t
+    s = stream_key(seed)
+    for t in range(n - 1, 0, -1):
+        s, j = next_below(s, t + 1)
+        out[t], out[j] = out[j], out[t]
 
 
 @njit
