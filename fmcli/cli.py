@@ -240,7 +240,8 @@ def train_options(task, method, dim, iterations, learn_rate, regular, init_stdev
               help="-method bpr, warp: draws per positive at most.")
 @click.option("--early-stop-metric", "early_stop_metric", metavar="NAME@K",
               help="-method bpr: the -validation ranking metric that --early-stop watches and each iteration "
-                   "prints (precision, recall, ndcg, map, hit_rate @K, or auc; train positives excluded). "
+                   "prints (precision, recall, ndcg, map, hit_rate, capped_precision @K, or auc; train positives "
+                   "excluded). "
                    "[default: ndcg@10]")
 def train(train_path, test_path, out, rlog, save_model, load_model, keep_samples, log_json, checkpoint,
           checkpoint_every, validation_path, early_stop, cache_size, relation, bpr_mapping, sampling, negatives,
@@ -591,7 +592,8 @@ def plot(files, out, fmt, metric, x_axis, labels, title, width, height, dpi):
 @opt("-item", "item_column", metavar="COL", help="With a version-1 mapping: the item column (categorical).")
 @opt("-evaluate", "evaluate", metavar="TEST",
      help="Instead: rank for the users of these held-out interactions (-exclude items left out) and print "
-          "precision, recall, NDCG, MAP and hit rate at -k, and AUC, one a line.")
+          "precision, recall, NDCG, MAP, hit rate and capped precision (the implicit library's "
+          "precision: hits / min(k, relevant), summed over users) at -k, and AUC, one a line.")
 @click.option("--min-rating", "-min_rating", "min_rating", type=float, metavar="R",
               help="With --evaluate: only rows rated >= R are relevant.")
 @opt("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="The metrics' cut-off.")

@@ -9,9 +9,12 @@ items, no repeats), with hits h = |L_u[:k] ∩ R_u|:
     MAP@k       = Σ_{r < k, L_u[r] ∈ R_u} precision@(r + 1)  /  min(k, |R_u|)
     AUC         = P(score of a relevant candidate > score of a non-relevant one), ties ½,
                   over the user's candidates (the items that were not excluded)
+    capped_precision@k = Σ_u h_u / Σ_u min(k, |R_u|)
 
 Each metric is the mean over the users that have at least one relevant item (AUC: at least
-one relevant and one non-relevant candidate). Items are indices 0..n_items-1; a list is
+one relevant and one non-relevant candidate), but capped precision, a ratio of sums over
+them: the precision of the `implicit` library's ranking_metrics_at_k (a user with fewer than
+k relevant items can reach 1), to compare figures with that library's. Items are indices 0..n_items-1; a list is
 padded with -1 where a user had fewer than k candidates. Relevant sets are CSR
 (rel_indptr, rel_items), each user's items sorted ascending.
 """
@@ -22,7 +25,8 @@ from numba import prange
 
 from fmcli.config import njit
 
-TOPK_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+TOPK_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "capped_precision")
+_MEANS = 5   # the first five are means over the users; capped precision a ratio of sums
 
 
 def topk_metrics(ranked, rel_indptr, rel_items, k):
@@ -30,20 +34,23 @@ def topk_metrics(ranked, rel_indptr, rel_items, k):
     "users": how many users were counted. ranked: (n_users, >= k) int64, -1 padded."""
     if k <= 0:
         raise ValueError("k must be positive")
-    per_user = np.full((len(TOPK_METRICS), len(rel_indptr) - 1), np.nan)
+    per_user = np.full((_MEANS + 2, len(rel_indptr) - 1), np.nan)
     _topk_rows(np.ascontiguousarray(ranked[:, :k], np.int64), np.asarray(rel_indptr, np.int64),
                np.asarray(rel_items, np.int64), per_user)
     counted = ~np.isnan(per_user[0])
-    out = {name: float(per_user[t, counted].mean()) if counted.any() else float("nan")
-           for t, name in enumerate(TOPK_METRICS)}
+    nan = float("nan")
+    out = {name: float(per_user[t, counted].mean()) if counted.any() else nan
+           for t, name in enumerate(TOPK_METRICS[:_MEANS])}
+    out["capped_precision"] = float(per_user[_MEANS, counted].sum() / per_user[_MEANS + 1, counted].sum()) \
+        if counted.any() else nan
     out["users"] = int(counted.sum())
     return out
 
 
 @njit(parallel=True)
 def _topk_rows(ranked, rel_indptr, rel_items, out):
-    """out[:, u] = (precision, recall, ndcg, map, hit) of user u; NaN for a user without
-    relevant items."""
+    """out[:, u] = (precision, recall, ndcg, map, hit, hits, min(k, |R_u|)) of user u; NaN for
+    a user without relevant items."""
     k = ranked.shape[1]
     for u in prange(ranked.shape[0]):
         a, b = rel_indptr[u], rel_indptr[u + 1]
@@ -77,6 +84,8 @@ def _topk_rows(ranked, rel_indptr, rel_items, out):
         out[2, u] = dcg / ideal
         out[3, u] = ap / min(k, n_rel)
         out[4, u] = 1.0 if hits > 0 else 0.0
+        out[5, u] = hits
+        out[6, u] = min(k, n_rel)
 
 
 def auc_rows(scores, candidate, relevant):

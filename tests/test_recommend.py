@@ -15,6 +15,7 @@ from fmcli import ranking
 def reference_topk(ranked, relevant, k):
     """The metrics of fmcli.ranking's docstring, written out with Python sets."""
     sums, users = {name: 0.0 for name in ranking.TOPK_METRICS}, 0
+    hits = cap = 0
     for items, rel in zip(ranked, relevant):
         if not rel:
             continue
@@ -27,7 +28,11 @@ def reference_topk(ranked, relevant, k):
         sums["ndcg"] += sum(1 / math.log2(r + 2) for r in hit_ranks) / \
             sum(1 / math.log2(r + 2) for r in range(min(k, len(rel))))
         sums["map"] += sum((h + 1) / (r + 1) for h, r in enumerate(hit_ranks)) / min(k, len(rel))
-    return {name: v / users for name, v in sums.items()}, users
+        hits += len(hit_ranks)
+        cap += min(k, len(rel))
+    out = {name: v / users for name, v in sums.items()}
+    out["capped_precision"] = hits / cap     # a ratio of sums, as the implicit library's precision
+    return out, users
 
 
 def reference_auc(scores, candidate, relevant):
@@ -69,9 +74,10 @@ def test_topk_metrics_match_reference(seed):
 def test_topk_metrics_perfect_and_empty():
     ranked = np.array([[3, 1, -1]])
     got = ranking.topk_metrics(ranked, np.array([0, 2]), np.array([1, 3]), 2)
-    assert got == {"precision": 1.0, "recall": 1.0, "ndcg": 1.0, "map": 1.0, "hit_rate": 1.0, "users": 1}
+    assert got == {"precision": 1.0, "recall": 1.0, "ndcg": 1.0, "map": 1.0, "hit_rate": 1.0,
+                   "capped_precision": 1.0, "users": 1}
     got = ranking.topk_metrics(ranked, np.array([0, 1]), np.array([7]), 2)
-    assert got["ndcg"] == got["map"] == got["hit_rate"] == 0.0
+    assert got["ndcg"] == got["map"] == got["hit_rate"] == got["capped_precision"] == 0.0
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -345,7 +351,7 @@ def test_cli_evaluate_and_metrics_json(rated, run):
                          "--min-rating", "4", "-k", "5", "--metrics-json", p("m.json"))
     assert code == 0, err
     names = [l.split("\t")[0] for l in out.splitlines()]
-    assert names == ["precision@5", "recall@5", "ndcg@5", "map@5", "hit_rate@5", "auc"]
+    assert names == ["precision@5", "recall@5", "ndcg@5", "map@5", "hit_rate@5", "capped_precision@5", "auc"]
     got = json.load(open(p("m.json")))
     assert got["k"] == 5 and got["users"] > 0
     for line in out.splitlines():
