@@ -137,24 +137,30 @@ def run_implicit(data, split, a):
 
 
 def scaling(a):
-    """Time per epoch of the compiled BPR epoch on synthetic one-hot positives (users 20000, items
-    10000, Zipf-like item popularity), 125k to 1M positives: linear means the same ms per 1k."""
+    """Time per epoch of the compiled BPR epoch on the 1M synthetic set's (user, item) pairs
+    (../shared/bench/synth.py, seed 0, 1M train rows: 100k one-hot users, 20k one-hot items,
+    Zipf-like popularity; generated into --out if absent), its first 125k to 1M rows as
+    positives (duplicate pairs merged): linear means the same ms per 1k."""
     from fmcli.learners.bpr import UNIFORM, WARP, bpr_epoch, harmonic, positive_bits, positives_csr
     from fmcli.learners.sgd import OPTIMIZERS, optimizer_state
 
-    nu, ni, k = 20000, 10000, a.dim
+    prefix = os.path.join(a.out, "syn")
+    if not os.path.exists(prefix + ".train.libfm"):
+        os.makedirs(a.out, exist_ok=True)
+        subprocess.run([sys.executable, os.path.join(ROOT, "..", "shared", "bench", "synth.py"), prefix, "1000000"],
+                       check=True, capture_output=True)
+    nu, ni, k = 100_000, 20_000, a.dim
+    pairs = np.array([line.split(None, 3)[1:3] for line in open(prefix + ".train.libfm")])
+    all_users = np.array([int(t.split(":")[0]) for t in pairs[:, 0]])
+    all_items = np.array([int(t.split(":")[0]) for t in pairs[:, 1]]) - nu
     rng = np.random.default_rng(a.seed)
-    pop = 1.0 / np.arange(1, ni + 1) ** 0.8
-    pop /= pop.sum()
     one = np.ones
     uptr, uind = np.arange(nu + 1, dtype=np.int64), np.arange(nu, dtype=np.int32)
     iptr, iind = np.arange(ni + 1, dtype=np.int64), (nu + np.arange(ni)).astype(np.int32)
     mode = OPTIMIZERS[a.optimizer]
-    print(f"\nscaling: synthetic one-hot positives, dim {k}, {a.sampling}, {a.optimizer}")
+    print(f"\nscaling: the 1M synthetic set's user-item pairs as positives, dim {k}, {a.sampling}, {a.optimizer}")
     for n in (125_000, 250_000, 500_000, 1_000_000):
-        users = rng.integers(0, nu, n)
-        items = rng.choice(ni, n, p=pop)
-        key = np.unique(users * ni + items)
+        key = np.unique(all_users[:n] * ni + all_items[:n])
         users, items = key // ni, key % ni
         pos = positives_csr(users, items, nu)
         bits = positive_bits(*pos, ni)
@@ -170,7 +176,9 @@ def scaling(a):
                       np.empty(0, np.int64), bits, np.empty(0))
             times.append(time.perf_counter() - t0)
         t = float(np.median(times[1:]))
-        print(f"  {len(users):8d} positives: {t * 1e3:8.1f} ms/epoch, {t * 1e6 / len(users):.2f} ms per 1k positives")
+        print(f"  {len(users):8d} positives (of {n} rows): {t * 1e3:8.1f} ms/epoch, "
+              f"{t * 1e6 / len(users):.2f} ms per 1k positives"
+              + ("" if bits.shape[0] else " (negatives by rank: the bitset would exceed its limit)"))
 
 
 def speed(a):
@@ -283,7 +291,7 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--implicit-bpr-epochs", type=int, default=200)
     p.add_argument("--no-implicit", action="store_true")
-    p.add_argument("--scaling", action="store_true", help="only: time per epoch on 125k-1M synthetic positives")
+    p.add_argument("--scaling", action="store_true", help="only: time per epoch on 125k-1M positives of the 1M synthetic set")
     p.add_argument("--speed", action="store_true", help="only: time per epoch beside implicit's BPR (see speed())")
     p.add_argument("--baseline", help="--speed: a bpr.py of another revision, timed beside")
     p.add_argument("--rounds", type=int, default=5, help="--speed: rounds of 10 epochs each")
