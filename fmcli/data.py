@@ -42,10 +42,33 @@ class SparseData:
         return self.indptr, self.indices, self.data
 
 
-@njit
+def index_dtype(n):
+    """int32 for indices below n when they fit: half the memory of int64 (perm, indptr)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def read_only(*arrays):
+    """Read-only views of the arrays (no copies): numba compiles a kernel once per form of its
+    array arguments, writable or not, and a memory-mapped cache's arrays are read-only, so
+    kernels fed from both take them in this one form."""
+    out = []
+    for a in arrays:
+        v = a.view()
+        v.flags.writeable = False
+        out.append(v)
+    return out
+
+
 def transpose(indptr, indices, data, n_cols):
     """CSC (cptr, crow, cval) of a CSR matrix by counting sort: each column's rows ascending,
-    duplicated entries kept."""
+    duplicated entries kept. The rows are given to the kernel in one form (row pointers of
+    index_dtype, read-only views), so it is compiled once for every caller."""
+    indptr = np.asarray(indptr).astype(index_dtype(len(indices)), copy=False)
+    return _transpose(*read_only(indptr, np.asarray(indices), np.asarray(data)), n_cols)
+
+
+@njit
+def _transpose(indptr, indices, data, n_cols):
     n_rows = indptr.shape[0] - 1
     cptr = np.zeros(n_cols + 1, np.int64)
     for p in range(indices.shape[0]):

@@ -39,7 +39,7 @@ import os
 import numpy as np
 
 from fmcli.config import MAX_FEATURE_ID, njit
-from fmcli.data import SparseData
+from fmcli.data import SparseData, read_only
 from fmcli.io.atomic import atomic_output
 
 MAGIC = b"FMCACHE\0"
@@ -95,12 +95,12 @@ _SEED0_LANES = ((0x9E3779B185EBCA87 + 0xC2B2AE3D27D4EB4F) % 2**64, 0xC2B2AE3D27D
                 2**64 - 0x9E3779B185EBCA87)
 
 
-@njit
+@njit(inline="always")
 def _rotl(x, r):
     return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
 
 
-@njit
+@njit(inline="always")
 def _xxh_round(acc, lane):
     return _rotl(acc + lane * _P2, 31) * _P1
 
@@ -117,7 +117,7 @@ def _xxh_stripes(lanes, words):
     lanes[0], lanes[1], lanes[2], lanes[3] = v1, v2, v3, v4
 
 
-@njit
+@njit(inline="always")
 def _le_word(tail, i, n):
     """The n-byte little-endian word at tail[i]."""
     k = np.uint64(0)
@@ -172,11 +172,11 @@ class XXH64:
             a = a[need:]
             if self._carry.size < 32:
                 return
-            _xxh_stripes(self._lanes, self._carry.view("<u8"))
+            _xxh_stripes(self._lanes, *read_only(self._carry.view("<u8")))
             self._carry = np.empty(0, np.uint8)
         whole = a.size // 32 * 32
         if whole:
-            _xxh_stripes(self._lanes, a[:whole].view("<u8"))
+            _xxh_stripes(self._lanes, *read_only(a[:whole].view("<u8")))
         self._carry = a[whole:].copy()
 
     def hexdigest(self):

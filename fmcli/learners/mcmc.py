@@ -95,7 +95,7 @@ def _gamma_or_nan(shape, twice_rate):
     return np.random.gamma(shape, 2.0 / twice_rate)
 
 
-@njit
+@njit(inline="always")
 def _draw_pair(n, s, ss, mu_old, lam_old, rejected, rej_mu, rej_lam):
     """(μ, λ): λ ~ Gamma((α0 + n + 1)/2, rate [γ0 + β0(μ_old − μ0)² + Σ(θ − μ_old)²]/2), then
     μ ~ N((Σθ + β0 μ0)/(n + β0), 1/((n + β0) λ)). s = Σθ, ss = Σ(θ − μ_old)²."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmcli.config import njit
-from fmcli.data import transpose
+from fmcli.data import index_dtype, transpose
 from fmcli.learners.sweep import CACHE_DTYPE
 
 
@@ -83,11 +83,6 @@ def colour_classes(cptr, crow, indptr, indices, cols, n):
     sequential = int(colour.max()) + 1 if len(short) else 0
     colour[cols[in_long[cols]]] = sequential
     return colour, sequential
-
-
-def index_dtype(n):
-    """int32 for indices below n when they fit: half the memory of int64 (perm, indptr)."""
-    return np.int32 if n < 2**31 else np.int64
 
 
 def colouring(indptr, indices, data, n):
