@@ -19,6 +19,9 @@ import numpy as np
 from numba import prange
 
 from fmcli.config import PARAM_DTYPE, njit
+from fmcli.data import read_only
+
+UPCAST_MAX = 1 << 21   # float32 samples of at most this many factor values: predicted from float64 copies
 
 LINKS = ("identity", "logistic", "probit")
 
@@ -99,6 +102,10 @@ class FMModel:
         pairs, SparseData.relations)."""
         w0, w, V = (self.w0, self.w, self.V) if params is None else params[:3]
         H = params[3] if params is not None and len(params) > 3 else self.H
+        if V.dtype != PARAM_DTYPE and V.size + H.size <= UPCAST_MAX:
+            # float32 samples of a small model: the kernels' one float64 form (the same bits: the
+            # arithmetic is float64 either way), so a first run compiles predict_rows once
+            w, V, H = (np.asarray(a, PARAM_DTYPE) for a in (w, V, H))
         out = np.empty(len(indptr) - 1, np.float64)
         rel_map = relation_map(relations, len(out))
         predict_rows(*kernel_rows(indptr, indices, data), w0 if self.use_w0 else 0.0, w, V, self.use_w, out,
@@ -187,12 +194,7 @@ def kernel_rows(indptr, indices, data):
     read-only views (a memory-mapped cache's arrays are read-only, rows built in memory are not,
     and numba compiles a kernel once per such form: the train refresh, the evaluation and
     `fmcli predict` share one compiled predict_rows this way). The values are not converted."""
-    out = []
-    for a in (np.asarray(indptr, np.int64), np.asarray(indices), np.asarray(data)):
-        v = a.view()
-        v.flags.writeable = False
-        out.append(v)
-    return out
+    return read_only(np.asarray(indptr, np.int64), np.asarray(indices), np.asarray(data))
 
 
 @njit(inline="always")
