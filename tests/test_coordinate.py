@@ -78,7 +78,8 @@ def test_one_feature_update_is_the_exact_minimiser_of_each_coordinate(layout):
     rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
     args = (j, cptr, crow, cval, cache, w, V, lam_w, 0.0, lam_v, np.zeros(k), 1.0, True, z, rej)
     if layout == "in_place":
-        sweep._column_in_place(*args, np.empty(0), NO_ROW_LEN, False)
+        sweep._column_in_place(*args, np.empty(0, np.float32), np.empty((k + 1, 0), np.float32), -1,
+                               np.empty(0), np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
     else:
         m = cptr[j + 1] - cptr[j]
         sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,
@@ -102,7 +103,8 @@ def test_both_layouts_give_the_same_update_and_mcmc_draws_m_plus_z_over_root_p()
         rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
         args = (j, *csc, c_, w_, V_, lam_w, mu_w, lam_v, mu_v, alpha, True, z, rej)
         if layout == "in_place":
-            sweep._column_in_place(*args, np.empty(0), NO_ROW_LEN, False)
+            sweep._column_in_place(*args, np.empty(0, np.float32), np.empty((k + 1, 0), np.float32), -1,
+                                   np.empty(0), np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
         else:
             m = csc[0][j + 1] - csc[0][j]
             sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,

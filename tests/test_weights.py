@@ -65,7 +65,8 @@ def test_both_layouts_weigh_rows_alike():
         rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
         args = (j, *csc, c_, w_, V_, 0.5, 0.1, np.array([1.0, 2.0, 0.5]), np.zeros(3), 1.7, True, z, rej)
         if layout == "in_place":
-            sweep._column_in_place(*args, u, NO_ROW_LEN, False)
+            sweep._column_in_place(*args, np.empty(0, np.float32), np.empty((k + 1, 0), np.float32), -1,
+                                   u, np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
         else:
             m = csc[0][j + 1] - csc[0][j]
             sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,

@@ -53,15 +53,15 @@ import math
 import numba
 import numpy as np
 
-from fmcli.data import permute_rows, row_nonzeros, transpose
+from fmcli.data import index_dtype, permute_rows, row_nonzeros, transpose
 from fmcli.learners.base import Learner, check_diverged, target_size
 from fmcli.learners.relation_sweep import sweep_relation
-from fmcli.learners.schedule import (class_order, colouring, index_dtype, lane_buffers, lanes,
+from fmcli.learners.schedule import (class_order, colouring, lane_buffers, lanes,
                                      relation_schedule, row_order)
 from fmcli.learners.streams import part_seed, seed_numba
 from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, factor_block_sums,
                                   predictions_from_residuals, residual_square_sum, set_residuals,
-                                  squared_error, sweep)
+                                  squared_error, sweep, sweep_in_place)
 from fmcli.memory import release_pages
 from fmcli.metrics import difference_sums
 from fmcli.model import apply_link, kernel_rows, predict_rows, relation_map, relation_terms
@@ -274,12 +274,12 @@ class CoordinateLearner(Learner):
                 # a narrower last block: the same lane buffers, cut for its width
                 off = s.buf_off if f1 - f0 == kb else s.buf_off // (kb + 1) * (f1 - f0 + 1)
                 # block 0 updates w0 and w too; the slices are the whole arrays with one block
-                sweep(self.cptr, self.crow, self.cval, self.order, s.lane_ptr, threads, self.groups,
-                      self.cache, self._w0, m.w, m.V[:, f0:f1], self.use_w0 and b == 0,
-                      self.use_w and b == 0, self.alpha, self.lam0, self.lam_w, self.mu_w,
-                      self.lam_v[:, f0:f1], self.mu_v[:, f0:f1], self.sample, part_seed(seed, b),
-                      not self.has_duplicates, s.lx, s.buf, off, s.normals, s.rejected, self._wt, s.lw,
-                      self._row_len, self._guard, s.ln)
+                (sweep_in_place if self.has_duplicates else sweep)(
+                    self.cptr, self.crow, self.cval, self.order, s.lane_ptr, threads, self.groups,
+                    self.cache, self._w0, m.w, m.V[:, f0:f1], self.use_w0 and b == 0,
+                    self.use_w and b == 0, self.alpha, self.lam0, self.lam_w, self.mu_w,
+                    self.lam_v[:, f0:f1], self.mu_v[:, f0:f1], self.sample, part_seed(seed, b),
+                    s.lx, s.buf, off, s.normals, s.rejected, self._wt, s.lw, self._row_len, self._guard, s.ln)
             for rs, (rl, n_rl) in zip(self.relations, s.relation_lanes):
                 # the relation rows' factor sums as they are now (rows no train row links to
                 # are computed too, and ignored)

@@ -129,13 +129,15 @@ def _paired(guarded, length):
 
 @njit
 def _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v, alpha, use_w, z, rej,
-                     weights, row_len, guarded):
+                     lx, buf, jn, weights, lw, row_len, guarded, ln):
     """w_j and v_{j,0..k−1} of feature j, reading and updating the cache entry by entry.
     A row's entries of j (adjacent in the column) make one term: h of the row is the sum of
     its entries' h (∂ŷ_i/∂θ), so P and m weigh a row once, however often it holds j (a term
     per entry would make the step c times too long for c copies: a long row of repeated
     features diverged). weights (by row; empty: all 1) scale each row's terms. guarded: j has
-    rows of fewer than two non-zero values (row_len): their h of v is exactly 0 (_paired)."""
+    rows of fewer than two non-zero values (row_len): their h of v is exactly 0 (_paired).
+    lx, buf, jn, lw, ln: _column_gathered's scratch, not used here (the two kernels take one
+    argument list, the sweep's)."""
     weighted = weights.shape[0] > 0
     p0, p1 = cptr[j], cptr[j + 1]
     if use_w:
@@ -292,16 +294,17 @@ def _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w, mu_w, lam_v, mu_v,
             cache[i, c] = buf[c, t]
 
 
-@njit(parallel=True)
-def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
-          alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, gathered, lx, buf, buf_off, Z, rej,
-          weights, lw, row_len, guard, ln):
-    """One sweep: w0, then the colour classes in turn, each feature's w_j and v_{j,0..k−1}.
+@njit(inline="always")
+def _sweep(column, cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
+           alpha, lam0, hyper, sample, seed, lx, buf, buf_off, Z, rej, weights, lw, row_len, guard, ln):
+    """One sweep: w0, then the colour classes in turn, each feature's w_j and v_{j,0..k−1} by
+    `column` (_column_gathered or _column_in_place); hyper = (lam_w, mu_w, lam_v, mu_v), the
+    groups' priors, in a tuple (a call of over 30 arguments is one numba cannot inline).
     The features of one class never share a row, so they touch disjoint rows of the cache and
     are updated in parallel: class c is cut into n_lanes lanes of about equal work, lane l =
     order[lane_ptr[c*n_lanes + l] : ... + 1], one lane per thread. With each feature's draws
     from its own stream (of `seed`), the result is the same for any number of lanes and
-    threads. gathered: the columns have no duplicated rows (the gathered layout). lx, Z, rej:
+    threads. lx, Z, rej:
     one slice per thread (scratch, normals, rejection counts); buf: one (k+1, cap_l) gather
     buffer per lane l, buf[buf_off[l]:buf_off[l+1]], sized by the longest column lane l ever
     gets (schedule.lane_buffers). Factor blocks: V, lam_v and mu_v may be the column views
@@ -312,6 +315,7 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, u
     count of non-zero values (its relation rows' included); guard: by feature, whether its rows
     include one of fewer than two (_paired); ln: a per-thread gather buffer for their lengths
     (shape (threads, 0) when no feature is guarded)."""
+    lam_w, mu_w, lam_v, mu_v = hyper
     k = V.shape[1]
     if use_w0:
         z0 = 0.0
@@ -332,14 +336,30 @@ def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, u
                 z = Z[tid, :k + 1]
                 if sample:
                     stream_normals(seed, j, z)
-                if gathered:
-                    _column_gathered(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                     mu_v[g], alpha, use_w, z, rej[tid], lx[tid], lane_buf,
-                                     order[t + 1] if t + 1 < t1 else -1, weights, lw[tid],
-                                     row_len, guard[j], ln[tid])
-                else:
-                    _column_in_place(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g],
-                                     mu_v[g], alpha, use_w, z, rej[tid], weights, row_len, guard[j])
+                column(j, cptr, crow, cval, cache, w, V, lam_w[g], mu_w[g], lam_v[g], mu_v[g], alpha, use_w, z,
+                       rej[tid], lx[tid], lane_buf, order[t + 1] if t + 1 < t1 else -1, weights, lw[tid],
+                       row_len, guard[j], ln[tid])
+
+
+@njit(parallel=True)
+def sweep(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
+          alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, lx, buf, buf_off, Z, rej,
+          weights, lw, row_len, guard, ln):
+    """_sweep with the gathered column kernel: the columns have no duplicated rows."""
+    _sweep(_column_gathered, cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
+           alpha, lam0, (lam_w, mu_w, lam_v, mu_v), sample, seed, lx, buf, buf_off, Z, rej,
+           weights, lw, row_len, guard, ln)
+
+
+@njit(parallel=True)
+def sweep_in_place(cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
+                   alpha, lam0, lam_w, mu_w, lam_v, mu_v, sample, seed, lx, buf, buf_off, Z, rej,
+                   weights, lw, row_len, guard, ln):
+    """_sweep with the in-place column kernel (data with duplicated (row, feature) entries).
+    Two compiled entry points, so that a run compiles only the column kernel it uses."""
+    _sweep(_column_in_place, cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0, w, V, use_w0, use_w,
+           alpha, lam0, (lam_w, mu_w, lam_v, mu_v), sample, seed, lx, buf, buf_off, Z, rej,
+           weights, lw, row_len, guard, ln)
 
 
 @njit(parallel=True)
