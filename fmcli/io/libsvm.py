@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from fmcli.config import INDEX_DTYPE, INDPTR_DTYPE, MAX_FEATURE_ID, VALUE_DTYPE, njit
-from fmcli.data import SparseData
+from fmcli.data import SparseData, read_only
 from fmcli.errors import InputError
 from fmcli.io.sources import open_source, read_errors, read_input
 
@@ -325,11 +325,7 @@ def _error(src_name, code, buf, pos, line, id_limit):
 
 def _as_u8(obj):
     """Read-only uint8 view of a bytes-like object (one numba signature for all inputs)."""
-    arr = np.frombuffer(obj, dtype=np.uint8)
-    if arr.flags.writeable:
-        arr = arr.view()
-        arr.flags.writeable = False
-    return arr
+    return read_only(np.frombuffer(obj, dtype=np.uint8))[0]
 
 
 def _trim(arr, n):
