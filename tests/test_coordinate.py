@@ -36,6 +36,15 @@ def lambdas(lrn):
 
 # ---- one column ------------------------------------------------------------------------------
 
+def update_column(layout, args, m, weights=np.empty(0)):
+    """One feature's update by the layout's column kernel (both take the sweep's argument list):
+    args, then gather scratch for the column's m rows, unused by the in-place kernel."""
+    kernel = sweep._column_in_place if layout == "in_place" else sweep._column_gathered
+    k = args[6].shape[1]
+    kernel(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1, weights,
+           np.empty(m if weights.size else 0), NO_ROW_LEN, False, NO_ROW_LEN)
+
+
 def column_problem(seed, k=3):
     """A dense problem with its CSC, a model and the exact caches e, q of that model."""
     X, d = dense_problem(seed)
@@ -77,13 +86,7 @@ def test_one_feature_update_is_the_exact_minimiser_of_each_coordinate(layout):
     z = np.zeros(k + 1)
     rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
     args = (j, cptr, crow, cval, cache, w, V, lam_w, 0.0, lam_v, np.zeros(k), 1.0, True, z, rej)
-    if layout == "in_place":
-        sweep._column_in_place(*args, np.empty(0, np.float32), np.empty((k + 1, 0), np.float32), -1,
-                               np.empty(0), np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
-    else:
-        m = cptr[j + 1] - cptr[j]
-        sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,
-                               np.empty(0), np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
+    update_column(layout, args, cptr[j + 1] - cptr[j])
     np.testing.assert_allclose(w, ref_w, atol=1e-6)     # float32 caches
     np.testing.assert_allclose(V, ref_V, atol=1e-6)
     assert not rej.any()
@@ -102,13 +105,7 @@ def test_both_layouts_give_the_same_update_and_mcmc_draws_m_plus_z_over_root_p()
         w_, V_, c_ = w.copy(), V.copy(), cache.copy()
         rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
         args = (j, *csc, c_, w_, V_, lam_w, mu_w, lam_v, mu_v, alpha, True, z, rej)
-        if layout == "in_place":
-            sweep._column_in_place(*args, np.empty(0, np.float32), np.empty((k + 1, 0), np.float32), -1,
-                                   np.empty(0), np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
-        else:
-            m = csc[0][j + 1] - csc[0][j]
-            sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,
-                               np.empty(0), np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
+        update_column(layout, args, csc[0][j + 1] - csc[0][j])
         results.append((w_, V_, c_))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-12)
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-12)

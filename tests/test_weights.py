@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 from conftest import dense_problem, fit, make_learner, recsys
-from test_coordinate import NO_ROW_LEN, column_problem, lambdas, stream_normal, sweep_coords
+from test_coordinate import column_problem, lambdas, stream_normal, sweep_coords, update_column
 
 from fmcli.data import SparseData
 from fmcli.learners import coord, sweep
@@ -64,13 +64,7 @@ def test_both_layouts_weigh_rows_alike():
         w_, V_, c_ = w.copy(), V.copy(), cache.copy()
         rej = np.zeros(len(sweep.REJ_NAMES), np.int64)
         args = (j, *csc, c_, w_, V_, 0.5, 0.1, np.array([1.0, 2.0, 0.5]), np.zeros(3), 1.7, True, z, rej)
-        if layout == "in_place":
-            sweep._column_in_place(*args, np.empty(0, np.float32), np.empty((k + 1, 0), np.float32), -1,
-                                   u, np.empty(0), NO_ROW_LEN, False, NO_ROW_LEN)
-        else:
-            m = csc[0][j + 1] - csc[0][j]
-            sweep._column_gathered(*args, np.empty(m, np.float32), np.empty((k + 1, m), np.float32), -1,
-                                   u, np.empty(m), NO_ROW_LEN, False, NO_ROW_LEN)
+        update_column(layout, args, csc[0][j + 1] - csc[0][j], u)
         out.append((w_, V_))
     np.testing.assert_allclose(out[0][0], out[1][0], atol=1e-12)
     np.testing.assert_allclose(out[0][1], out[1][1], atol=1e-12)
