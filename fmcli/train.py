@@ -19,6 +19,7 @@ from fmcli.errors import Interrupted, Terminated, TrainingError, UsageError
 from fmcli.config import ThreadChoice, threads
 from fmcli.plan import main_groups, resolve
 from fmcli.io.runlog import RunLog, iteration_line
+from fmcli.learners import warmup
 
 
 def learner_class(method, higher_orders=False):
@@ -363,10 +364,13 @@ def run_train(job, console=None):
 
 def _run_train(plan, console):
     opts, job = plan.opts, plan.job
-    train, evals = load_data(plan, console)
-    if plan.loaded is not None:
-        check_warm_start(plan, train, evals, console)
-    learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
+    # a first run: the sweep kernel compiles in a second process while the data are read
+    with warmup.start(plan) as warm:
+        train, evals = load_data(plan, console)
+        if plan.loaded is not None:
+            check_warm_start(plan, train, evals, console)
+        learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
+        warm.wait()
     model = learner.model
     for note in getattr(learner, "notes", ()):
         console.info(f"Note: {note}")
