@@ -104,7 +104,7 @@ def test_finite_is_not_folded_by_fastmath():
     import math
 
     from fmcli.config import njit
-    from fmcli.learners.sweep import count_nonfinite, finite
+    from fmcli.learners.sweep import finite
 
     @njit(cache=False)
     def both(a, b):
@@ -113,7 +113,6 @@ def test_finite_is_not_folded_by_fastmath():
 
     assert not both(0.0, np.inf)[0] and not both(1e200, 0.0)[0] and not both(np.nan, 0.0)[0]
     assert both(1.0, 2.0)[0]
-    assert count_nonfinite(np.array([1.0, np.inf, np.nan, -np.inf, 1e308])) == 3
 
 
 # --- absurd parameters (item 6) --------------------------------------------------------------

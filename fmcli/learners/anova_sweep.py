@@ -36,7 +36,7 @@ from fmcli.learners.als import ALSLearner
 from fmcli.learners.mcmc import MCMCLearner, draw_hyper
 from fmcli.learners.streams import part_seed, stream_normals
 from fmcli.learners.prefetch import prefetch_row
-from fmcli.learners.sweep import CACHE_DTYPE, PREFETCH_AHEAD, REJ_V, count_nonfinite, finite, solve
+from fmcli.learners.sweep import CACHE_DTYPE, PREFETCH_AHEAD, REJ_V, finite, solve
 from fmcli.model import FMModel
 
 HIGHER_PART = 1 << 20    # MCMC: the higher-order factors' normals come from parts from here on
@@ -316,7 +316,7 @@ class _HigherOrders:
 
     def _check_diverged(self, it):
         super()._check_diverged(it)
-        if count_nonfinite(self.model.H):
+        if not np.isfinite(self.model.H).all():
             raise TrainingError(f"{self.opts.method.upper()} diverged in iteration {it}: NaN or inf in the "
                                 "higher-order factors; try a larger -regular or a smaller -init_stdev")
 

@@ -59,7 +59,7 @@ from fmcli.learners.relation_sweep import sweep_relation
 from fmcli.learners.schedule import (class_order, colouring, lane_buffers, lanes,
                                      relation_schedule, row_order)
 from fmcli.learners.streams import part_seed, seed_numba
-from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, count_nonfinite, factor_block_sums,
+from fmcli.learners.sweep import (CACHE_DTYPE, REJ_NAMES, factor_block_sums,
                                   predictions_from_residuals, residual_square_sum, set_residuals,
                                   squared_error, sweep, sweep_in_place)
 from fmcli.memory import release_pages
@@ -333,7 +333,7 @@ class CoordinateLearner(Learner):
         cache's e, summed as the refresh wrote it or after the sweep)."""
         m = self.model
         sq_error = squared_error(self._yhat, self._y) if self._yhat is not None else self._sq_error
-        finite = math.isfinite(self._w0[0]) and not count_nonfinite(m.w) and not count_nonfinite(m.V.reshape(-1))
+        finite = math.isfinite(self._w0[0]) and np.isfinite(m.w).all() and np.isfinite(m.V).all()
         rejected = self.rejected_draws()
         check_diverged(self.opts.method.upper(), it, sq_error, self.cache.shape[0], self._size, finite,
                        "a larger -regular or a smaller -init_stdev"

@@ -381,30 +381,33 @@ def factor_block_sums(indptr, indices, data, V, f0, f1, cache):
                 cache[i, 1 + f] = s[f]
 
 
-@njit(parallel=True)
+@njit
 def set_residuals(cache, yhat, t):
     """e_i = ŷ_i − t_i into the cache's column 0; returns Σ e_i² of the stored (float32) e:
-    inf or NaN when some ŷ_i is, or is beyond float32's range (the divergence check)."""
+    inf or NaN when some ŷ_i is, or is beyond float32's range (the divergence check). This and
+    the two below are one pass over a column, a small part of a sweep's time, and on one thread
+    (a parallel kernel costs a first run about 0.4 s more to compile, and its sum would depend
+    on the thread count)."""
     sq = 0.0
-    for i in prange(cache.shape[0]):
+    for i in range(cache.shape[0]):
         cache[i, 0] = yhat[i] - t[i]
         e = np.float64(cache[i, 0])
         sq += e * e
     return sq
 
 
-@njit(parallel=True)
+@njit
 def predictions_from_residuals(cache, t, yhat):
     """ŷ_i = e_i + t_i from the cache's e (set_residuals' inverse; float64 ŷ, e as float32 keeps it)."""
-    for i in prange(cache.shape[0]):
+    for i in range(cache.shape[0]):
         yhat[i] = np.float64(cache[i, 0]) + t[i]
 
 
-@njit(parallel=True)
+@njit
 def residual_square_sum(cache):
     """Σ e_i² of the cache's e (column 0), in float64: inf or NaN when some e_i is."""
     sq = 0.0
-    for i in prange(cache.shape[0]):
+    for i in range(cache.shape[0]):
         e = np.float64(cache[i, 0])
         sq += e * e
     return sq
@@ -418,12 +421,3 @@ def squared_error(yhat, y):
         d = yhat[i] - y[i]
         sq += d * d
     return sq
-
-
-@njit
-def count_nonfinite(a):
-    c = 0
-    for x in a.ravel():
-        if not finite(x):
-            c += 1
-    return c
