@@ -94,12 +94,14 @@ def command(opts, groups=1):
     there are several: one without -meta, several with it), and this process's id."""
     spec = json.dumps({"task": opts.task, "method": opts.method, "dim": list(opts.dim), "groups": groups})
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    code = f"import sys; sys.path.insert(0, {root!r}); from fmcli.learners.warmup import main; main()"
+    code = (f"import sys; sys.path.insert(0, {root!r}); from fmcli.learners.warmup import main; "
+            "from fmcli.train import build_learner, learner_class; main(build_learner, learner_class)")
     return [sys.executable, "-c", code, spec, str(os.getpid())]
 
 
-def main():
-    """The second process (command): one step of the made-up learner, then exit."""
+def main(build_learner, learner_class):
+    """The second process (command): one step of the made-up learner, then exit
+    (fmcli.train's functions are given: it imports this module)."""
     spec, parent = json.loads(sys.argv[1]), int(sys.argv[2])
 
     def watch():        # end with the parent (a finished, failed or killed run)
@@ -111,7 +113,6 @@ def main():
     import numpy as np
 
     from fmcli.learners.base import TrainOptions
-    from fmcli.train import build_learner, learner_class
 
     opts = TrainOptions(task=spec["task"], method=spec["method"], dim=tuple(spec["dim"]), iterations=1,
                         regular=(0.0, 1.0, 1.0), save_samples=False)
