@@ -65,15 +65,16 @@ def _relation_w(j, J, cptr, crow, cval, stats, w, lam, mu, alpha, z, rej):
 
 
 @njit(fastmath=EXACT_FLOAT)
-def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
-    """v_{J,f} from the relation rows' statistics of factor f; Q[r, f] follows the change."""
+def _relation_v(j, J, f, cptr, crow, cval, stats, qf, V, lam, mu, alpha, z, rej):
+    """v_{J,f} from the relation rows' statistics of factor f; qf[r], the rows' current factor
+    sums of factor f, follows the change."""
     old = V[J, f]
     s1 = 0.0
     s2 = 0.0
     for p in range(cptr[j], cptr[j + 1]):
         r = crow[p]
         x = np.float64(cval[p])
-        qp = Q[r, f] - x * old
+        qp = qf[r] - x * old
         hh = x * x * (qp * qp * stats[r, _M] + 2.0 * qp * stats[r, _A] + stats[r, _AA])
         s2 += hh
         s1 += old * hh - x * (qp * stats[r, _E] + stats[r, _AE])
@@ -86,18 +87,18 @@ def _relation_v(j, J, f, cptr, crow, cval, stats, Q, V, lam, mu, alpha, z, rej):
         # entry by entry, as sweep._column_in_place: a duplicated entry sees the earlier one's change
         r = crow[p]
         x = np.float64(cval[p])
-        qp = Q[r, f] - x * old
+        qp = qf[r] - x * old
         xd = x * d
         stats[r, _E] += xd * (qp * stats[r, _M] + stats[r, _A])
         stats[r, _AE] += xd * (qp * stats[r, _A] + stats[r, _AA])
         stats[r, _D0] += xd * qp
         stats[r, _D1] += xd
-        Q[r, f] += xd
+        qf[r] += xd
     V[J, f] = new
 
 
 @njit(fastmath=EXACT_FLOAT)
-def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha, lam_w, mu_w,
+def _relation_feature(j, offset, c, cptr, crow, cval, stats, qf, groups, w, V, alpha, lam_w, mu_w,
                       lam_v, mu_v, z, rej):
     """Coordinate c (0: w, 1 + f: v_{·,f}) of relation feature j (model id offset + j); z: its
     normal draws (stream offset + j of the sweep's seed; zeros for ALS)."""
@@ -106,7 +107,7 @@ def _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, al
     if c == 0:
         _relation_w(j, J, cptr, crow, cval, stats, w, lam_w[g], mu_w[g], alpha, z[0], rej)
     else:
-        _relation_v(j, J, c - 1, cptr, crow, cval, stats, Q, V, lam_v[g, c - 1], mu_v[g, c - 1],
+        _relation_v(j, J, c - 1, cptr, crow, cval, stats, qf, V, lam_v[g, c - 1], mu_v[g, c - 1],
                     alpha, z[c], rej)
 
 
@@ -121,7 +122,10 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
     written into the cache (in the same pass over the rows as the next coordinate's
     statistics).
     cptr/crow/cval: the relation's CSC over its linked rows, local feature ids (model id =
-    offset + id); Q (relation rows, k): the rows' factor sums, current on entry.
+    offset + id); Q (relation rows, k): the rows' factor sums, current on entry, read only:
+    factor f's column is copied into a contiguous vector when coordinate f starts, and the
+    feature updates keep that copy current (a column of Q is 8k bytes a row apart; no later
+    coordinate reads the column again).
     The row passes work on a copy of the linked rows' cache entries, column by column in
     link order (buf[col, t] = cache[link_rows[t], col]; link_rows is a permutation of the train
     rows, so the copy aliases nothing): each pass then reads two contiguous columns instead of
@@ -137,6 +141,7 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
     buf = np.empty((n_cols, link_rows.shape[0]), cache.dtype)
     weighted = weights.shape[0] > 0
     lw = np.empty(link_rows.shape[0] if weighted else 0)     # the linked rows' weights, link order
+    qf = np.empty(n_rows)          # the current coordinate's factor sums, Q[:, f] as it changes
     paired = np.empty(link_rows.shape[0], np.bool_)           # the linked rows with a pair, link order
     # each feature's k + 1 normals, drawn once for all its coordinates (the stream is the same
     # for every coordinate; coordinate c uses draw c)
@@ -169,6 +174,7 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
             se = 0.0
             sae = 0.0
             q0 = Q[r, f] if 0 <= f < k else 0.0
+            qf[r] = q0
             for t in range(link_ptr[r], link_ptr[r + 1]):
                 if c == 1:                  # after w
                     buf[0, t] += d0
@@ -196,7 +202,7 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
             # (a relation of long rows has hundreds of small classes)
             for t in range(lane_ptr[0], lane_ptr[n_classes]):
                 j = order[t]
-                _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V, alpha,
+                _relation_feature(j, offset, c, cptr, crow, cval, stats, qf, groups, w, V, alpha,
                                   lam_w, mu_w, lam_v, mu_v, zs[j], rej[0])
         else:
             for cl in range(n_classes):
@@ -204,7 +210,7 @@ def sweep_relation(cptr, crow, cval, order, lane_ptr, n_lanes, offset, link_ptr,
                     tid = numba.get_thread_id()
                     for t in range(lane_ptr[cl * n_lanes + lane], lane_ptr[cl * n_lanes + lane + 1]):
                         j = order[t]
-                        _relation_feature(j, offset, c, cptr, crow, cval, stats, Q, groups, w, V,
+                        _relation_feature(j, offset, c, cptr, crow, cval, stats, qf, groups, w, V,
                                           alpha, lam_w, mu_w, lam_v, mu_v, zs[j], rej[tid])
     for r in prange(n_rows):
         for t in range(link_ptr[r], link_ptr[r + 1]):
