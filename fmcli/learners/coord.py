@@ -157,6 +157,7 @@ class CoordinateLearner(Learner):
         # gather per row
         self.cache = np.zeros((train.n_rows, kb + 1), CACHE_DTYPE)
         self._scratch = {}      # thread count -> _SweepScratch
+        self._terms = {}        # id(relation) -> (offset, its relation_terms block): _relation_terms
         self.rejected = np.zeros(len(REJ_NAMES), np.int64)
         self.alpha = 1.0
         self.lam0 = float(opts.regular[0]) if len(opts.regular) else 0.0
@@ -283,11 +284,12 @@ class CoordinateLearner(Learner):
             for rs, (rl, n_rl) in zip(self.relations, s.relation_lanes):
                 # the relation rows' factor sums as they are now (rows no train row links to
                 # are computed too, and ignored)
-                Q = relation_terms([(rs.relation, None)], m.w, m.V, self.use_w)[:, 1:]
+                Q = self._relation_terms([(rs.relation, None)])[:, 1:]
                 sweep_relation(rs.cptr, rs.crow, rs.cval, rs.order, rl, n_rl, rs.offset,
                                rs.link_ptr, rs.link_rows, self.groups, self.cache, Q, rs.stats, m.w, m.V,
                                self.use_w, self.alpha, self.lam_w, self.mu_w, self.lam_v, self.mu_v,
                                self.sample, seed, s.rejected, self._wt, self._row_len)
+                self._terms = {key: t for key, t in self._terms.items() if t[0] != rs.offset}
         finally:
             numba.set_num_threads(before)
         self.rejected += s.rejected.sum(axis=0)
@@ -301,7 +303,7 @@ class CoordinateLearner(Learner):
         self._yhat, e is set after the latent targets."""
         m = self.model
         w0 = float(self._w0[0])
-        terms = relation_terms(self._train_rel, m.w, m.V, self.use_w)
+        terms = self._relation_terms(self._train_rel)
         n = self.cache.shape[0]
         self._sq_error = 0.0    # regression: Σ e² as e is written (_check_diverged)
         for a in range(0, max(n, 1), REFRESH_ROWS):
@@ -321,8 +323,22 @@ class CoordinateLearner(Learner):
         m = self.model
         predict_rows(*kernel_rows(d.indptr, d.indices, d.data), float(self._w0[0]), m.w, m.V, self.use_w, out,
                      np.empty((0, self.k + 1), CACHE_DTYPE), relation_map(d.relations, d.n_rows),
-                     relation_terms(d.relations, m.w, m.V, self.use_w))
+                     self._relation_terms(d.relations))
         return out
+
+    def _relation_terms(self, relations):
+        """model.relation_terms of (Relation, links) pairs, each relation's block kept (in
+        self._terms, by relation object: its features' offset and the block) until a relation
+        sweep changes the features at that offset: nothing else changes them (the main sweep
+        updates the main features, MCMC's draws the priors), so the train refresh, the
+        evaluation and the next sweep share one computation, the same bits."""
+        m = self.model
+        blocks = []
+        for rel, _ in relations:
+            if id(rel) not in self._terms:
+                self._terms[id(rel)] = (rel.offset, relation_terms([(rel, None)], m.w, m.V, self.use_w))
+            blocks.append(self._terms[id(rel)][1])
+        return np.concatenate(blocks) if blocks else relation_terms((), m.w, m.V, self.use_w)
 
     def _link(self, raw):
         m = self.model
