@@ -69,19 +69,19 @@ class Warmup:
 
 
 def start(plan):
-    """A Warmup compiling the step's kernels of the run's learner (fmcli.plan's plan: ALS and MCMC, a
-    cold cache; else none)."""
+    """A Warmup compiling the step's kernels of the run's learner (plan: fmcli.plan's; ALS and
+    MCMC with a cold cache; else none)."""
     from fmcli.learners.coord import FACTOR_BLOCK
 
     opts, job = plan.opts, plan.job
     # with relations and more than FACTOR_BLOCK factors the sweep's V is the whole factor
     # matrix, not a block's columns as on the made-up rows, which have no relation
-    if (opts.method not in ("als", "mcmc") or plan.loaded is not None
-            or (job.relations and opts.dim[2] > FACTOR_BLOCK) or os.environ.get("FMCLI_NO_WARMUP") or not cold()):
+    if (opts.method not in ("als", "mcmc") or plan.loaded is not None or os.environ.get("FMCLI_NO_WARMUP")
+            or (job.relations and opts.dim[2] > FACTOR_BLOCK) or not cold()):
         return Warmup()
     try:
-        proc = subprocess.Popen(command(opts, 2 if job.meta else 1), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, close_fds=True)
+        proc = subprocess.Popen(command(opts, 2 if job.meta else 1), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
     except OSError:
         return Warmup()
     return Warmup(proc)
@@ -143,13 +143,13 @@ class plain_python:
             setattr(module, name, value)
 
 
-def tiny_data(task, n_rows=64, users=6, items=5, seed=0):
+def tiny_data(task, n_rows=64, users=6, items=5):
     """A few rows like a recommender's (user, item, a numeric feature), with targets of `task`."""
     import numpy as np
 
     from fmcli.data import SparseData
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     u = rng.integers(0, users, n_rows)
     i = users + rng.integers(0, items, n_rows)
     indptr = np.arange(0, 3 * n_rows + 1, 3, dtype=np.int64)
