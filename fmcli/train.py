@@ -364,7 +364,7 @@ def run_train(job, console=None):
 
 def _run_train(plan, console):
     opts, job = plan.opts, plan.job
-    # a first run: the sweep kernel compiles in a second process while the data are read
+    # a first ALS/MCMC run: the step's kernels compile in a second process while the data are read
     with warmup.start(plan) as warm:
         train, evals = load_data(plan, console)
         if plan.loaded is not None:

@@ -71,13 +71,14 @@ class Warmup:
 def start(plan):
     """A Warmup compiling the step's kernels of the run's learner (plan: fmcli.plan's; ALS and
     MCMC with a cold cache; else none)."""
+    opts, job = plan.opts, plan.job
+    if opts.method not in ("als", "mcmc") or plan.loaded is not None or os.environ.get("FMCLI_NO_WARMUP"):
+        return Warmup()
     from fmcli.learners.coord import FACTOR_BLOCK
 
-    opts, job = plan.opts, plan.job
     # with relations and more than FACTOR_BLOCK factors the sweep's V is the whole factor
     # matrix, not a block's columns as on the made-up rows, which have no relation
-    if (opts.method not in ("als", "mcmc") or plan.loaded is not None or os.environ.get("FMCLI_NO_WARMUP")
-            or (job.relations and opts.dim[2] > FACTOR_BLOCK) or not cold()):
+    if (job.relations and opts.dim[2] > FACTOR_BLOCK) or not cold():
         return Warmup()
     try:
         proc = subprocess.Popen(command(opts, 2 if job.meta else 1), stdin=subprocess.DEVNULL,
