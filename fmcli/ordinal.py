@@ -11,9 +11,11 @@ samples, the expected value Σ_m c_m P(m), the most probable class (ties: the lo
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import intrinsic
 
 from fmcli.config import njit
 
@@ -39,10 +41,51 @@ def bounds(gamma):
     return np.concatenate([[-np.inf], np.asarray(gamma, np.float64), [np.inf]])
 
 
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# Φ(x) = 1/2 + x φ(0) Σ_n S_n x^{2n}, S_n = (−1)^n / (n! (2n + 1) 2^n) (the Maclaurin series of
+# erf(x/√2)); 24 terms on |x| <= 2: the first term left out is below 1e-18, the error is
+# rounding (about 2e-16, a relative 1e-14 at Φ(−2) = 0.023). Plain arithmetic, so a loop of it
+# is vectorised (phi_cdf_array), where erfc is a library call a value.
+PHI_SERIES_LIMIT = 2.0
+PHI_SERIES = np.array([float(Fraction((-1) ** n, math.factorial(n) * (2 * n + 1) * 2 ** n)) for n in range(24)])
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a b + c rounded once (LLVM's fma: IEEE-exact, so the same bits scalar or vectorised, on
+    any CPU; the series' Horner steps at half the instructions of a multiply and an add)."""
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+
+@njit(inline="always")
+def _phi_series(x):
+    s = x * x
+    p = 0.0
+    for n in range(PHI_SERIES.shape[0] - 1, -1, -1):
+        p = _fma(p, s, PHI_SERIES[n])
+    return 0.5 + x * INV_SQRT_2PI * p
+
+
 @njit
 def phi_cdf(x):
-    """Φ(x), the standard normal CDF."""
+    """Φ(x), the standard normal CDF: the series on |x| <= PHI_SERIES_LIMIT, erfc beyond."""
+    if abs(x) <= PHI_SERIES_LIMIT:
+        return _phi_series(x)
     return 0.5 * math.erfc(-x * SQRT1_2)
+
+
+@njit
+def phi_cdf_array(x, out):
+    """out[i] = phi_cdf(x[i]), the same bits: the series on every value clamped to its range (a
+    loop without branches or calls, which LLVM vectorises), then erfc for the values beyond."""
+    n = x.shape[0]
+    for i in range(n):
+        out[i] = _phi_series(min(max(x[i], -PHI_SERIES_LIMIT), PHI_SERIES_LIMIT))
+    for i in range(n):
+        if not abs(x[i]) <= PHI_SERIES_LIMIT:
+            out[i] = phi_cdf(x[i])
 
 
 @njit

@@ -64,6 +64,30 @@ def test_truncated_draws_follow_the_truncated_normal(a, b):
     np.testing.assert_array_equal(w2, z2)
 
 
+def test_phi_matches_scipy_and_the_array_form_the_scalar():
+    # the series on |x| <= 2 and erfc beyond, on both sides of the switch and far in the tails
+    from scipy.special import ndtr
+
+    from fmcli.config import njit
+
+    @njit
+    def scalar(x, out):
+        for i in range(x.shape[0]):
+            out[i] = ordinal.phi_cdf(x[i])
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([np.linspace(-3, 3, 6001), rng.normal(0, 3, 5000), [-2.0, 2.0, np.nextafter(-2.0, -3),
+                        np.nextafter(2.0, 3), -37.0, 9.0, 0.0, -np.inf, np.inf, np.nan]])
+    a, s = np.empty_like(x), np.empty_like(x)
+    ordinal.phi_cdf_array(x, a)
+    scalar(x, s)
+    np.testing.assert_array_equal(a, s)
+    series = np.abs(x) <= ordinal.PHI_SERIES_LIMIT
+    np.testing.assert_allclose(s[series], ndtr(x[series]), rtol=2e-14, atol=0)
+    np.testing.assert_allclose(s[~series], ndtr(x[~series]), rtol=1e-12, atol=0)    # erfc's own error
+    assert np.isnan(s[-1])
+
+
 def test_normal_quantile_matches_scipy():
     from scipy.special import ndtri
 
@@ -138,6 +162,48 @@ def test_pass_likelihood_and_curvature_match_references():
     assert weighted == pytest.approx(repeated, rel=1e-10)
     np.testing.assert_allclose(curv_w, curv_r, rtol=1e-10)
     assert np.isfinite(z).all()         # rows of weight 0 get a latent target too
+
+
+def test_curvature_of_many_rows_is_estimated_from_a_sample():
+    # beyond 2 CURVATURE_ROWS rows the curvature comes from every s-th row, times s: close to the
+    # sums over every row (four passes of 100,000 rows, each taking every row); the log ratio exact
+    from fmcli.learners.mcmc import CURVATURE_ROWS
+
+    rng = np.random.default_rng(5)
+    b = ordinal.bounds(np.array([-1.0, 0.0, 1.2]))
+    b2 = ordinal.bounds(np.array([-1.02, 0.01, 1.19]))
+    n = 400000
+    assert n // CURVATURE_ROWS > 1 and 100000 // CURVATURE_ROWS == 1
+    yhat = rng.normal(0.1, 1.0, n)
+    cls = rng.integers(0, 4, n)
+    z, z2 = np.empty(n), np.empty(n)
+    est, exact = np.zeros((4, 3)), np.zeros((4, 3))
+    log_ratio = ordinal_pass(yhat, cls, b, b2, z, z2, 3, est, NO_WEIGHTS)
+    parts = 0.0
+    for a in range(0, n, 100000):
+        s = slice(a, a + 100000)
+        parts += ordinal_pass(yhat[s], cls[s], b, b2, z[s], z2[s], 3, exact, NO_WEIGHTS)
+    assert log_ratio == pytest.approx(parts, rel=1e-11)
+    np.testing.assert_allclose(est, exact, rtol=0.03, atol=0.03 * np.abs(exact).max())
+    assert not np.array_equal(est, exact)
+
+
+def test_pass_log_ratio_of_extreme_rows():
+    # fast-path rows whose ratio P2/P is about 1e163 (P = Φ(−29.5), P2 = Φ(−11)) and about 1e-163,
+    # among ordinary ones: the multiplied ratios neither overflow nor underflow
+    rng = np.random.default_rng(8)
+    b = ordinal.bounds(np.array([-1.0]))
+    b2 = ordinal.bounds(np.array([17.5]))
+    n = 30000
+    yhat = rng.normal(0, 1, n)
+    cls = rng.integers(0, 2, n)
+    yhat[:3000], cls[:3000] = 28.5, 0
+    yhat[3000:4000], cls[3000:4000] = -30.0, 1
+    z, z2 = np.empty(n), np.empty(n)
+    log_ratio = ordinal_pass(yhat, cls, b, b2, z, z2, 3, np.zeros((0, 3)), NO_WEIGHTS)
+    want = ordinal.log_likelihood(yhat, cls, b2) - ordinal.log_likelihood(yhat, cls, b)
+    assert np.isfinite(log_ratio)
+    assert log_ratio == pytest.approx(want, rel=1e-11)
 
 
 def test_probabilities_and_likelihood_match_scipy():

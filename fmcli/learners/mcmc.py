@@ -52,7 +52,7 @@ from fmcli.learners.coord import CoordinateLearner
 from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite
 from fmcli.model import FMModel
 from fmcli.learners.streams import chunk_seed, counter_uniform, stream_key
-from fmcli.ordinal import CHUNK_ROWS, phi_cdf, interval_log_prob, normal_quantile
+from fmcli.ordinal import CHUNK_ROWS, INV_SQRT_2PI, interval_log_prob, normal_quantile, phi_cdf_array
 
 # libFM's fixed hyperprior parameters
 ALPHA0 = 1.0
@@ -199,8 +199,9 @@ def truncated_normal(a, b):
             return x
 
 
-INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 FAST_TAIL = 30.0       # the fast path: the interval's nearer end within 30 of ŷ
+PASS_BLOCK = 256       # ordinal_pass's rows a block: their Φ arguments, then Φ in one loop
+CURVATURE_ROWS = 1 << 16   # rows enough for the curvature of the cutpoints' log-likelihood
 
 
 @njit(inline="always")
@@ -213,27 +214,33 @@ def _mirrored(lo, hi):
     return False, lo, hi
 
 
-@njit
-def _interval_mass(lo, hi, u):
-    """(fast, P, q) for the interval (lo, hi] of N(0, 1) (lo < hi, either may be infinite):
-    P = Φ(hi) − Φ(lo), and q the signed argument of the u-quantile of N(0, 1) truncated to it
-    (inversion, x = Φ⁻¹(Φ(lo) + u P), finished by _interval_point). Taken on the mirrored
-    interval (_mirrored); where its upper end is > 0 the tail Φ(−hi) is used, and the quantile
-    is taken from the nearer end: q = −(Φ(−hi) + (1 − u) P) < 0 (x = −Φ⁻¹(−q)) when
-    Φ(lo) + u P > 1/2. fast is False (P, q unset) when the interval lies wholly beyond
-    −FAST_TAIL (Φ near underflow): the caller takes the exact log-space path
-    (interval_log_prob, truncated_normal)."""
+@njit(inline="always")
+def _interval_args(lo, hi):
+    """The two arguments of Φ that _interval_mass needs for (lo, hi]: the lower end of the
+    mirrored interval and −|its upper end| (both <= 0)."""
+    _, lo, hi = _mirrored(lo, hi)
+    return lo, -abs(hi)
+
+
+@njit(inline="always")
+def _interval_mass(lo, hi, f_lo, g, u):
+    """(fast, P, q) for the interval (lo, hi] of N(0, 1) (lo < hi, either may be infinite), given
+    Φ of _interval_args(lo, hi) (f_lo, g): P = Φ(hi) − Φ(lo), and q the signed argument of the
+    u-quantile of N(0, 1) truncated to it (inversion, x = Φ⁻¹(Φ(lo) + u P), finished by
+    _interval_point). Taken on the mirrored interval (_mirrored); where its upper end is > 0
+    the tail Φ(−hi) is used, and the quantile is taken from the nearer end:
+    q = −(Φ(−hi) + (1 − u) P) < 0 (x = −Φ⁻¹(−q)) when Φ(lo) + u P > 1/2. fast is False (P, q
+    unset) when the interval lies wholly beyond −FAST_TAIL (Φ near underflow): the caller
+    takes the exact log-space path (interval_log_prob, truncated_normal)."""
     _, lo, hi = _mirrored(lo, hi)
     if hi < -FAST_TAIL:
         return False, 0.0, 0.0
-    f_lo = phi_cdf(lo)
     if hi <= 0.0:
-        P = phi_cdf(hi) - f_lo
+        P = g - f_lo
         return True, P, f_lo + u * P
-    g_hi = phi_cdf(-hi)
-    P = 1.0 - (g_hi + f_lo)
+    P = 1.0 - (g + f_lo)
     p = f_lo + u * P
-    return True, P, p if p <= 0.5 else -(g_hi + (1.0 - u) * P)
+    return True, P, p if p <= 0.5 else -(g + (1.0 - u) * P)
 
 
 @njit(inline="always")
@@ -266,63 +273,103 @@ def _row_curvature(lo, hi, P, acc, m, u):
     acc[m, 2] -= u * (a * c)
 
 
+@njit(inline="always")
+def _fill_args(yhat, cls, bnd, b0, b1, args, first, width):
+    """The Φ arguments (_interval_args) of rows b0..b1's class intervals under the bounds bnd, row
+    i's two at args[width (i − b0) + first] and the next."""
+    for i in range(b0, b1):
+        t = yhat[i]
+        m = cls[i]
+        r = width * (i - b0) + first
+        args[r], args[r + 1] = _interval_args(bnd[m] - t, bnd[m + 1] - t)
+
+
 @njit(parallel=True)
 def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv, wt):
     """One pass over the rows for the cutpoints' Metropolis–Hastings step: Σ_i u_i log(P2_i / P_i)
     (u_i: the row's weight wt[i], 1 when wt is empty; -weights),
     P_i = P(cls_i | ŷ_i) under the bounds bnd (`ordinal.bounds`) and P2_i under the proposed
-    bounds bnd2 (one log a row), and the latent targets of both outcomes half-drawn: z_i (z2_i)
+    bounds bnd2, and the latent targets of both outcomes half-drawn: z_i (z2_i)
     receives the quantile argument of z_i ~ N(ŷ_i, 1) truncated to class cls_i's interval
     under bnd (bnd2), both from the same uniform u_i (_interval_mass); finish_latent completes
     the outcome kept, so only one quantile a row is taken. u_i is number i of seed's stream,
     so the draws do not depend on the thread count, and they are independent of the MH
     decision (which uses only ŷ and the bounds): the z of the outcome kept is a draw from its
-    conditional. Rows whose interval lies beyond FAST_TAIL take the exact log-space path
-    (interval_log_prob, truncated_normal from numba's generator seeded per chunk of
-    ordinal.CHUNK_ROWS rows) and receive their z itself. Summed per chunk, the chunks added in
-    order: the same bits on any thread count. With curv of shape (C, 3) (C classes; shape
-    (0, 3): none) it also receives, per class, the weighted sums of −∂² log P over its rows at
-    bnd (fast-path rows): lower end, upper end, cross term. A row of weight 0 still gets its z
-    (finite: its residual enters the sweep's sums, times 0)."""
+    conditional. Φ is taken PASS_BLOCK rows at a time (ordinal.phi_cdf_array, vectorised), and
+    the unweighted rows' ratios are multiplied, one log for many rows. Rows whose interval lies
+    beyond FAST_TAIL take the exact log-space path (interval_log_prob, truncated_normal from
+    numba's generator seeded per chunk of ordinal.CHUNK_ROWS rows) and receive their z itself.
+    Summed per chunk, the chunks added in order: the same bits on any thread count.
+    With curv of shape (C, 3) (C classes; shape (0, 3): none) it also receives, per class, the
+    weighted sums of −∂² log P over its rows at bnd (fast-path rows): lower end, upper end,
+    cross term; over 2 CURVATURE_ROWS rows or more, estimated from every s-th row
+    (s = rows // CURVATURE_ROWS) times s (the proposal's shape needs no more: the estimate's
+    relative error is about 1/√CURVATURE_ROWS). A row of weight 0 still gets its z (finite:
+    its residual enters the sweep's sums, times 0)."""
     n = yhat.shape[0]
     C = bnd.shape[0] - 1
     weighted = wt.shape[0] > 0
     n_chunks = max(1, (n + CHUNK_ROWS - 1) // CHUNK_ROWS)
     want = curv.shape[0] > 0
+    stride = max(1, n // CURVATURE_ROWS)
     part = np.zeros(n_chunks)
     pcurv = np.zeros((n_chunks if want else 0, C, 3))
     key = stream_key(seed)
     for c in prange(n_chunks):
         seeded = False
         s = 0.0
-        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
-            t = yhat[i]
-            m = cls[i]
-            u = counter_uniform(key, i)
-            lo, hi = bnd[m] - t, bnd[m + 1] - t
-            lo2, hi2 = bnd2[m] - t, bnd2[m + 1] - t
-            fast, P, z[i] = _interval_mass(lo, hi, u)
-            fast2, P2, z2[i] = _interval_mass(lo2, hi2, u)
-            w = wt[i] if weighted else 1.0
-            if fast and want:
-                _row_curvature(lo, hi, P, pcurv[c], m, w)
-            if fast and fast2:
-                s += w * math.log(P2 / P)
-                continue
-            if not seeded:
-                np.random.seed(chunk_seed(key, c))
-                seeded = True
-            if fast:
-                s -= w * math.log(P)
-            else:
-                s -= w * interval_log_prob(lo, hi)
-                z[i] = t + truncated_normal(lo, hi)
-            if fast2:
-                s += w * math.log(P2)
-            else:
-                s += w * interval_log_prob(lo2, hi2)
-                z2[i] = t + truncated_normal(lo2, hi2)
-        part[c] = s
+        ratio = 1.0
+        sampled = (c * CHUNK_ROWS + stride - 1) // stride * stride     # the next row of the curvature's
+        args = np.empty(4 * PASS_BLOCK)
+        phis = np.empty(4 * PASS_BLOCK)
+        for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), PASS_BLOCK):
+            b1 = min(n, (c + 1) * CHUNK_ROWS, b0 + PASS_BLOCK)
+            _fill_args(yhat, cls, bnd, b0, b1, args, 0, 4)
+            _fill_args(yhat, cls, bnd2, b0, b1, args, 2, 4)
+            phi_cdf_array(args[:4 * (b1 - b0)], phis)
+            for i in range(b0, b1):
+                t = yhat[i]
+                m = cls[i]
+                r = 4 * (i - b0)
+                u = counter_uniform(key, i)
+                lo, hi = bnd[m] - t, bnd[m + 1] - t
+                lo2, hi2 = bnd2[m] - t, bnd2[m + 1] - t
+                fast, P, z[i] = _interval_mass(lo, hi, phis[r], phis[r + 1], u)
+                fast2, P2, z2[i] = _interval_mass(lo2, hi2, phis[r + 2], phis[r + 3], u)
+                w = wt[i] if weighted else 1.0
+                if want and i == sampled:
+                    sampled += stride
+                    if fast:
+                        _row_curvature(lo, hi, P, pcurv[c], m, w * stride)
+                if fast and fast2:
+                    if weighted:
+                        s += w * math.log(P2 / P)
+                        continue
+                    # one log for many rows: the product of the ratios kept within 1e±100, a
+                    # ratio within 1e±150 multiplied into it (no overflow, no underflow)
+                    q = P2 / P
+                    if not 1e-150 <= q <= 1e150:
+                        s += math.log(q)
+                        continue
+                    ratio *= q
+                    if not 1e-100 <= ratio <= 1e100:
+                        s += math.log(ratio)
+                        ratio = 1.0
+                    continue
+                if not seeded:
+                    np.random.seed(chunk_seed(key, c))
+                    seeded = True
+                if fast:
+                    s -= w * math.log(P)
+                else:
+                    s -= w * interval_log_prob(lo, hi)
+                    z[i] = t + truncated_normal(lo, hi)
+                if fast2:
+                    s += w * math.log(P2)
+                else:
+                    s += w * interval_log_prob(lo2, hi2)
+                    z2[i] = t + truncated_normal(lo2, hi2)
+        part[c] = s + math.log(ratio)
     total = 0.0
     for c in range(n_chunks):
         total += part[c]
