@@ -208,10 +208,8 @@ CURVATURE_ROWS = 1 << 16   # rows enough for the curvature of the cutpoints' log
 def _mirrored(lo, hi):
     """(flip, lo, hi): the interval (lo, hi] mirrored so that lo + hi <= 0 (its mass nearer the
     lower tail, where Φ and its inverse have full relative precision); flip says whether it was."""
-    flip = lo + hi > 0.0
-    if flip:
-        return True, -hi, -lo
-    return False, lo, hi
+    # (min(lo, −hi), min(hi, −lo)) is (−hi, −lo) when flipped, (lo, hi) otherwise: no branch
+    return lo + hi > 0.0, min(lo, -hi), min(hi, -lo)
 
 
 @njit(inline="always")
@@ -235,12 +233,13 @@ def _interval_mass(lo, hi, f_lo, g, u):
     _, lo, hi = _mirrored(lo, hi)
     if hi < -FAST_TAIL:
         return False, 0.0, 0.0
-    if hi <= 0.0:
-        P = g - f_lo
-        return True, P, f_lo + u * P
-    P = 1.0 - (g + f_lo)
+    # both cases computed, one kept by factors of 1 and 0 (x·1 + y·0 is x, for finite y): the
+    # case varies from row to row, and a branch on it is mispredicted half the time
+    a = 1.0 if hi > 0.0 else 0.0
+    P = a * (1.0 - (g + f_lo)) + (1.0 - a) * (g - f_lo)
     p = f_lo + u * P
-    return True, P, p if p <= 0.5 else -(g + (1.0 - u) * P)
+    b = a if p > 0.5 else 0.0
+    return True, P, b * -(g + (1.0 - u) * P) + (1.0 - b) * p
 
 
 @njit(inline="always")
@@ -255,9 +254,9 @@ def _interval_point(lo, hi, q):
     """The draw x in (lo, hi] from _interval_mass's quantile argument q (clamped to the
     interval: the inversion's last bit may fall outside it)."""
     flip, lo, hi = _mirrored(lo, hi)
-    x = normal_quantile(q) if q >= 0.0 else -normal_quantile(-q)
-    x = min(max(x, lo), hi)
-    return -x if flip else x
+    # signs as factors of ±1 (exact), not branches: each varies from row to row
+    x = (1.0 if q >= 0.0 else -1.0) * normal_quantile(abs(q))
+    return (-1.0 if flip else 1.0) * min(max(x, lo), hi)
 
 
 @njit
