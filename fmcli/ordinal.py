@@ -292,6 +292,12 @@ class OrdinalPrediction:
     def __getitem__(self, rows):
         return expected_value(self.proba[rows], self.classes)
 
+    def __array__(self, dtype=None, copy=None):
+        # np.asarray, np.isfinite, ...: the expected values in one product (without this,
+        # numpy builds the array row by row through __getitem__)
+        out = self.expected
+        return out if dtype is None else out.astype(dtype, copy=False)
+
     @property
     def expected(self):
         return expected_value(self.proba, self.classes)

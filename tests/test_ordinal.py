@@ -375,6 +375,10 @@ def test_metric_sums_match_a_numpy_reference():
     bad = raw.copy()
     bad[5] = np.nan
     assert np.isnan(ordinal.ordinal_scores(ordinal.OrdinalSample(bad, gamma, classes), y)["logloss"])
+    # as an array (np.asarray, np.isfinite): the expected values, all rows at once
+    pred = ordinal.OrdinalPrediction(P, classes)
+    np.testing.assert_array_equal(np.asarray(pred), e)
+    assert np.isfinite(pred).all() and np.asarray(pred, np.float32).dtype == np.float32
 
 
 def test_warm_start_continues_the_model_and_its_cutpoints(run, files, tmp_path):
