@@ -177,24 +177,40 @@ def log_likelihood(yhat, cls, b):
     return total
 
 
-@njit
-def _row_probabilities(yhat, b, out, i):
-    """out[i, m] += P(class m | ŷ = yhat) for the bounds b."""
+BLOCK_ROWS = 256     # rows a block: their cutpoint differences, then Φ of them in one loop
+
+
+@njit(inline="always")
+def _block_probabilities(raw, b, b0, b1, args, cdfs, out, first):
+    """out[first + i − b0, m] += P(class m | ŷ_i = raw[i]) for the bounds b, rows i of b0..b1:
+    Φ(b[m+1] − ŷ_i) of the whole block in one phi_cdf_array (args, cdfs: scratch of at least
+    (b1 − b0)(C − 1)), then each row's differences."""
     C = b.shape[0] - 1
-    prev = 0.0
-    for m in range(C - 1):
-        cdf = phi_cdf(b[m + 1] - yhat)
-        out[i, m] += cdf - prev
-        prev = cdf
-    out[i, C - 1] += 1.0 - prev
+    for i in range(b0, b1):
+        for m in range(C - 1):
+            args[(i - b0) * (C - 1) + m] = b[m + 1] - raw[i]
+    phi_cdf_array(args[:(b1 - b0) * (C - 1)], cdfs)
+    for i in range(b0, b1):
+        r = first + i - b0
+        prev = 0.0
+        for m in range(C - 1):
+            cdf = cdfs[(i - b0) * (C - 1) + m]
+            out[r, m] += cdf - prev
+            prev = cdf
+        out[r, C - 1] += 1.0 - prev
 
 
 @njit(parallel=True)
 def add_probabilities(raw, b, out):
-    """out[i, m] += P(class m | ŷ_i = raw[i]) for the bounds b (rows in parallel; each row's
-    arithmetic is its own, so the same bits on any thread count)."""
-    for i in prange(raw.shape[0]):
-        _row_probabilities(raw[i], b, out, i)
+    """out[i, m] += P(class m | ŷ_i = raw[i]) for the bounds b (chunks of CHUNK_ROWS rows in
+    parallel; each row's arithmetic is its own, so the same bits on any thread count)."""
+    n = raw.shape[0]
+    C = b.shape[0] - 1
+    for c in prange((n + CHUNK_ROWS - 1) // CHUNK_ROWS):
+        args = np.empty(BLOCK_ROWS * (C - 1))
+        cdfs = np.empty(BLOCK_ROWS * (C - 1))
+        for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), BLOCK_ROWS):
+            _block_probabilities(raw, b, b0, min(n, b0 + BLOCK_ROWS), args, cdfs, out, b0)
 
 
 @njit(parallel=True)
@@ -202,40 +218,53 @@ def metric_sums(proba, raw, b, cls, y, classes):
     """Σ (y − E)², Σ |y − E|, the count of most probable class == y, and Σ −log P(y) (P clipped
     to [1e-15, 1], NaN kept; P = 0 where cls is −1: y is none of the classes) over the rows,
     E = Σ_m c_m P(m). P per row: proba's row, or, when proba has no rows, one sample's
-    probabilities from raw and the bounds b (no array of the rows' probabilities is made).
-    Summed per chunk of CHUNK_ROWS rows, the chunks added in order: the same on any thread count."""
+    probabilities from raw and the bounds b (a block of rows at a time: no array of all the
+    rows' probabilities is made). Summed per chunk of CHUNK_ROWS rows, the chunks added in
+    order: the same on any thread count."""
     n = y.shape[0]
     C = classes.shape[0]
     from_raw = proba.shape[0] == 0
     n_chunks = (n + CHUNK_ROWS - 1) // CHUNK_ROWS
     part = np.zeros((n_chunks, 4))
     for c in prange(n_chunks):
-        p = np.zeros((1, C))
+        block = np.zeros((BLOCK_ROWS if from_raw else 0, C))
+        args = np.empty(BLOCK_ROWS * (C - 1) if from_raw else 0)
+        cdfs = np.empty(BLOCK_ROWS * (C - 1) if from_raw else 0)
         sse = sae = hits = nll = 0.0
-        for i in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS)):
+        prod = 1.0
+        for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), BLOCK_ROWS):
+            b1 = min(n, b0 + BLOCK_ROWS, (c + 1) * CHUNK_ROWS)
             if from_raw:
-                p[0, :] = 0.0
-                _row_probabilities(raw[i], b, p, 0)
+                block[:] = 0.0
+                _block_probabilities(raw, b, b0, b1, args, cdfs, block, 0)
+                p = block
             else:
-                p[0, :] = proba[i]
-            e = 0.0
-            best = 0
-            for m in range(C):
-                e += classes[m] * p[0, m]
-                if p[0, m] > p[0, best]:
-                    best = m
-            d = y[i] - e
-            sse += d * d
-            sae += abs(d)
-            if classes[best] == y[i]:
-                hits += 1.0
-            q = p[0, cls[i]] if cls[i] >= 0 else 0.0
-            if q < 1e-15:
-                q = 1e-15
-            elif q > 1.0:
-                q = 1.0
-            nll -= math.log(q)
-        part[c, 0], part[c, 1], part[c, 2], part[c, 3] = sse, sae, hits, nll
+                p = proba[b0:b1]
+            for i in range(b0, b1):
+                r = i - b0
+                e = 0.0
+                best = 0
+                for m in range(C):
+                    e += classes[m] * p[r, m]
+                    # the first most probable class, by arithmetic (which class wins varies
+                    # from row to row: a branch on it is mispredicted)
+                    best += (m - best) * np.int64(p[r, m] > p[r, best])
+                d = y[i] - e
+                sse += d * d
+                sae += abs(d)
+                hits += np.float64(classes[best] == y[i])
+                q = p[r, cls[i]] if cls[i] >= 0 else 0.0
+                if q < 1e-15:
+                    q = 1e-15
+                elif q > 1.0:
+                    q = 1.0
+                # one log for many rows: their P multiplied while the product stays >= 1e-200
+                # (a P is >= 1e-15; a NaN stays in the product and in the sum)
+                prod *= q
+                if prod < 1e-200:
+                    nll -= math.log(prod)
+                    prod = 1.0
+        part[c, 0], part[c, 1], part[c, 2], part[c, 3] = sse, sae, hits, nll - math.log(prod)
     total = np.zeros(4)
     for c in range(n_chunks):
         total += part[c]
@@ -256,7 +285,8 @@ def ordinal_scores(pred, y):
     if n == 0:
         return {"rmse": float("nan"), "mae": float("nan"), "accuracy": float("nan"), "logloss": float("nan")}
     y = np.ascontiguousarray(y, np.float64)
-    sse, sae, hits, nll = metric_sums(*pred.metric_inputs(), class_indices(y, pred.classes), y, pred.classes)
+    cls = class_indices(y, pred.classes) if pred.cls is None else pred.cls
+    sse, sae, hits, nll = metric_sums(*pred.metric_inputs(), cls, y, pred.classes)
     return {"rmse": math.sqrt(sse / n), "mae": sae / n, "accuracy": hits / n, "logloss": nll / n}
 
 
@@ -281,6 +311,8 @@ def most_probable(proba, classes):
 class OrdinalPrediction:
     """Class probabilities (rows, C) with their classes: what `-task o` predicts. Slices
     (the metrics go chunk by chunk) and len() are of the expected values."""
+
+    cls = None      # the rows' class indices: not known (ordinal_scores finds them)
 
     def __init__(self, proba, classes):
         self.proba = np.asarray(proba, np.float64)
@@ -311,12 +343,14 @@ class OrdinalPrediction:
 
 class OrdinalSample:
     """One sample's prediction (ŷ per row and the cutpoints γ), for the train metrics of each
-    iteration: metric_sums computes each row's probabilities as it goes."""
+    iteration: metric_sums computes each row's probabilities as it goes. cls: the rows' class
+    indices, when known (the learner's train rows; otherwise None)."""
 
-    def __init__(self, raw, gamma, classes):
+    def __init__(self, raw, gamma, classes, cls=None):
         self.raw = np.ascontiguousarray(raw, np.float64)
         self.bounds = bounds(gamma)
         self.classes = np.asarray(classes, np.float64)
+        self.cls = cls
 
     def __len__(self):
         return self.raw.shape[0]

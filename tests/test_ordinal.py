@@ -360,6 +360,7 @@ def test_metric_sums_match_a_numpy_reference():
     classes = np.array([1.0, 2.0, 4.0, 5.0])
     gamma = np.array([-0.7, 0.1, 1.2])
     raw = rng.normal(0.2, 1.3, 40000)      # three chunks
+    raw[::7] *= 6.0                        # P(y) down to the 1e-15 clip: the product of P flushed often
     y = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], len(raw))      # 3 is no class: P = 0
     P = ordinal.probabilities(raw, gamma)
     e = P @ classes
@@ -368,7 +369,8 @@ def test_metric_sums_match_a_numpy_reference():
     want = {"rmse": np.sqrt(np.mean((y - e) ** 2)), "mae": np.mean(np.abs(y - e)),
             "accuracy": np.mean(classes[np.argmax(P, axis=1)] == y),
             "logloss": np.mean(-np.log(np.clip(p, 1e-15, 1.0)))}
-    for pred in (ordinal.OrdinalPrediction(P, classes), ordinal.OrdinalSample(raw, gamma, classes)):
+    for pred in (ordinal.OrdinalPrediction(P, classes), ordinal.OrdinalSample(raw, gamma, classes),
+                 ordinal.OrdinalSample(raw, gamma, classes, ordinal.class_indices(y, classes))):
         got = ordinal.ordinal_scores(pred, y)
         for name, value in want.items():
             assert got[name] == pytest.approx(value, rel=1e-12), name

@@ -541,7 +541,7 @@ class MCMCLearner(CoordinateLearner):
         if self.task == "o":
             from fmcli.ordinal import OrdinalSample
 
-            return OrdinalSample(self._yhat, self.ordinal.gamma, self.classes), self._y
+            return OrdinalSample(self._yhat, self.ordinal.gamma, self.classes, self.ordinal.cls), self._y
         return super().train_scores()
 
     def log_values(self):
