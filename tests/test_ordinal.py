@@ -20,6 +20,17 @@ INTERVALS = [(-np.inf, -0.5), (0.3, np.inf), (-1.0, 2.0), (2.5, 3.0), (4.0, 6.0)
 NO_WEIGHTS = np.empty(0)
 
 
+def elementwise(fn):
+    """A compiled loop out[i] = fn(x[i]), fn one of fmcli's compiled scalar functions."""
+    from fmcli.config import njit
+
+    @njit
+    def loop(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fn(x[i])
+    return loop
+
+
 def tail_log_prob(a, b):
     """log(Φ(b) − Φ(a)) by scipy, accurate in the tails."""
     from scipy.special import log_ndtr
@@ -68,19 +79,12 @@ def test_phi_matches_scipy_and_the_array_form_the_scalar():
     # the series on |x| <= 2 and erfc beyond, on both sides of the switch and far in the tails
     from scipy.special import ndtr
 
-    from fmcli.config import njit
-
-    @njit
-    def scalar(x, out):
-        for i in range(x.shape[0]):
-            out[i] = ordinal.phi_cdf(x[i])
-
     rng = np.random.default_rng(2)
     x = np.concatenate([np.linspace(-3, 3, 6001), rng.normal(0, 3, 5000), [-2.0, 2.0, np.nextafter(-2.0, -3),
                         np.nextafter(2.0, 3), -37.0, 9.0, 0.0, -np.inf, np.inf, np.nan]])
     a, s = np.empty_like(x), np.empty_like(x)
     ordinal.phi_cdf_array(x, a)
-    scalar(x, s)
+    elementwise(ordinal.phi_cdf)(x, s)
     np.testing.assert_array_equal(a, s)
     series = np.abs(x) <= ordinal.PHI_SERIES_LIMIT
     np.testing.assert_allclose(s[series], ndtr(x[series]), rtol=2e-14, atol=0)
@@ -91,17 +95,10 @@ def test_phi_matches_scipy_and_the_array_form_the_scalar():
 def test_normal_quantile_matches_scipy():
     from scipy.special import ndtri
 
-    from fmcli.config import njit
-
-    @njit
-    def quantiles(p, out):
-        for i in range(p.shape[0]):
-            out[i] = ordinal.normal_quantile(p[i])
-
     rng = np.random.default_rng(0)
     p = np.concatenate([rng.random(20000), 10.0 ** -rng.uniform(0, 300, 20000), 1 - 10.0 ** -rng.uniform(1, 15, 200)])
     out = np.empty_like(p)
-    quantiles(p, out)
+    elementwise(ordinal.normal_quantile)(p, out)
     np.testing.assert_allclose(out, ndtri(p), rtol=1e-14, atol=1e-300)
 
 
