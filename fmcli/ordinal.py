@@ -177,7 +177,7 @@ def log_likelihood(yhat, cls, b):
     return total
 
 
-BLOCK_ROWS = 256     # rows a block: their cutpoint differences, then Φ of them in one loop
+BLOCK_ROWS = 256     # rows a block (here and in the MCMC sampler's pass): their Φ arguments, then Φ in one loop
 
 
 @njit(inline="always")

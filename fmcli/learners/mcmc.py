@@ -52,7 +52,7 @@ from fmcli.learners.coord import CoordinateLearner
 from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite
 from fmcli.model import FMModel
 from fmcli.learners.streams import chunk_seed, counter_uniform, stream_key
-from fmcli.ordinal import CHUNK_ROWS, INV_SQRT_2PI, interval_log_prob, normal_quantile, phi_cdf_array
+from fmcli.ordinal import BLOCK_ROWS, CHUNK_ROWS, INV_SQRT_2PI, interval_log_prob, normal_quantile, phi_cdf_array
 
 # libFM's fixed hyperprior parameters
 ALPHA0 = 1.0
@@ -200,7 +200,6 @@ def truncated_normal(a, b):
 
 
 FAST_TAIL = 30.0       # the fast path: the interval's nearer end within 30 of ŷ
-PASS_BLOCK = 256       # ordinal_pass's rows a block: their Φ arguments, then Φ in one loop
 CURVATURE_ROWS = 1 << 16   # rows enough for the curvature of the cutpoints' log-likelihood
 
 
@@ -294,7 +293,7 @@ def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv, wt):
     the outcome kept, so only one quantile a row is taken. u_i is number i of seed's stream,
     so the draws do not depend on the thread count, and they are independent of the MH
     decision (which uses only ŷ and the bounds): the z of the outcome kept is a draw from its
-    conditional. Φ is taken PASS_BLOCK rows at a time (ordinal.phi_cdf_array, vectorised), and
+    conditional. Φ is taken BLOCK_ROWS rows at a time (ordinal.phi_cdf_array, vectorised), and
     the unweighted rows' ratios are multiplied, one log for many rows. Rows whose interval lies
     beyond FAST_TAIL take the exact log-space path (interval_log_prob, truncated_normal from
     numba's generator seeded per chunk of ordinal.CHUNK_ROWS rows) and receive their z itself.
@@ -319,10 +318,10 @@ def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv, wt):
         s = 0.0
         ratio = 1.0
         sampled = (c * CHUNK_ROWS + stride - 1) // stride * stride     # the next row of the curvature's
-        args = np.empty(4 * PASS_BLOCK)
-        phis = np.empty(4 * PASS_BLOCK)
-        for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), PASS_BLOCK):
-            b1 = min(n, (c + 1) * CHUNK_ROWS, b0 + PASS_BLOCK)
+        args = np.empty(4 * BLOCK_ROWS)
+        phis = np.empty(4 * BLOCK_ROWS)
+        for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), BLOCK_ROWS):
+            b1 = min(n, (c + 1) * CHUNK_ROWS, b0 + BLOCK_ROWS)
             _fill_args(yhat, cls, bnd, b0, b1, args, 0, 4)
             _fill_args(yhat, cls, bnd2, b0, b1, args, 2, 4)
             phi_cdf_array(args[:4 * (b1 - b0)], phis)
