@@ -180,7 +180,7 @@ def log_likelihood(yhat, cls, b):
 BLOCK_ROWS = 256     # rows a block (here and in the MCMC sampler's pass): their Φ arguments, then Φ in one loop
 
 
-@njit(inline="always")
+@njit
 def _block_probabilities(raw, b, b0, b1, args, cdfs, out, first):
     """out[first + i − b0, m] += P(class m | ŷ_i = raw[i]) for the bounds b, rows i of b0..b1:
     Φ(b[m+1] − ŷ_i) of the whole block in one phi_cdf_array (args, cdfs: scratch of at least
@@ -204,13 +204,66 @@ def _block_probabilities(raw, b, b0, b1, args, cdfs, out, first):
 def add_probabilities(raw, b, out):
     """out[i, m] += P(class m | ŷ_i = raw[i]) for the bounds b (chunks of CHUNK_ROWS rows in
     parallel; each row's arithmetic is its own, so the same bits on any thread count)."""
+    for c in prange((raw.shape[0] + CHUNK_ROWS - 1) // CHUNK_ROWS):
+        _probabilities_chunk(np.int64(c), raw, b, out)     # (c cast: as in mcmc.ordinal_pass)
+
+
+@njit
+def _probabilities_chunk(c, raw, b, out):
+    """add_probabilities on chunk c (a function of its own, as the parallel loops' bodies here:
+    numba lowers a one-call body in a fraction of the time)."""
     n = raw.shape[0]
     C = b.shape[0] - 1
-    for c in prange((n + CHUNK_ROWS - 1) // CHUNK_ROWS):
-        args = np.empty(BLOCK_ROWS * (C - 1))
-        cdfs = np.empty(BLOCK_ROWS * (C - 1))
-        for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), BLOCK_ROWS):
-            _block_probabilities(raw, b, b0, min(n, b0 + BLOCK_ROWS), args, cdfs, out, b0)
+    args = np.empty(BLOCK_ROWS * (C - 1))
+    cdfs = np.empty(BLOCK_ROWS * (C - 1))
+    for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), BLOCK_ROWS):
+        _block_probabilities(raw, b, b0, min(n, b0 + BLOCK_ROWS), args, cdfs, out, b0)
+
+
+@njit
+def _metric_chunk(c, proba, raw, b, cls, y, classes, out):
+    """metric_sums on chunk c, its four sums into out."""
+    n = y.shape[0]
+    C = classes.shape[0]
+    from_raw = proba.shape[0] == 0
+    block = np.zeros((BLOCK_ROWS if from_raw else 0, C))
+    args = np.empty(BLOCK_ROWS * (C - 1) if from_raw else 0)
+    cdfs = np.empty(BLOCK_ROWS * (C - 1) if from_raw else 0)
+    sse = sae = hits = nll = 0.0
+    prod = 1.0
+    for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), BLOCK_ROWS):
+        b1 = min(n, b0 + BLOCK_ROWS, (c + 1) * CHUNK_ROWS)
+        if from_raw:
+            block[:] = 0.0
+            _block_probabilities(raw, b, b0, b1, args, cdfs, block, 0)
+            p = block
+        else:
+            p = proba[b0:b1]
+        for i in range(b0, b1):
+            r = i - b0
+            e = 0.0
+            best = 0
+            for m in range(C):
+                e += classes[m] * p[r, m]
+                # the first most probable class, by arithmetic (which class wins varies
+                # from row to row: a branch on it is mispredicted)
+                best += (m - best) * np.int64(p[r, m] > p[r, best])
+            d = y[i] - e
+            sse += d * d
+            sae += abs(d)
+            hits += np.float64(classes[best] == y[i])
+            q = p[r, cls[i]] if cls[i] >= 0 else 0.0
+            if q < 1e-15:
+                q = 1e-15
+            elif q > 1.0:
+                q = 1.0
+            # one log for many rows: their P multiplied while the product stays >= 1e-200
+            # (a P is >= 1e-15; a NaN stays in the product and in the sum)
+            prod *= q
+            if prod < 1e-200:
+                nll -= math.log(prod)
+                prod = 1.0
+    out[0], out[1], out[2], out[3] = sse, sae, hits, nll - math.log(prod)
 
 
 @njit(parallel=True)
@@ -221,50 +274,10 @@ def metric_sums(proba, raw, b, cls, y, classes):
     probabilities from raw and the bounds b (a block of rows at a time: no array of all the
     rows' probabilities is made). Summed per chunk of CHUNK_ROWS rows, the chunks added in
     order: the same on any thread count."""
-    n = y.shape[0]
-    C = classes.shape[0]
-    from_raw = proba.shape[0] == 0
-    n_chunks = (n + CHUNK_ROWS - 1) // CHUNK_ROWS
+    n_chunks = (y.shape[0] + CHUNK_ROWS - 1) // CHUNK_ROWS
     part = np.zeros((n_chunks, 4))
     for c in prange(n_chunks):
-        block = np.zeros((BLOCK_ROWS if from_raw else 0, C))
-        args = np.empty(BLOCK_ROWS * (C - 1) if from_raw else 0)
-        cdfs = np.empty(BLOCK_ROWS * (C - 1) if from_raw else 0)
-        sse = sae = hits = nll = 0.0
-        prod = 1.0
-        for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), BLOCK_ROWS):
-            b1 = min(n, b0 + BLOCK_ROWS, (c + 1) * CHUNK_ROWS)
-            if from_raw:
-                block[:] = 0.0
-                _block_probabilities(raw, b, b0, b1, args, cdfs, block, 0)
-                p = block
-            else:
-                p = proba[b0:b1]
-            for i in range(b0, b1):
-                r = i - b0
-                e = 0.0
-                best = 0
-                for m in range(C):
-                    e += classes[m] * p[r, m]
-                    # the first most probable class, by arithmetic (which class wins varies
-                    # from row to row: a branch on it is mispredicted)
-                    best += (m - best) * np.int64(p[r, m] > p[r, best])
-                d = y[i] - e
-                sse += d * d
-                sae += abs(d)
-                hits += np.float64(classes[best] == y[i])
-                q = p[r, cls[i]] if cls[i] >= 0 else 0.0
-                if q < 1e-15:
-                    q = 1e-15
-                elif q > 1.0:
-                    q = 1.0
-                # one log for many rows: their P multiplied while the product stays >= 1e-200
-                # (a P is >= 1e-15; a NaN stays in the product and in the sum)
-                prod *= q
-                if prod < 1e-200:
-                    nll -= math.log(prod)
-                    prod = 1.0
-        part[c, 0], part[c, 1], part[c, 2], part[c, 3] = sse, sae, hits, nll - math.log(prod)
+        _metric_chunk(np.int64(c), proba, raw, b, cls, y, classes, part[c])     # (c cast: as in mcmc.ordinal_pass)
     total = np.zeros(4)
     for c in range(n_chunks):
         total += part[c]

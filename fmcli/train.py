@@ -370,6 +370,10 @@ def _run_train(plan, console):
         if plan.loaded is not None:
             check_warm_start(plan, train, evals, console)
         learner = build_learner(opts, train, evals, main_groups(plan, train, evals), plan.loaded)
+        if warm.running:
+            # time to spare: the kernels of the train metrics each iteration prints compile now
+            # (-task o's take seconds), on the train rows as they start
+            _metrics(opts.task, *learner.train_scores())
         warm.wait()
     model = learner.model
     for note in getattr(learner, "notes", ()):

@@ -45,6 +45,11 @@ class Warmup:
     def __init__(self, proc=None):
         self.proc = proc
 
+    @property
+    def running(self):
+        """Whether a second process is compiling (so this one has time before its first step)."""
+        return self.proc is not None and self.proc.poll() is None
+
     def wait(self):
         """Wait until the second process has compiled the step's kernels (at most WAIT_SECONDS)."""
         if self.proc is not None:
