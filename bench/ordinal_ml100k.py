@@ -93,7 +93,7 @@ def speed(args):
                                np.asarray(vals, np.float32), y5, n, "synthetic"))
     train, test = data
     print(f"speed: synthetic {train.n_rows} train rows, {n} features, targets rounded to 5 classes "
-          f"(counts {np.bincount(train.y.astype(int))[1:].tolist()}), dim 1,1,8, {args.speed_iters} sweeps a round")
+          f"(counts {np.bincount(train.y.astype(int))[1:].tolist()}), dim 1,1,8, {args.speed_iters} sweeps each, alternated")
     # both learners side by side, their steps alternated (r, o, r, o, ...): the machine's drift
     # falls on both alike; each step timed, the ratio of the medians
     lrn = {task: learner(task, train, test, None, args.speed_iters + 1, args.seed) for task in ("r", "o")}

@@ -8,8 +8,9 @@ types of their arguments. When numba's cache has no sweep for the current source
 on a few made-up rows with every fmcli kernel run as plain Python (tiny inputs: nothing
 compiles) and runs one step, which compiles the step's kernels into the cache the processes of
 one installation share. Meanwhile this process compiles the reader's, the set-up's and the
-train refresh's kernels; `Warmup.wait`, before the first step, waits for the second process,
-and the step's kernels then load from the cache. It gains on a machine with a free core; on a
+train refresh's kernels, and those of the train metrics (fmcli.train computes them once on the
+starting state while `Warmup.running`); `Warmup.wait`, before the first step, waits for the
+second process, and the step's kernels then load from the cache. It gains on a machine with a free core; on a
 full one the two processes share the cores and the run takes about as long as compiling
 everything here.
 
