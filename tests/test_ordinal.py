@@ -54,8 +54,11 @@ def test_truncated_draws_follow_the_truncated_normal(a, b):
     log_ratio = ordinal_pass(yhat, cls, bnd, bnd2, z, z2, 7, np.zeros((0, 3)), NO_WEIGHTS)
     want = tail_log_prob(a + 0.25, b + 0.25) - tail_log_prob(a, b)
     assert log_ratio == pytest.approx(n * want, rel=1e-11, abs=1e-12 * n)
-    finish_latent(yhat, cls, bnd, z)
-    finish_latent(yhat, cls, bnd2, z2)
+    cache = np.full((n, 3), 7.0, np.float32)       # column 0 receives the residuals ŷ − z
+    finish_latent(yhat, cls, bnd, z, cache)
+    np.testing.assert_array_equal(cache[:, 0], (yhat - z).astype(np.float32))
+    assert (cache[:, 1:] == 7.0).all()
+    finish_latent(yhat, cls, bnd2, z2, cache)
     for x, (lo, hi) in ((z, (a, b)), (z2, (a + 0.25, b + 0.25))):
         assert np.all((x >= mean + lo) & (x <= mean + hi))
         p = stats.kstest(x - mean, stats.truncnorm(lo, hi).cdf).pvalue
@@ -69,8 +72,8 @@ def test_truncated_draws_follow_the_truncated_normal(a, b):
     with threads(1):
         w, w2 = np.empty(n), np.empty(n)
         ordinal_pass(yhat, cls, bnd, bnd2, w, w2, 7, np.zeros((0, 3)), NO_WEIGHTS)
-        finish_latent(yhat, cls, bnd, w)
-        finish_latent(yhat, cls, bnd2, w2)
+        finish_latent(yhat, cls, bnd, w, cache)
+        finish_latent(yhat, cls, bnd2, w2, cache)
     np.testing.assert_array_equal(w, z)
     np.testing.assert_array_equal(w2, z2)
 

@@ -28,6 +28,7 @@ Differences from libFM, on purpose:
 import numpy as np
 
 from fmcli.learners.coord import CoordinateLearner
+from fmcli.learners.sweep import set_residuals
 
 
 def als_lambdas(regular, G):
@@ -60,6 +61,7 @@ class ALSLearner(CoordinateLearner):
 
     def _latent(self):
         self._z = probit_expected_latent(self._yhat, self._y)
+        set_residuals(self.cache, self._yhat, self._z)
 
     def eval_predictions(self, name):
         return self._link(self.eval_raw[name])

@@ -244,7 +244,8 @@ class CoordinateLearner(Learner):
         pass
 
     def _latent(self):
-        """Classification, ordinal: new latent targets self._z from self._yhat."""
+        """Classification, ordinal: new latent targets self._z from self._yhat, and their
+        residuals in the cache (sweep.set_residuals)."""
         raise NotImplementedError
 
     def _after_eval(self):
@@ -371,7 +372,6 @@ class CoordinateLearner(Learner):
         self._check_diverged(it)
         if self.task != "r":
             self._latent()
-            set_residuals(self.cache, self._yhat, self._z)
         self.eval_raw = {name: self._predict(d) for name, d in self.evals.items()}
         self.n_steps += 1
         self._after_eval()

@@ -49,7 +49,8 @@ from numba import prange
 
 from fmcli.config import njit
 from fmcli.learners.coord import CoordinateLearner
-from fmcli.learners.sweep import REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite
+from fmcli.learners.sweep import (REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, REJ_WMU, finite, set_residuals,
+                                 store_residual)
 from fmcli.model import FMModel
 from fmcli.learners.streams import chunk_seed, counter_uniform, stream_key
 from fmcli.ordinal import BLOCK_ROWS, CHUNK_ROWS, INV_SQRT_2PI, interval_log_prob, normal_quantile, phi_cdf_array
@@ -389,14 +390,16 @@ def ordinal_pass(yhat, cls, bnd, bnd2, z, z2, seed, curv, wt):
 
 
 @njit(parallel=True)
-def finish_latent(yhat, cls, bnd, z):
+def finish_latent(yhat, cls, bnd, z, cache):
     """Finish ordinal_pass's latent targets for the bounds bnd in place: each fast-path row's
-    quantile argument becomes its z (the exact-path rows hold theirs already)."""
+    quantile argument becomes its z (the exact-path rows hold theirs already); and each row's
+    residual ŷ − z into the cache (sweep.store_residual: no pass of its own)."""
     for i in prange(yhat.shape[0]):
         t = yhat[i]
         lo, hi = bnd[cls[i]] - t, bnd[cls[i] + 1] - t
         if _is_fast(lo, hi):
             z[i] = t + _interval_point(lo, hi, z[i])
+        store_residual(cache, i, t, z[i])
 
 
 class OrdinalSampler:
@@ -474,9 +477,10 @@ class OrdinalSampler:
             return None
         return self.scale * np.linalg.inv(L).T
 
-    def draw(self, yhat, z):
-        """One MH step of α and the latent targets: returns the array holding the new z (z
-        itself or the sampler's other buffer; the one not returned becomes the spare)."""
+    def draw(self, yhat, z, cache):
+        """One MH step of α and the latent targets, their residuals into the cache: returns the
+        array holding the new z (z itself or the sampler's other buffer; the one not returned
+        becomes the spare)."""
         from fmcli.ordinal import bounds, cutpoints
 
         self.n_draws += 1
@@ -498,7 +502,7 @@ class OrdinalSampler:
             self.gamma = cutpoints(prop)
             self.accepted += 1
             z, self.z_spare, b = self.z_spare, z, b2
-        finish_latent(yhat, self.cls, b, z)
+        finish_latent(yhat, self.cls, b, z, cache)
         return z
 
 
@@ -534,9 +538,10 @@ class MCMCLearner(CoordinateLearner):
 
     def _latent(self):
         if self.task == "o":
-            self._z = self.ordinal.draw(self._yhat, self._z)
+            self._z = self.ordinal.draw(self._yhat, self._z, self.cache)
         else:
             draw_latent(self._yhat, self._y, self._z)
+            set_residuals(self.cache, self._yhat, self._z)
 
     def _ordinal(self, proba):
         from fmcli.ordinal import OrdinalPrediction

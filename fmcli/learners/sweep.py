@@ -381,6 +381,13 @@ def factor_block_sums(indptr, indices, data, V, f0, f1, cache):
                 cache[i, 1 + f] = s[f]
 
 
+@njit(inline="always")
+def store_residual(cache, i, yhat, t):
+    """Row i's residual e = ŷ − t into the cache's column 0 (set_residuals' arithmetic, for a
+    kernel that makes the target t itself: the ordinal latent draw)."""
+    cache[i, 0] = yhat - t
+
+
 @njit
 def set_residuals(cache, yhat, t):
     """e_i = ŷ_i − t_i into the cache's column 0; returns Σ e_i² of the stored (float32) e:
@@ -390,7 +397,7 @@ def set_residuals(cache, yhat, t):
     on the thread count)."""
     sq = 0.0
     for i in range(cache.shape[0]):
-        cache[i, 0] = yhat[i] - t[i]
+        store_residual(cache, i, yhat[i], t[i])
         e = np.float64(cache[i, 0])
         sq += e * e
     return sq
