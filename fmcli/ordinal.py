@@ -177,6 +177,19 @@ def log_likelihood(yhat, cls, b):
     return total
 
 
+@njit(inline="always")
+def log_product(s, prod, q):
+    """(s, prod) with log q added to the sum s + log(prod): q multiplied into prod while it is
+    within 1e±150, prod kept within 1e±100 (no overflow, no underflow; its log taken into s when
+    it leaves), otherwise log q into s. One log for many factors; a NaN q makes s NaN."""
+    if not 1e-150 <= q <= 1e150:
+        return s + math.log(q), prod
+    prod *= q
+    if not 1e-100 <= prod <= 1e100:
+        return s + math.log(prod), 1.0
+    return s, prod
+
+
 BLOCK_ROWS = 256     # rows a block (here and in the MCMC sampler's pass): their Φ arguments, then Φ in one loop
 
 
@@ -229,7 +242,7 @@ def _metric_chunk(c, proba, raw, b, cls, y, classes, out):
     block = np.zeros((BLOCK_ROWS if from_raw else 0, C))
     args = np.empty(BLOCK_ROWS * (C - 1) if from_raw else 0)
     cdfs = np.empty(BLOCK_ROWS * (C - 1) if from_raw else 0)
-    sse = sae = hits = nll = 0.0
+    sse = sae = hits = ll = 0.0      # ll: Σ log P(y), as ll + log(prod)
     prod = 1.0
     for b0 in range(c * CHUNK_ROWS, min(n, (c + 1) * CHUNK_ROWS), BLOCK_ROWS):
         b1 = min(n, b0 + BLOCK_ROWS, (c + 1) * CHUNK_ROWS)
@@ -257,13 +270,8 @@ def _metric_chunk(c, proba, raw, b, cls, y, classes, out):
                 q = 1e-15
             elif q > 1.0:
                 q = 1.0
-            # one log for many rows: their P multiplied while the product stays >= 1e-200
-            # (a P is >= 1e-15; a NaN stays in the product and in the sum)
-            prod *= q
-            if prod < 1e-200:
-                nll -= math.log(prod)
-                prod = 1.0
-    out[0], out[1], out[2], out[3] = sse, sae, hits, nll - math.log(prod)
+            ll, prod = log_product(ll, prod, q)      # one log for many rows
+    out[0], out[1], out[2], out[3] = sse, sae, hits, -(ll + math.log(prod))
 
 
 @njit(parallel=True)

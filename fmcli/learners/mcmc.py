@@ -53,7 +53,8 @@ from fmcli.learners.sweep import (REJ_ALPHA, REJ_VLAMBDA, REJ_VMU, REJ_WLAMBDA, 
                                  store_residual)
 from fmcli.model import FMModel
 from fmcli.learners.streams import chunk_seed, counter_uniform, stream_key
-from fmcli.ordinal import BLOCK_ROWS, CHUNK_ROWS, INV_SQRT_2PI, interval_log_prob, normal_quantile, phi_cdf_array
+from fmcli.ordinal import (BLOCK_ROWS, CHUNK_ROWS, INV_SQRT_2PI, interval_log_prob, log_product, normal_quantile,
+                           phi_cdf_array)
 
 # libFM's fixed hyperprior parameters
 ALPHA0 = 1.0
@@ -230,9 +231,9 @@ def _interval_mass(lo, hi, f_lo, g, u):
     q = −(Φ(−hi) + (1 − u) P) < 0 (x = −Φ⁻¹(−q)) when Φ(lo) + u P > 1/2. fast is False (P, q
     unset) when the interval lies wholly beyond −FAST_TAIL (Φ near underflow): the caller
     takes the exact log-space path (interval_log_prob, truncated_normal)."""
-    _, lo, hi = _mirrored(lo, hi)
-    if hi < -FAST_TAIL:
+    if not _is_fast(lo, hi):
         return False, 0.0, 0.0
+    _, lo, hi = _mirrored(lo, hi)
     # both cases computed, one kept by factors of 1 and 0 (x·1 + y·0 is x, for finite y): the
     # case varies from row to row, and a branch on it is mispredicted half the time
     a = 1.0 if hi > 0.0 else 0.0
@@ -319,17 +320,8 @@ def _pass_chunk(c, yhat, cls, bnd, bnd2, z, z2, key, pcurv, wt, stride):
             if fast and fast2:
                 if weighted:
                     s += w * math.log(P2 / P)
-                    continue
-                # one log for many rows: the product of the ratios kept within 1e±100, a
-                # ratio within 1e±150 multiplied into it (no overflow, no underflow)
-                q = P2 / P
-                if not 1e-150 <= q <= 1e150:
-                    s += math.log(q)
-                    continue
-                ratio *= q
-                if not 1e-100 <= ratio <= 1e100:
-                    s += math.log(ratio)
-                    ratio = 1.0
+                else:
+                    s, ratio = log_product(s, ratio, P2 / P)      # one log for many rows
                 continue
             if not seeded:
                 np.random.seed(chunk_seed(key, c))

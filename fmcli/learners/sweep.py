@@ -306,9 +306,10 @@ def _sweep(column, cptr, crow, cval, order, lane_ptr, n_lanes, groups, cache, w0
     from its own stream (of `seed`), the result is the same for any number of lanes and
     threads. lx, Z, rej: one slice per thread (scratch, normals, rejection counts); buf: one
     (k+1, cap_l) gather buffer per lane l, buf[buf_off[l]:buf_off[l+1]], sized by the longest
-    column lane l ever gets (schedule.lane_buffers). Factor blocks: V, lam_v and mu_v may be the column views
-    [:, f0:f1] of one block, and the cache then holds e and that block's q in its first
-    1 + f1 − f0 columns (further columns, if any, are not touched); k below is the block's width.
+    column lane l ever gets (schedule.lane_buffers). Factor blocks: V, lam_v and mu_v may be
+    the column views [:, f0:f1] of one block, and the cache then holds e and that block's q in
+    its first 1 + f1 − f0 columns (further columns, if any, are not touched); k below is the
+    block's width.
     weights: each row's weight (its precision scaled by it; -weights), or empty (all 1); lw: a
     per-thread gather buffer for them (shape (threads, 0) without weights). row_len: each row's
     count of non-zero values (its relation rows' included); guard: by feature, whether its rows
